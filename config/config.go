@@ -1,0 +1,170 @@
+// Package config reads a recluster file (YAML or Procfile), fills in the
+// defaults of SPEC.md and validates it. It produces plain, immutable data:
+// the runner never looks at YAML, and nothing here knows about processes.
+package config
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Defaults that users see, as SPEC.md gives them.
+const (
+	DefaultRespawn           = time.Second
+	DefaultBackoff           = 0
+	DefaultTimeout           = time.Second
+	DefaultProductionTimeout = time.Hour
+	DefaultReadyTimeout      = 60 * time.Second
+	DefaultStopSignal        = syscall.SIGTERM
+	DefaultProcfilePortBase  = 5000
+)
+
+// ReadyWhen says when a worker counts as ready.
+type ReadyWhen string
+
+const (
+	ReadyStarted   ReadyWhen = "started"
+	ReadyListening ReadyWhen = "listening"
+	ReadyNotified  ReadyWhen = "ready"
+)
+
+// Config is one validated recluster file.
+type Config struct {
+	// Path is the absolute path of the file that was read.
+	Path string
+	// Dir is the folder relative paths in the file are resolved against.
+	Dir string
+	// Procfile is true when Path is a Procfile rather than YAML.
+	Procfile bool
+	// Services in the order the file declares them.
+	Services []*Service
+}
+
+// Service returns the named service, or nil.
+func (c *Config) Service(name string) *Service {
+	for _, s := range c.Services {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Names returns the service names in file order.
+func (c *Config) Names() []string {
+	names := make([]string, len(c.Services))
+	for i, s := range c.Services {
+		names[i] = s.Name
+	}
+	return names
+}
+
+// Service is one cluster of identical workers, with every default applied.
+type Service struct {
+	Name    string
+	Command Command
+	// Dir is absolute.
+	Dir string
+	// Env is what the file adds to recluster's own environment, in order of
+	// precedence (a later entry wins): top-level env, env files, the
+	// service's env. Names are unique.
+	Env          []EnvVar
+	Workers      int
+	Listen       []Listen
+	ReadyWhen    ReadyWhen
+	ReadyTimeout time.Duration
+	Timeout      time.Duration
+	Respawn      time.Duration
+	Backoff      time.Duration
+	StopSignal   syscall.Signal
+	After        []string
+	Log          LogOptions
+}
+
+// LogOptions are the service's `log` settings.
+type LogOptions struct {
+	Respawns bool
+}
+
+// EnvVar is one NAME=value pair.
+type EnvVar struct {
+	Name, Value string
+}
+
+// Listen is one socket the service's workers inherit.
+type Listen struct {
+	// Name is the fd's name in LISTEN_FDNAMES; the service name by default.
+	Name string
+	// Network is "tcp" or "unix".
+	Network string
+	// Address is "host:port" for tcp (host empty for every interface) and an
+	// absolute path for unix.
+	Address string
+}
+
+func (l Listen) String() string {
+	if l.Network == "unix" {
+		return "unix:" + l.Address
+	}
+	return l.Address
+}
+
+// Options change how a file is read; the zero value reads the real
+// environment and machine.
+type Options struct {
+	// Getenv reads recluster's own environment (production defaults, $VAR in
+	// commands is expanded later, at spawn time). Default os.Getenv.
+	Getenv func(string) string
+	// NumCPU is the default worker count. Default runtime.NumCPU.
+	NumCPU int
+	// PortBase is the first PORT in Procfile mode. Default 5000.
+	PortBase int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	if o.NumCPU <= 0 {
+		o.NumCPU = runtime.NumCPU()
+	}
+	if o.PortBase <= 0 {
+		o.PortBase = DefaultProcfilePortBase
+	}
+	return o
+}
+
+// defaultTimeout is 1h in production, where cutting a request short costs
+// more than a slow stop, and 1s elsewhere.
+func (o Options) defaultTimeout() time.Duration {
+	for _, name := range []string{"RECLUSTER_ENV", "NODE_ENV"} {
+		if strings.EqualFold(o.Getenv(name), "production") {
+			return DefaultProductionTimeout
+		}
+	}
+	return DefaultTimeout
+}
+
+// Load reads, defaults and validates the file at path with the real
+// environment. A Procfile is recognised by its base name.
+func Load(path string) (*Config, error) {
+	return Options{}.Load(path)
+}
+
+// Load reads, defaults and validates the file at path. Every problem is
+// returned at once, as a *multierror.Error of *FieldError.
+func (o Options) Load(path string) (*Config, error) {
+	o = o.withDefaults()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if IsProcfile(path) {
+		return o.parseProcfile(path, data)
+	}
+	return o.parseYAML(path, data)
+}

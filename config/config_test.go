@@ -1,0 +1,287 @@
+package config
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+const fixtures = "../testdata/config"
+
+// testOptions pins what the machine would otherwise decide.
+var testOptions = Options{Getenv: func(string) string { return "" }, NumCPU: 2}
+
+// golden compares got with the file, or rewrites it under -update. Absolute
+// paths are replaced with $DIR so the files hold on any checkout.
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	abs, _ := filepath.Abs(fixtures)
+	got = bytes.ReplaceAll(got, []byte(abs), []byte("$DIR"))
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./config -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs (go test ./config -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestGolden(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(fixtures, "*.yml"))
+	if len(files) < 8 {
+		t.Fatalf("found only %d fixtures in %s", len(files), fixtures)
+	}
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".yml")
+		t.Run(name, func(t *testing.T) {
+			cfg, err := testOptions.Load(file)
+			var out bytes.Buffer
+			switch {
+			case strings.HasPrefix(name, "invalid-"):
+				if err == nil {
+					t.Fatalf("loaded an invalid file without error")
+				}
+				if Problems(err) == nil {
+					t.Fatalf("error is not a list of problems: %v", err)
+				}
+				out.WriteString(err.Error() + "\n")
+			default:
+				if err != nil {
+					t.Fatalf("valid file refused:\n%v", err)
+				}
+				if err := Print(&out, cfg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			golden(t, strings.TrimSuffix(file, ".yml")+".golden", out.Bytes())
+		})
+	}
+}
+
+func TestEveryProblemHasAPosition(t *testing.T) {
+	_, err := testOptions.Load(filepath.Join(fixtures, "invalid-many.yml"))
+	problems := Problems(err)
+	// One per bad key in the file: wokers, workers, readyWhen, timeout,
+	// respawn, stopSignal, after, log.respawns, command, dir, envFile and
+	// the two listen items.
+	if len(problems) != 13 {
+		t.Fatalf("got %d problems, want 13:\n%v", len(problems), err)
+	}
+	for _, p := range problems {
+		if p.Line < 2 || p.Col < 3 {
+			t.Errorf("problem without a real position: %v", p)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := testOptions.Load(filepath.Join(fixtures, "valid-defaults.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, sock := cfg.Service("web"), cfg.Service("sock")
+	if web.Workers != 2 || web.Timeout != time.Second || web.Respawn != time.Second || web.Backoff != 0 ||
+		web.ReadyTimeout != time.Minute || web.ReadyWhen != ReadyStarted || !web.Log.Respawns {
+		t.Errorf("web defaults wrong: %+v", web)
+	}
+	if sock.ReadyWhen != ReadyListening || sock.Listen[0].Address != ":3000" {
+		t.Errorf("a listening service should default to readyWhen listening on :3000: %+v", sock)
+	}
+	for _, env := range []string{"RECLUSTER_ENV", "NODE_ENV"} {
+		prod := Options{NumCPU: 1, Getenv: func(k string) string {
+			if k == env {
+				return "production"
+			}
+			return ""
+		}}
+		cfg, err := prod.Load(filepath.Join(fixtures, "valid-defaults.yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Service("web").Timeout; got != time.Hour {
+			t.Errorf("%s=production: timeout %v, want 1h", env, got)
+		}
+	}
+}
+
+func TestEnvPrecedence(t *testing.T) {
+	cfg, err := testOptions.Load(filepath.Join(fixtures, "valid-full.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, e := range cfg.Service("api").Env {
+		env[e.Name] = e.Value
+	}
+	// top-level env < env files < service env.
+	want := map[string]string{"LOG_LEVEL": "info", "SHARED": "1", "API_KEY": "secret value", "NODE_ENV": "development", "WORKERS_HINT": "4"}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("%s = %q, want %q", k, env[k], v)
+		}
+	}
+}
+
+func TestCommand(t *testing.T) {
+	env := func(k string) string { return map[string]string{"PORT": "8080", "ARGS": "a b"}[k] }
+	cases := []struct {
+		line  string
+		shell bool
+		argv  []string
+	}{
+		{"node server.js --port $PORT", false, []string{"node", "server.js", "--port", "8080"}},
+		{`echo "$ARGS" '$PORT'`, false, []string{"echo", "a b", "$PORT"}},
+		{"a | b", true, nil},
+		{"a && b", true, nil},
+		{"a; b", true, nil},
+		{"a > out.log", true, nil},
+		{"a 2>&1", true, nil},
+		{"echo $(date)", true, nil},
+		{"echo `date`", true, nil},
+		{"(cd x && run)", true, nil},
+		{"FOO=1 run", true, nil},
+		{`echo "a | b"`, false, []string{"echo", "a | b"}},
+	}
+	for _, c := range cases {
+		cmd, err := parseCommandLine(c.line)
+		if err != nil {
+			t.Errorf("%q: %v", c.line, err)
+			continue
+		}
+		if cmd.Shell != c.shell {
+			t.Errorf("%q: shell = %v, want %v", c.line, cmd.Shell, c.shell)
+		}
+		argv, err := cmd.Argv(env)
+		if err != nil {
+			t.Errorf("%q: %v", c.line, err)
+		}
+		if c.shell {
+			c.argv = []string{"/bin/sh", "-c", c.line}
+		}
+		if strings.Join(argv, "\x00") != strings.Join(c.argv, "\x00") {
+			t.Errorf("%q: argv %q, want %q", c.line, argv, c.argv)
+		}
+	}
+	for _, bad := range []string{"", "  ", `echo 'x`, `echo "x`, `echo \`} {
+		if _, err := parseCommandLine(bad); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+func TestDurations(t *testing.T) {
+	for in, want := range map[string]time.Duration{"250ms": 250 * time.Millisecond, "10s": 10 * time.Second, "0.3": 300 * time.Millisecond, "2": 2 * time.Second, "1h": time.Hour, "0": 0} {
+		got, err := parseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"soon", "1e400", "NaN", "inf", ""} {
+		if _, err := parseDuration(bad); err == nil {
+			t.Errorf("parseDuration(%q) accepted", bad)
+		}
+	}
+}
+
+func TestProcfile(t *testing.T) {
+	cfg, err := Options{Getenv: testOptions.Getenv, PortBase: 7000}.Load("../testdata/procfile/Procfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Names(), ","); got != "web,worker,clock" {
+		t.Fatalf("services %s", got)
+	}
+	for i, s := range cfg.Services {
+		env := map[string]string{}
+		for _, e := range s.Env {
+			env[e.Name] = e.Value
+		}
+		if want := 7000 + 100*i; env["PORT"] != strconv.Itoa(want) {
+			t.Errorf("%s: PORT=%s, want %d", s.Name, env["PORT"], want)
+		}
+		if env["FROM_DOTENV"] != "yes" || s.Workers != 1 || s.ReadyWhen != ReadyStarted {
+			t.Errorf("%s: %+v", s.Name, s)
+		}
+	}
+	if !cfg.Service("worker").Command.Shell {
+		t.Errorf("worker's && should run under sh")
+	}
+	_, err = testOptions.Load("../testdata/procfile/bad/Procfile")
+	var lines []string
+	for _, p := range Problems(err) {
+		lines = append(lines, p.Error())
+	}
+	want := []string{
+		"../testdata/procfile/bad/Procfile:1:1: expected `name: command`; a Procfile line names a service, a colon, then its command",
+		"../testdata/procfile/bad/Procfile:3:1: web: is declared twice (first on line 2); keep one",
+		"../testdata/procfile/bad/Procfile:4:4: x: command has an unclosed \" quote; a command is a program and its arguments, split like a shell",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+
+func TestFind(t *testing.T) {
+	root := t.TempDir()
+	deep := filepath.Join(root, "a", "b")
+	os.MkdirAll(deep, 0o755)
+	if _, err := Find(deep); err == nil {
+		t.Fatal("found a file where there is none")
+	}
+	os.WriteFile(filepath.Join(deep, "Procfile"), []byte("a: b\n"), 0o644)
+	if got, _ := Find(deep); got != filepath.Join(deep, "Procfile") {
+		t.Errorf("Procfile here: got %s", got)
+	}
+	os.WriteFile(filepath.Join(root, "recluster.yaml"), []byte("services: {}\n"), 0o644)
+	if got, _ := Find(deep); got != filepath.Join(root, "recluster.yaml") {
+		t.Errorf("recluster.yaml in a parent wins over a Procfile: got %s", got)
+	}
+}
+
+// FuzzLoad feeds arbitrary bytes to the loader: it must return a config or
+// an error, never panic or hang.
+func FuzzLoad(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join(fixtures, "*.yml"))
+	for _, file := range files {
+		data, _ := os.ReadFile(file)
+		f.Add(data, false)
+	}
+	f.Add([]byte("web: ./run\nworker: a | b\n"), true)
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte, procfile bool) {
+		name := "recluster.yml"
+		if procfile {
+			name = "Procfile"
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := testOptions.Load(path)
+		if (cfg == nil) == (err == nil) {
+			t.Fatalf("Load returned config %v and error %v", cfg, err)
+		}
+		if err != nil && Problems(err) == nil {
+			t.Fatalf("error without positions: %v", err)
+		}
+		if cfg != nil {
+			if err := Print(&bytes.Buffer{}, cfg); err != nil {
+				t.Fatalf("Print: %v", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,84 @@
+package config
+
+import (
+	"io"
+
+	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
+)
+
+type printedLog struct {
+	Respawns bool `yaml:"respawns"`
+}
+
+type printedService struct {
+	Command      any               `yaml:"command"`
+	Dir          string            `yaml:"dir"`
+	Env          map[string]string `yaml:"env,omitempty"`
+	Workers      int               `yaml:"workers"`
+	Listen       []string          `yaml:"listen,omitempty"`
+	ReadyWhen    ReadyWhen         `yaml:"readyWhen"`
+	ReadyTimeout string            `yaml:"readyTimeout"`
+	Timeout      string            `yaml:"timeout"`
+	Respawn      string            `yaml:"respawn"`
+	Backoff      string            `yaml:"backoff"`
+	StopSignal   string            `yaml:"stopSignal"`
+	After        []string          `yaml:"after,flow,omitempty"`
+	Log          printedLog        `yaml:"log"`
+}
+
+// Print writes cfg as YAML with every default filled in, so users can see
+// what a default became. Env holds what the file adds (env, env files),
+// not recluster's own environment.
+func Print(w io.Writer, cfg *Config) error {
+	services := &yaml.Node{Kind: yaml.MappingNode}
+	for _, s := range cfg.Services {
+		ps := printedService{
+			Dir:          s.Dir,
+			Workers:      s.Workers,
+			ReadyWhen:    s.ReadyWhen,
+			ReadyTimeout: s.ReadyTimeout.String(),
+			Timeout:      s.Timeout.String(),
+			Respawn:      s.Respawn.String(),
+			Backoff:      s.Backoff.String(),
+			StopSignal:   unix.SignalName(s.StopSignal),
+			After:        s.After,
+			Log:          printedLog{Respawns: s.Log.Respawns},
+		}
+		if s.Command.Args != nil {
+			ps.Command = s.Command.Args
+		} else {
+			ps.Command = s.Command.Line
+		}
+		if len(s.Env) > 0 {
+			ps.Env = map[string]string{}
+			for _, e := range s.Env {
+				ps.Env[e.Name] = e.Value
+			}
+		}
+		for _, l := range s.Listen {
+			addr := l.String()
+			if l.Name != s.Name {
+				addr = l.Name + "=" + addr
+			}
+			ps.Listen = append(ps.Listen, addr)
+		}
+		var value yaml.Node
+		if err := value.Encode(ps); err != nil {
+			return err
+		}
+		if s.Command.Shell {
+			value.Content[1].LineComment = "runs under /bin/sh -c"
+		}
+		services.Content = append(services.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: s.Name}, &value)
+	}
+	doc := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+		{Kind: yaml.ScalarNode, Value: "services"}, services,
+	}}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	return enc.Close()
+}

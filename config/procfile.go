@@ -1,0 +1,94 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// IsProcfile reports whether path names a Procfile (Procfile, Procfile.dev…).
+func IsProcfile(path string) bool {
+	base := filepath.Base(path)
+	return base == "Procfile" || strings.HasPrefix(base, "Procfile.")
+}
+
+// parseProcfile reads foreman's format: one `name: command` a line. Each
+// service gets one worker, readyWhen started and PORT = base + 100 × index,
+// foreman's rule, so a Procfile app finds the same ports as under foreman.
+func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoder{file: path, dir: filepath.Dir(abs), opts: o}
+	cfg := &Config{Path: abs, Dir: d.dir, Procfile: true}
+
+	dotenv, err := readEnvFile(filepath.Join(d.dir, ".env"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.errs.add(&FieldError{File: path, Line: 1, Col: 1, Msg: fmt.Sprintf("%v; fix or remove .env next to the Procfile", err)})
+	}
+	seen := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), len(data)+1)
+	lineNo := 0
+	for sc.Scan() {
+		lineNo++
+		raw := sc.Text()
+		line := strings.TrimSpace(raw)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		col := strings.Index(raw, line) + 1
+		name, command, ok := strings.Cut(line, ":")
+		name = strings.TrimSpace(name)
+		if !ok {
+			d.errs.add(&FieldError{File: path, Line: lineNo, Col: col, Msg: "expected `name: command`; a Procfile line names a service, a colon, then its command"})
+			continue
+		}
+		if !serviceName.MatchString(name) || name == "recluster" {
+			d.errs.add(&FieldError{File: path, Line: lineNo, Col: col, Msg: fmt.Sprintf("%q is not a usable service name; use letters, digits, '-' and '_'", name)})
+			continue
+		}
+		cmdCol := col + len(name) + 1 + (len(command) - len(strings.TrimLeft(command, " \t")))
+		if first, dup := seen[name]; dup {
+			d.errs.add(&FieldError{File: path, Line: lineNo, Col: col, Path: name, Msg: fmt.Sprintf("is declared twice (first on line %d); keep one", first)})
+			continue
+		}
+		seen[name] = lineNo
+		cmd, err := parseCommandLine(strings.TrimSpace(command))
+		if err != nil {
+			d.errs.add(&FieldError{File: path, Line: lineNo, Col: cmdCol, Path: name, Msg: fmt.Sprintf("command %v; a command is a program and its arguments, split like a shell", err)})
+			continue
+		}
+		port := o.PortBase + 100*len(cfg.Services)
+		cfg.Services = append(cfg.Services, &Service{
+			Name:         name,
+			Command:      cmd,
+			Dir:          d.dir,
+			Env:          mergeEnv(dotenv, []EnvVar{{Name: "PORT", Value: strconv.Itoa(port)}}),
+			Workers:      1,
+			ReadyWhen:    ReadyStarted,
+			ReadyTimeout: DefaultReadyTimeout,
+			Timeout:      o.defaultTimeout(),
+			Respawn:      DefaultRespawn,
+			Backoff:      DefaultBackoff,
+			StopSignal:   DefaultStopSignal,
+			Log:          LogOptions{Respawns: true},
+		})
+	}
+	if err := sc.Err(); err != nil {
+		d.errs.add(&FieldError{File: path, Line: lineNo + 1, Col: 1, Msg: err.Error()})
+	}
+	if len(cfg.Services) == 0 && len(d.errs) == 0 {
+		d.errs.add(&FieldError{File: path, Line: 1, Col: 1, Msg: "no services; a Procfile has one `name: command` a line"})
+	}
+	if err := d.errs.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}

@@ -1,0 +1,489 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/recluster/recluster/config"
+)
+
+// Options configure a Manager. The zero value runs real processes with
+// output discarded and never re-reads the config file.
+type Options struct {
+	// Starter starts workers. Default: an OSStarter with notify sockets in
+	// a fresh temporary folder.
+	Starter Starter
+	// Output receives workers' output and recluster's own lines.
+	Output Output
+	// OnEvent, when set, is told of every change. It is called from the
+	// clusters' loops: it must not block for long.
+	OnEvent func(Event)
+	// Environ is recluster's own environment, the base of every worker's.
+	// Default os.Environ().
+	Environ []string
+	// Load re-reads the config file for a reload. Default: the config
+	// given to New, unchanged.
+	Load func() (*config.Config, error)
+
+	acquire func(*ServiceSpec) error
+	release func(*ServiceSpec)
+}
+
+// Manager runs every service of one config file, each as a Cluster. Its
+// methods are safe to call from any goroutine while Run runs.
+type Manager struct {
+	opts    Options
+	sockets Sockets
+	ownRun  string // the temporary folder of a default starter
+
+	mu       sync.Mutex // guards the fields below; never held while waiting
+	cfg      *config.Config
+	clusters map[string]*Cluster
+	runCtx   context.Context
+	wg       sync.WaitGroup // every cluster's Run
+	bg       sync.WaitGroup // start-after-dependencies goroutines
+}
+
+// New returns a Manager for cfg. Call Run to start it.
+func New(cfg *config.Config, opts Options) (*Manager, error) {
+	m := &Manager{cfg: cfg, clusters: map[string]*Cluster{}}
+	if opts.Output == nil {
+		opts.Output = discardOutput{}
+	}
+	if opts.Environ == nil {
+		opts.Environ = os.Environ()
+	}
+	if opts.Load == nil {
+		opts.Load = func() (*config.Config, error) { return cfg, nil }
+	}
+	if opts.Starter == nil {
+		dir, err := os.MkdirTemp("", "recluster-")
+		if err != nil {
+			return nil, err
+		}
+		m.ownRun = dir
+		opts.Starter = NewOSStarter(dir, nil)
+	}
+	opts.acquire = m.acquire
+	opts.release = m.release
+	m.opts = opts
+	for _, s := range cfg.Services {
+		c := newCluster(m.spec(s), &m.opts)
+		m.clusters[s.Name] = c
+	}
+	return m, nil
+}
+
+func (m *Manager) acquire(spec *ServiceSpec) error {
+	if spec.files != nil || len(spec.Listen) == 0 {
+		return nil
+	}
+	files, err := m.sockets.Acquire(spec.Listen)
+	if err != nil {
+		return err
+	}
+	spec.files = files
+	for _, l := range spec.Listen {
+		m.opts.Output.System(spec.Name, fmt.Sprintf("listening on %s", m.sockets.Addr(l)))
+	}
+	return nil
+}
+
+func (m *Manager) release(spec *ServiceSpec) {
+	if spec.files != nil {
+		m.sockets.Release(spec.Listen)
+		spec.files = nil
+	}
+}
+
+func (m *Manager) spec(s *config.Service) *ServiceSpec {
+	return SpecFromConfig(s, m.opts.Environ)
+}
+
+// Run starts the named services (all when names is empty) and what they
+// need, each once every worker of its `after` services is ready. When ctx
+// is done it stops every service gracefully, a service only after those
+// that start after it, and returns once every worker is gone. A Manager
+// runs once.
+func (m *Manager) Run(ctx context.Context, names []string) error {
+	m.mu.Lock()
+	selected, err := closure(m.cfg, names)
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	if m.runCtx != nil {
+		m.mu.Unlock()
+		return errors.New("a Manager runs once")
+	}
+	runCtx, cancelClusters := context.WithCancel(context.Background())
+	defer cancelClusters()
+	m.runCtx = runCtx
+	for _, c := range m.clusters {
+		m.runCluster(c)
+	}
+	for _, name := range selected {
+		m.startAfterDeps(ctx, m.clusters[name], m.cfg.Service(name).After, nil)
+	}
+	m.mu.Unlock()
+
+	<-ctx.Done()
+	m.bg.Wait()
+	m.stopInOrder()
+	cancelClusters()
+	m.wg.Wait()
+	m.sockets.CloseAll()
+	if s, ok := m.opts.Starter.(*OSStarter); ok {
+		s.Close()
+	}
+	if m.ownRun != "" {
+		os.RemoveAll(m.ownRun)
+	}
+	return nil
+}
+
+// runCluster runs c's loop until Run's end; the caller holds mu.
+func (m *Manager) runCluster(c *Cluster) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		c.Run(m.runCtx)
+	}()
+}
+
+// startAfterDeps starts c once every cluster in deps is ready, on a
+// goroutine that Run joins; done, when set, gets Start's result.
+func (m *Manager) startAfterDeps(ctx context.Context, c *Cluster, deps []string, done chan<- error) {
+	var wait []*Cluster
+	for _, d := range deps {
+		if dc := m.clusters[d]; dc != nil {
+			wait = append(wait, dc)
+		}
+	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		for _, dc := range wait {
+			select {
+			case <-dc.firstReady:
+			case <-ctx.Done():
+				if done != nil {
+					done <- ctx.Err()
+				}
+				return
+			}
+		}
+		err := c.Start(ctx)
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrShuttingDown) {
+			m.opts.Output.System(c.name, fmt.Sprintf("not ready: %v", err))
+		}
+		if done != nil {
+			done <- err
+		}
+	}()
+}
+
+// closure returns names plus everything they need through `after`, in
+// file order.
+func closure(cfg *config.Config, names []string) ([]string, error) {
+	if len(names) == 0 {
+		return cfg.Names(), nil
+	}
+	want := map[string]bool{}
+	var visit func(string) error
+	visit = func(n string) error {
+		s := cfg.Service(n)
+		if s == nil {
+			return unknownService(cfg, n)
+		}
+		if want[n] {
+			return nil
+		}
+		want[n] = true
+		for _, d := range s.After {
+			if err := visit(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n); err != nil {
+			return nil, err
+		}
+	}
+	var out []string
+	for _, n := range cfg.Names() {
+		if want[n] {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func unknownService(cfg *config.Config, name string) error {
+	return fmt.Errorf("%w %q; %s has: %s", ErrUnknownService, name, cfg.Path, strings.Join(cfg.Names(), ", "))
+}
+
+// stopInOrder stops every service, each once the services that start after
+// it have stopped.
+func (m *Manager) stopInOrder() {
+	m.mu.Lock()
+	stopped := map[string]chan struct{}{}
+	dependents := map[string][]string{}
+	for name := range m.clusters {
+		stopped[name] = make(chan struct{})
+	}
+	for _, s := range m.cfg.Services {
+		for _, d := range s.After {
+			dependents[d] = append(dependents[d], s.Name)
+		}
+	}
+	var wg sync.WaitGroup
+	for name, c := range m.clusters {
+		var waitFor []chan struct{}
+		for _, d := range dependents[name] {
+			if ch, ok := stopped[d]; ok {
+				waitFor = append(waitFor, ch)
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(stopped[name])
+			for _, ch := range waitFor {
+				<-ch
+			}
+			c.Stop(context.Background())
+		}()
+	}
+	m.mu.Unlock()
+	wg.Wait()
+}
+
+// Kill sends SIGKILL to every worker of every service at once.
+func (m *Manager) Kill() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.clusters {
+		go c.Kill()
+	}
+}
+
+// Config returns the config in force.
+func (m *Manager) Config() *config.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cfg
+}
+
+// cluster returns the named clusters, all in file order when names is empty.
+func (m *Manager) lookup(names []string) ([]*Cluster, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(names) == 0 {
+		names = m.cfg.Names()
+	}
+	var out []*Cluster
+	for _, n := range names {
+		c := m.clusters[n]
+		if c == nil {
+			return nil, unknownService(m.cfg, n)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// each runs f on every cluster at once and joins the errors, each naming
+// its service.
+func each(cs []*Cluster, f func(*Cluster) error) error {
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(c); err != nil {
+				errs[i] = &ServiceError{Service: c.name, Err: err}
+			}
+		}()
+	}
+	wg.Wait()
+	var merr *multierror.Error
+	for _, e := range errs {
+		if e != nil {
+			merr = multierror.Append(merr, e)
+		}
+	}
+	if merr != nil {
+		merr.ErrorFormat = func(es []error) string {
+			lines := make([]string, len(es))
+			for i, e := range es {
+				lines[i] = e.Error()
+			}
+			return strings.Join(lines, "\n")
+		}
+	}
+	return merr.ErrorOrNil()
+}
+
+// ServiceError is one service's part of a failed operation.
+type ServiceError struct {
+	Service string
+	Err     error
+}
+
+func (e *ServiceError) Error() string { return e.Service + ": " + e.Err.Error() }
+func (e *ServiceError) Unwrap() error { return e.Err }
+
+// Start starts stopped services and returns when every worker is ready.
+func (m *Manager) Start(ctx context.Context, names []string) error {
+	cs, err := m.lookup(names)
+	if err != nil {
+		return err
+	}
+	return each(cs, func(c *Cluster) error { return c.Start(ctx) })
+}
+
+// Stop stops services and returns when every worker is gone.
+func (m *Manager) Stop(ctx context.Context, names []string) error {
+	cs, err := m.lookup(names)
+	if err != nil {
+		return err
+	}
+	return each(cs, func(c *Cluster) error { return c.Stop(ctx) })
+}
+
+// Restart stops, then starts services: not zero-downtime.
+func (m *Manager) Restart(ctx context.Context, names []string) error {
+	cs, err := m.lookup(names)
+	if err != nil {
+		return err
+	}
+	return each(cs, func(c *Cluster) error { return c.Restart(ctx, nil) })
+}
+
+// Scale sets worker counts live.
+func (m *Manager) Scale(ctx context.Context, counts map[string]int) error {
+	names := make([]string, 0, len(counts))
+	for n := range counts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	cs, err := m.lookup(names)
+	if err != nil {
+		return err
+	}
+	return each(cs, func(c *Cluster) error { return c.Scale(ctx, counts[c.name]) })
+}
+
+// Status returns every service's snapshot, in file order.
+func (m *Manager) Status(ctx context.Context) ([]ServiceStatus, error) {
+	cs, err := m.lookup(nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ServiceStatus, 0, len(cs))
+	for _, c := range cs {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Reload re-reads the config file and replaces the named services' workers
+// (every service when names is empty) with a new generation, with zero
+// downtime. An invalid file changes nothing. On a reload of all, services
+// added to the file start and removed ones stop.
+func (m *Manager) Reload(ctx context.Context, names []string) error {
+	cfg, err := m.opts.Load()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if m.runCtx == nil {
+		m.mu.Unlock()
+		return errors.New("not running")
+	}
+	all := len(names) == 0
+	if all {
+		names = cfg.Names()
+	}
+	for _, n := range names {
+		if cfg.Service(n) == nil {
+			m.mu.Unlock()
+			if m.clusters[n] != nil {
+				return fmt.Errorf("%q is no longer in %s; `recluster reload` with no names stops removed services", n, cfg.Path)
+			}
+			return unknownService(cfg, n)
+		}
+	}
+	type job struct {
+		c    *Cluster
+		spec *ServiceSpec
+		done chan error // for added services, started after their deps
+	}
+	var jobs []job
+	for _, n := range names {
+		spec := m.spec(cfg.Service(n))
+		if c := m.clusters[n]; c != nil {
+			jobs = append(jobs, job{c: c, spec: spec})
+			continue
+		}
+		c := newCluster(spec, &m.opts)
+		m.clusters[n] = c
+		m.runCluster(c)
+		done := make(chan error, 1)
+		m.startAfterDeps(m.runCtx, c, spec.After, done)
+		jobs = append(jobs, job{c: c, done: done})
+	}
+	var removed []*Cluster
+	if all {
+		for n, c := range m.clusters {
+			if cfg.Service(n) == nil {
+				removed = append(removed, c)
+				delete(m.clusters, n)
+			}
+		}
+	}
+	m.cfg = cfg
+	m.mu.Unlock()
+
+	var cs []*Cluster
+	byCluster := map[*Cluster]job{}
+	for _, j := range jobs {
+		cs = append(cs, j.c)
+		byCluster[j.c] = j
+	}
+	for _, c := range removed {
+		cs = append(cs, c)
+	}
+	return each(cs, func(c *Cluster) error {
+		j, ok := byCluster[c]
+		switch {
+		case !ok: // removed from the file
+			err := c.Stop(ctx)
+			m.opts.Output.System(c.name, "removed from the config file; stopped")
+			return err
+		case j.done != nil:
+			select {
+			case err := <-j.done:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		default:
+			return c.Reload(ctx, j.spec)
+		}
+	})
+}

@@ -1,0 +1,362 @@
+package runner
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/recluster/recluster/config"
+)
+
+// outputDrainCap bounds how long Wait waits for a worker's pipes to reach
+// end of file after its process group is gone. Only a process that left
+// the group (setsid) and kept the pipe can hold them open that long.
+const outputDrainCap = 2 * time.Second
+
+// OSStarter starts workers as real processes: each in its own process group,
+// with the parent-death signal, its output on pipes recluster owns, and the
+// sockets and notify channels of SPEC.md.
+type OSStarter struct {
+	// RunDir is a private folder (0700) for notify sockets.
+	RunDir string
+	// Groups, when set, records each worker's process group so that the next
+	// run can end what a crashed recluster left.
+	Groups *GroupLog
+	// ShimPath is recluster's own binary, re-executed to set LISTEN_PID.
+	ShimPath string
+
+	seq     atomic.Int64
+	watcher listenWatcher
+}
+
+// NewOSStarter returns a starter whose notify sockets live in runDir.
+func NewOSStarter(runDir string, groups *GroupLog) *OSStarter {
+	shim := "/proc/self/exe"
+	if runtime.GOOS != "linux" {
+		shim, _ = os.Executable()
+	}
+	return &OSStarter{RunDir: runDir, Groups: groups, ShimPath: shim}
+}
+
+// Close waits for the starter's own goroutines; call it after every
+// process it started has been waited for.
+func (s *OSStarter) Close() { s.watcher.wait() }
+
+type osProcess struct {
+	spec StartSpec
+	proc *os.Process
+	pid  int
+	s    *OSStarter
+
+	mu   sync.Mutex // guards gone against Signal racing the end of Wait
+	gone bool
+
+	outputs sync.WaitGroup // the stdout and stderr copiers
+	pipes   []*os.File     // read ends, closed once drained
+	notes   sync.WaitGroup // goroutines that may call spec.Notify
+	notify  *net.UnixConn
+	watch   *listenWait
+}
+
+func (p *osProcess) Pid() int { return p.pid }
+
+func (p *osProcess) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gone {
+		return nil
+	}
+	if err := syscall.Kill(-p.pid, sig); err != nil && err != syscall.ESRCH {
+		return err
+	}
+	return nil
+}
+
+// Start forks and execs one worker. It returns once the program runs (the
+// exec succeeded) or with the reason it could not.
+func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
+	p := &osProcess{spec: spec, s: s}
+	var parentEnds, childEnds []*os.File
+	defer func() {
+		for _, f := range childEnds {
+			f.Close()
+		}
+		if err != nil {
+			for _, f := range parentEnds {
+				f.Close()
+			}
+			if p.notify != nil {
+				p.notify.Close()
+			}
+			spec.Stdout.Close()
+			spec.Stderr.Close()
+		}
+	}()
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err == nil {
+			parentEnds, childEnds = append(parentEnds, r), append(childEnds, w)
+		}
+		return
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	childEnds = append(childEnds, devnull)
+	outR, outW, err := pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := pipe()
+	if err != nil {
+		return nil, err
+	}
+	files := append([]*os.File{devnull, outW, errW}, spec.Listeners...)
+	env := append([]string(nil), spec.Env...)
+	if n := len(spec.Listeners); n > 0 {
+		env = append(env, "LISTEN_FDS="+strconv.Itoa(n), "LISTEN_FDNAMES="+strings.Join(spec.Names, ":"))
+	}
+	var readyR *os.File
+	if spec.ReadyWhen == config.ReadyNotified {
+		addr := filepath.Join(s.RunDir, fmt.Sprintf("n%d-%d", os.Getpid(), s.seq.Add(1)))
+		os.Remove(addr)
+		p.notify, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+		if err != nil {
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
+		var readyW *os.File
+		if readyR, readyW, err = pipe(); err != nil {
+			return nil, err
+		}
+		env = append(env, "NOTIFY_SOCKET="+addr, "RECLUSTER_READY_FD="+strconv.Itoa(len(files)))
+		files = append(files, readyW)
+	}
+	path, argv := "", spec.Argv
+	var shimR *os.File
+	if len(spec.Listeners) > 0 {
+		var shimW *os.File
+		if shimR, shimW, err = pipe(); err != nil {
+			return nil, err
+		}
+		env = append(env, shimEnv+"="+strconv.Itoa(len(files)))
+		files = append(files, shimW)
+		path, argv = s.ShimPath, append([]string{"recluster-exec"}, spec.Argv...)
+	} else if path, err = lookPath(spec.Argv[0], getenv(env, "PATH"), spec.Dir); err != nil {
+		return nil, err
+	}
+	p.proc, err = startProcess(path, argv, &os.ProcAttr{Dir: spec.Dir, Env: env, Files: files})
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", spec.Argv[0], unwrap(err))
+	}
+	p.pid = p.proc.Pid
+	for _, f := range childEnds {
+		f.Close()
+	}
+	childEnds = nil
+	if shimR != nil {
+		// The shim's error pipe is close-on-exec: EOF with nothing read means
+		// the command's exec succeeded.
+		msg, _ := io.ReadAll(shimR)
+		shimR.Close()
+		if len(msg) > 0 {
+			p.proc.Wait()
+			return nil, errors.New(string(msg))
+		}
+	}
+	if s.Groups != nil {
+		s.Groups.Add(p.pid)
+	}
+	p.pipes = []*os.File{outR, errR}
+	p.outputs.Add(2)
+	go p.copyOutput(outR, spec.Stdout)
+	go p.copyOutput(errR, spec.Stderr)
+	if p.notify != nil {
+		p.notes.Add(2)
+		go p.readNotify()
+		go p.readReadyFD(readyR)
+	}
+	if spec.ReadyWhen == config.ReadyListening {
+		p.watch = s.watcher.add(p.pid, spec.Listeners)
+		p.notes.Add(1)
+		go p.awaitListening()
+	}
+	return p, nil
+}
+
+func getenv(env []string, name string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// copyOutput moves a worker's output to its log stream in large chunks;
+// the stream splits lines. It ends at EOF: every writer of the pipe, the
+// worker and anything it forked, has closed it.
+func (p *osProcess) copyOutput(r *os.File, w io.Writer) {
+	defer p.outputs.Done()
+	buf := make([]byte, 64*1024)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			w.Write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// endOfNotify is sent by recluster itself to the worker's notify socket
+// once the worker is gone: datagrams are delivered in order, so reading it
+// means every message the worker sent has been read.
+var endOfNotify = []byte("\x00recluster-end")
+
+func (p *osProcess) readNotify() {
+	defer p.notes.Done()
+	buf := make([]byte, 4096)
+	for {
+		n, _, err := p.notify.ReadFrom(buf)
+		if err != nil || string(buf[:n]) == string(endOfNotify) {
+			return
+		}
+		if note := ParseNotification(buf[:n]); note.Ready || note.Stopping || note.HasStatus {
+			p.spec.Notify(note)
+		}
+	}
+}
+
+func (p *osProcess) readReadyFD(r *os.File) {
+	defer p.notes.Done()
+	defer r.Close()
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && (err == nil || err == io.EOF) {
+			p.spec.Notify(readyLine(line))
+		}
+		if err == bufio.ErrBufferFull {
+			// A long line still counts once; skip the rest of it.
+			for err == bufio.ErrBufferFull {
+				_, err = br.ReadSlice('\n')
+			}
+			p.spec.Notify(Notification{Ready: true})
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *osProcess) awaitListening() {
+	defer p.notes.Done()
+	if p.watch.await() {
+		p.spec.Notify(Notification{Ready: true})
+	}
+}
+
+func (p *osProcess) Wait() ExitStatus {
+	state, err := p.proc.Wait()
+	status := ExitStatus{Err: err}
+	if err == nil {
+		ws := state.Sys().(syscall.WaitStatus)
+		if ws.Signaled() {
+			status = ExitStatus{Code: -1, Signal: ws.Signal()}
+		} else {
+			status = ExitStatus{Code: ws.ExitStatus()}
+		}
+	}
+	p.endGroup()
+	p.mu.Lock()
+	p.gone = true
+	p.mu.Unlock()
+	if p.s.Groups != nil {
+		p.s.Groups.Remove(p.pid)
+	}
+	if p.watch != nil {
+		p.s.watcher.remove(p.watch)
+	}
+	p.drainOutput()
+	if p.notify != nil {
+		// Unblocks readNotify after the worker's own datagrams.
+		if c, err := net.DialUnix("unixgram", nil, p.notify.LocalAddr().(*net.UnixAddr)); err == nil {
+			c.Write(endOfNotify)
+			c.Close()
+		} else {
+			p.notify.Close()
+		}
+	}
+	p.notes.Wait()
+	if p.notify != nil {
+		p.notify.Close()
+		os.Remove(p.notify.LocalAddr().String())
+	}
+	p.spec.Stdout.Close()
+	p.spec.Stderr.Close()
+	return status
+}
+
+// drainOutput waits for the output pipes to reach EOF, which they do once
+// the group is gone; a process that escaped the group keeps them open, so
+// the wait is capped.
+func (p *osProcess) drainOutput() {
+	drained := make(chan struct{})
+	go func() { p.outputs.Wait(); close(drained) }()
+	timer := time.NewTimer(outputDrainCap)
+	defer timer.Stop()
+	select {
+	case <-drained:
+	case <-timer.C:
+		for _, f := range p.pipes {
+			f.Close() // unblocks the copiers
+		}
+		<-drained
+	}
+	for _, f := range p.pipes {
+		f.Close()
+	}
+}
+
+// endGroup stops whatever the leader left behind in its group (children of
+// a shell, a cluster's forks), so that a respawn finds its port free and a
+// stop is done only when no process of the worker is left.
+func (p *osProcess) endGroup() {
+	if !groupAlive(p.pid) {
+		return
+	}
+	syscall.Kill(-p.pid, p.spec.StopSignal)
+	if !waitGroupGone(p.pid, p.spec.StopTimeout) {
+		syscall.Kill(-p.pid, syscall.SIGKILL)
+		waitGroupGone(p.pid, 10*time.Second)
+	}
+}
+
+// waitGroupGone polls until the group is empty or d has passed. Linux tells
+// a parent when its child exits but nobody when a grandchild does, so
+// polling with a growing interval is the portable way.
+func waitGroupGone(pgid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	interval := time.Millisecond
+	for groupAlive(pgid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+		interval = min(interval*2, 50*time.Millisecond)
+	}
+	return true
+}

@@ -1,0 +1,156 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/recluster/recluster/config"
+)
+
+// ServiceSpec is one service as a cluster runs it: the config's settings
+// plus the environment and sockets resolved for it. A spec is immutable
+// once a cluster has it; a reload brings a new one.
+type ServiceSpec struct {
+	Name         string
+	Command      config.Command
+	Dir          string
+	Env          []string // complete worker environment but the per-worker variables
+	Workers      int
+	Listen       []config.Listen
+	ReadyWhen    config.ReadyWhen
+	ReadyTimeout time.Duration
+	StopTimeout  time.Duration
+	StopSignal   syscall.Signal
+	Respawn      time.Duration
+	Backoff      time.Duration
+	LogRespawns  bool
+	After        []string
+
+	// files are the open sockets for Listen, in order; set by the Manager.
+	files []*os.File
+}
+
+// SpecFromConfig turns a config service into a spec, with base as
+// recluster's own environment (os.Environ()).
+func SpecFromConfig(s *config.Service, base []string) *ServiceSpec {
+	env := mergeEnviron(base, s.Env)
+	return &ServiceSpec{
+		Name:         s.Name,
+		Command:      s.Command,
+		Dir:          s.Dir,
+		Env:          env,
+		Workers:      s.Workers,
+		Listen:       s.Listen,
+		ReadyWhen:    s.ReadyWhen,
+		ReadyTimeout: s.ReadyTimeout,
+		StopTimeout:  s.Timeout,
+		StopSignal:   s.StopSignal,
+		Respawn:      s.Respawn,
+		Backoff:      s.Backoff,
+		LogRespawns:  s.Log.Respawns,
+		After:        s.After,
+	}
+}
+
+// mergeEnviron overlays vars on base, dropping variables recluster sets per
+// worker or that belong to recluster's own socket activation, so a worker
+// never inherits another's.
+func mergeEnviron(base []string, vars []config.EnvVar) []string {
+	skip := map[string]bool{"LISTEN_FDS": true, "LISTEN_PID": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true,
+		"RECLUSTER_READY_FD": true, "WORKER_ID": true, "RECLUSTER_SERVICE": true, "RECLUSTER_GENERATION": true, shimEnv: true}
+	for _, v := range vars {
+		skip[v.Name] = true
+	}
+	out := make([]string, 0, len(base)+len(vars))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !skip[k] {
+			out = append(out, kv)
+		}
+	}
+	for _, v := range vars {
+		out = append(out, v.Name+"="+v.Value)
+	}
+	return out
+}
+
+// withWorkers returns a copy of s with another worker count.
+func (s *ServiceSpec) withWorkers(n int) *ServiceSpec {
+	c := *s
+	c.Workers = n
+	return &c
+}
+
+// Output receives workers' output and recluster's own lines. logmux.Mux
+// implements it.
+type Output interface {
+	// Open returns the worker's stdout and stderr streams; the runner
+	// closes both when the worker's output has ended.
+	Open(w WorkerRef) (stdout, stderr io.WriteCloser)
+	// Retire marks the worker's later lines as those of a retiring
+	// generation.
+	Retire(w WorkerRef)
+	// System prints one of recluster's own lines about service.
+	System(service, line string)
+	// Tail returns up to n of the worker's last lines.
+	Tail(w WorkerRef, n int) []string
+}
+
+// discardOutput is the Output of a runner given none.
+type discardOutput struct{}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func (discardOutput) Open(WorkerRef) (io.WriteCloser, io.WriteCloser) {
+	return nopCloser{io.Discard}, nopCloser{io.Discard}
+}
+func (discardOutput) Retire(WorkerRef)              {}
+func (discardOutput) System(string, string)         {}
+func (discardOutput) Tail(WorkerRef, int) []string { return nil }
+
+// Errors callers branch on.
+var (
+	ErrUnknownService = errors.New("unknown service")
+	ErrSuperseded     = errors.New("superseded by a newer reload")
+	ErrStopped        = errors.New("the service was stopped")
+	ErrShuttingDown   = errors.New("recluster is shutting down")
+	ErrReloadRunning  = errors.New("a reload is under way")
+)
+
+// WorkerFailedError says why a worker that was to become ready did not.
+type WorkerFailedError struct {
+	Worker WorkerRef
+	Pid    int
+	// Exit is set when the worker exited before it was ready.
+	Exit *ExitStatus
+	// Timeout is set when it was not ready within ReadyTimeout.
+	Timeout time.Duration
+	// Tail is the worker's last lines of output.
+	Tail []string
+}
+
+func (e *WorkerFailedError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.Exit != nil && e.Exit.Err != nil:
+		fmt.Fprintf(&b, "%s (generation %d) could not start: %v", e.Worker, e.Worker.Generation, e.Exit.Err)
+	case e.Exit != nil:
+		fmt.Fprintf(&b, "%s (generation %d, pid %d) exited before it was ready: %s", e.Worker, e.Worker.Generation, e.Pid, e.Exit)
+	default:
+		fmt.Fprintf(&b, "%s (generation %d, pid %d) was not ready within %s", e.Worker, e.Worker.Generation, e.Pid, e.Timeout)
+	}
+	if len(e.Tail) > 0 {
+		fmt.Fprintf(&b, "; its last lines:")
+		for _, l := range e.Tail {
+			b.WriteString("\n    " + l)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,184 @@
+// Command worker is the test suite's worker program: one binary with a mode
+// per behaviour the runner must handle. Tests build it and run it under the
+// real runner and the real recluster binary.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	mode := flag.String("mode", "sleep", "serve | crash | exit | ignoreterm | grandchild | listen | lines | env | noready | stopping | sleep")
+	after := flag.Duration("after", 0, "delay before the mode's action")
+	code := flag.Int("code", 1, "exit code for crash")
+	n := flag.Int("n", 10, "lines to print")
+	size := flag.Int("size", 100, "bytes per line")
+	ready := flag.Bool("ready", false, "tell recluster when ready (NOTIFY_SOCKET, else RECLUSTER_READY_FD)")
+	readyFD := flag.Bool("readyfd", false, "tell recluster through RECLUSTER_READY_FD")
+	flag.Parse()
+	id := os.Getenv("WORKER_ID")
+	gen := os.Getenv("RECLUSTER_GENERATION")
+
+	switch *mode {
+	case "serve":
+		serve(*after, *ready, *readyFD, id, gen)
+	case "crash":
+		fmt.Printf("worker %s crashing in %s\n", id, *after)
+		time.Sleep(*after)
+		fmt.Fprintf(os.Stderr, "worker %s: crash with code %d\n", id, *code)
+		os.Exit(*code)
+	case "exit":
+		time.Sleep(*after)
+		os.Exit(0)
+	case "ignoreterm":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ignoring SIGTERM")
+		select {}
+	case "grandchild":
+		// A child in the same group that also ignores SIGTERM, as servers that
+		// fork do.
+		signal.Ignore(syscall.SIGTERM)
+		cmd := exec.Command(os.Args[0], "-mode", "ignoreterm")
+		cmd.Stdout = os.Stdout
+		if err := cmd.Start(); err != nil {
+			fmt.Println("cannot fork:", err)
+			os.Exit(2)
+		}
+		fmt.Printf("grandchild pid %d\n", cmd.Process.Pid)
+		select {}
+	case "listen":
+		time.Sleep(*after)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(2)
+		}
+		fmt.Println("listening on", ln.Addr())
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	case "lines":
+		line := strings.Repeat("x", max(*size-len(id)-12, 0))
+		w := os.Stdout
+		for i := 0; i < *n; i++ {
+			fmt.Fprintf(w, "%s %09d %s\n", id, i, line)
+		}
+		time.Sleep(*after)
+	case "env":
+		for _, k := range []string{"WORKER_ID", "RECLUSTER_SERVICE", "RECLUSTER_GENERATION", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "FROM_CONFIG"} {
+			fmt.Printf("%s=%s\n", k, os.Getenv(k))
+		}
+		fmt.Printf("PID=%d\n", os.Getpid())
+		if *ready {
+			notify("READY=1")
+		}
+		select {}
+	case "noready":
+		fmt.Println("never ready")
+		select {}
+	case "stopping":
+		notify("READY=1")
+		time.Sleep(*after)
+		notify("STOPPING=1")
+		waitTerm()
+	default:
+		if *ready {
+			notify("READY=1")
+		}
+		waitTerm()
+	}
+}
+
+func waitTerm() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
+	<-c
+}
+
+// notify speaks sd_notify, or writes a line on the ready fd when there is
+// no notify socket.
+func notify(msg string) {
+	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" && !readyFDOnly {
+		c, err := net.Dial("unixgram", addr)
+		if err == nil {
+			c.Write([]byte(msg))
+			c.Close()
+			return
+		}
+	}
+	if fd, err := strconv.Atoi(os.Getenv("RECLUSTER_READY_FD")); err == nil {
+		f := os.NewFile(uintptr(fd), "ready")
+		f.Write([]byte(msg + "\n"))
+	}
+}
+
+var readyFDOnly bool
+
+// serve answers HTTP on the inherited socket (fd 3) and drains as README
+// tells workers to: on SIGTERM, close the listener (never shutdown(2) it:
+// the socket is shared), finish every connection already accepted, exit.
+func serve(after time.Duration, ready, readyFD bool, id, gen string) {
+	readyFDOnly = readyFD
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) || os.Getenv("LISTEN_FDS") == "" {
+		fmt.Printf("LISTEN_PID=%s but my pid is %d\n", os.Getenv("LISTEN_PID"), os.Getpid())
+		os.Exit(3)
+	}
+	f := os.NewFile(3, "listener")
+	ln, err := net.FileListener(f)
+	if err != nil {
+		fmt.Println("fd 3:", err)
+		os.Exit(3)
+	}
+	f.Close()
+	var conns sync.WaitGroup
+	var mu sync.Mutex
+	tracked := map[net.Conn]bool{}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+			}
+			fmt.Fprintf(w, "gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
+		}),
+		ConnState: func(c net.Conn, s http.ConnState) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch s {
+			case http.StateNew:
+				tracked[c] = true
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				if tracked[c] {
+					delete(tracked, c)
+					conns.Done()
+				}
+			}
+		},
+	}
+	time.Sleep(after)
+	go srv.Serve(ln)
+	if ready || readyFD {
+		notify("READY=1")
+	}
+	fmt.Printf("serving gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
+	waitTerm()
+	ln.Close()
+	srv.SetKeepAlivesEnabled(false)
+	conns.Wait()
+	fmt.Printf("drained gen=%s id=%s\n", gen, id)
+}
