@@ -847,7 +847,7 @@ func (c *Cluster) failReload(err error) {
 	if c.op == nil {
 		return
 	}
-	c.logf("reload to generation %d failed: %v", c.op.gen, err)
+	c.logf("%s reload to generation %d failed: %v", c.name, c.op.gen, err)
 	c.emit(EventReloadFailed, nil, err.Error())
 	c.abortReload(err)
 }
@@ -892,7 +892,7 @@ func (c *Cluster) promote() {
 			d.waiting[w] = true
 		}
 	}
-	c.logf("generation %d is ready; stopping %d old worker(s)", op.gen, len(d.waiting))
+	c.logf("%s generation %d is ready; stopping %d old worker(s)", c.name, op.gen, len(d.waiting))
 	c.emit(EventReloaded, nil, strconv.Itoa(op.gen))
 	c.addDrain(d)
 	c.checkAllReady()

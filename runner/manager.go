@@ -90,7 +90,7 @@ func (m *Manager) acquire(spec *ServiceSpec) error {
 	}
 	spec.files = files
 	for _, l := range spec.Listen {
-		m.opts.Output.System(spec.Name, fmt.Sprintf("listening on %s", m.sockets.Addr(l)))
+		m.opts.Output.System(spec.Name, fmt.Sprintf("%s listening on %s", spec.Name, m.sockets.Addr(l)))
 	}
 	return nil
 }

@@ -1,0 +1,341 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/recluster/recluster/logmux"
+	"github.com/recluster/recluster/runner"
+	"golang.org/x/sys/unix"
+)
+
+// Controller is what the API drives; runner.Manager satisfies it.
+type Controller interface {
+	Reload(ctx context.Context, services []string) error
+	Restart(ctx context.Context, services []string) error
+	Start(ctx context.Context, services []string) error
+	Stop(ctx context.Context, services []string) error
+	Scale(ctx context.Context, counts map[string]int) error
+	Status(ctx context.Context) ([]runner.ServiceStatus, error)
+}
+
+// Logs is where the API reads log lines; logmux.Mux satisfies it.
+type Logs interface {
+	Recent(services []string, n int) []logmux.Line
+	Follow(services []string, buffer int) *logmux.Follower
+}
+
+// Info describes the running instance.
+type Info struct {
+	Pid     int    `json:"pid"`
+	Config  string `json:"config"`
+	Version string `json:"version"`
+}
+
+// Server serves the control API. Create it with NewServer, then Serve;
+// Shutdown stops it. It cannot be reused.
+type Server struct {
+	ctl  Controller
+	logs Logs
+	info Info
+	down func(ctx context.Context) error
+	http *http.Server
+	// closing ends the log followers, which would otherwise hold Shutdown
+	// for as long as their readers stay.
+	closing chan struct{}
+}
+
+// NewServer returns a server over ctl and logs. down, called by
+// POST /v1/down, stops the whole instance and returns once every worker
+// is gone.
+func NewServer(ctl Controller, logs Logs, info Info, down func(ctx context.Context) error) *Server {
+	s := &Server{ctl: ctl, logs: logs, info: info, down: down, closing: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/info", s.handleInfo)
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("POST /v1/reload", s.change(ctl.Reload))
+	mux.HandleFunc("POST /v1/restart", s.change(ctl.Restart))
+	mux.HandleFunc("POST /v1/start", s.change(ctl.Start))
+	mux.HandleFunc("POST /v1/stop", s.change(ctl.Stop))
+	mux.HandleFunc("POST /v1/scale", s.handleScale)
+	mux.HandleFunc("POST /v1/down", s.handleDown)
+	mux.HandleFunc("GET /v1/logs", s.handleLogs)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Listen opens the control socket at path, private to the user (0600). A
+// socket left by a crashed run (nothing answers on it) is replaced; one
+// that answers belongs to a live instance and is refused.
+func Listen(path string) (net.Listener, error) {
+	ln, err := net.Listen("unix", path)
+	if err != nil && errors.Is(err, syscall.EADDRINUSE) {
+		if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another recluster answers on it", path)
+		}
+		os.Remove(path)
+		ln, err = net.Listen("unix", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &peerCheckListener{Listener: ln, uid: os.Getuid()}, nil
+}
+
+// peerCheckListener refuses connections from other users: the socket's
+// mode already keeps them out, and SO_PEERCRED makes sure of it.
+type peerCheckListener struct {
+	net.Listener
+	uid int
+}
+
+func (l *peerCheckListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if err := checkPeer(c, l.uid); err != nil {
+			c.Close()
+			continue
+		}
+		return c, nil
+	}
+}
+
+// checkPeer reads the peer's credentials from the kernel.
+func checkPeer(c net.Conn, uid int) error {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return errors.New("not a unix connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if credErr != nil {
+		return credErr
+	}
+	return allowPeer(int(cred.Uid), uid)
+}
+
+// ErrForeignPeer refuses a peer of another user.
+var ErrForeignPeer = errors.New("refused: the peer runs as another user")
+
+func allowPeer(peerUID, ownUID int) error {
+	if peerUID != ownUID {
+		return fmt.Errorf("%w (uid %d, not %d)", ErrForeignPeer, peerUID, ownUID)
+	}
+	return nil
+}
+
+// Serve serves on ln until Shutdown; it returns http.ErrServerClosed then.
+func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+
+// Shutdown stops accepting and waits for requests in flight, until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	close(s.closing)
+	return s.http.Shutdown(ctx)
+}
+
+// servicesRequest is the body of the change routes.
+type servicesRequest struct {
+	Services []string `json:"services"`
+}
+
+type scaleRequest struct {
+	Counts map[string]int `json:"counts"`
+}
+
+type okResponse struct {
+	OK bool `json:"ok"`
+}
+
+type statusResponse struct {
+	Services []runner.ServiceStatus `json:"services"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	e := toError(err)
+	status := http.StatusInternalServerError
+	switch e.Code {
+	case CodeUnknownService, CodeBadRequest, CodeInvalidConfig:
+		status = http.StatusBadRequest
+	case CodeSuperseded, CodeWorkerFailed, CodeStopped:
+		status = http.StatusConflict
+	}
+	writeJSON(w, status, errorResponse{Error: e})
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// errors, and the body is capped.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &Error{Code: CodeBadRequest, Message: "bad request body: " + err.Error()}
+	}
+	if dec.More() {
+		return &Error{Code: CodeBadRequest, Message: "bad request body: more than one JSON value"}
+	}
+	return nil
+}
+
+func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.info)
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.ctl.Status(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, statusResponse{Services: st})
+}
+
+func (s *Server) change(op func(context.Context, []string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req servicesRequest
+		if err := decode(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		if err := op(r.Context(), req.Services); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, okResponse{OK: true})
+	}
+}
+
+func (s *Server) handleScale(w http.ResponseWriter, r *http.Request) {
+	var req scaleRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(req.Counts) == 0 {
+		writeError(w, &Error{Code: CodeBadRequest, Message: "scale needs at least one SERVICE=N"})
+		return
+	}
+	if err := s.ctl.Scale(r.Context(), req.Counts); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, okResponse{OK: true})
+}
+
+func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
+	if err := s.down(r.Context()); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, okResponse{OK: true})
+}
+
+// LogEvent is one message of GET /v1/logs: a line, or the notice that a
+// follower was cut off for falling behind.
+type LogEvent struct {
+	Line   *logmux.Line `json:"line,omitempty"`
+	CutOff bool         `json:"cutOff,omitempty"`
+}
+
+func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	services := q["service"]
+	n := 100
+	if v := q.Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+			writeError(w, &Error{Code: CodeBadRequest, Message: fmt.Sprintf("n=%q: want a whole number ≥ 0", v)})
+			return
+		}
+	}
+	if st, err := s.ctl.Status(r.Context()); err == nil {
+		for _, name := range services {
+			if !hasService(st, name) {
+				writeError(w, &Error{Code: CodeUnknownService, Message: fmt.Sprintf("unknown service %q", name)})
+				return
+			}
+		}
+	}
+	follow := q.Get("follow") == "1"
+	// Subscribe before reading the backlog, so no line falls between.
+	var f *logmux.Follower
+	if follow {
+		f = s.logs.Follow(services, 0)
+		defer f.Close()
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	for _, l := range s.logs.Recent(services, n) {
+		l := l
+		if enc.Encode(LogEvent{Line: &l}) != nil {
+			return
+		}
+	}
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	if f == nil {
+		return
+	}
+	for {
+		select {
+		case batch, ok := <-f.C:
+			if !ok {
+				if f.CutOff() {
+					enc.Encode(LogEvent{CutOff: true})
+				}
+				return
+			}
+			for i := range batch {
+				if enc.Encode(LogEvent{Line: &batch[i]}) != nil {
+					return
+				}
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		case <-r.Context().Done():
+			return
+		case <-s.closing:
+			return
+		}
+	}
+}
+
+func hasService(st []runner.ServiceStatus, name string) bool {
+	for _, s := range st {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
