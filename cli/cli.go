@@ -55,6 +55,9 @@ type verb struct {
 	// run parses args with the verb's own flag set (common holds -f) and
 	// does the work.
 	run func(io IO, c *common, args []string) error
+	// followFlag: -f means follow for this verb (logs, as in tail -f);
+	// its config file is --file, or -f FILE when FILE exists.
+	followFlag bool
 }
 
 var verbs []*verb
@@ -86,7 +89,11 @@ func newCommon(io IO, v *verb) *common {
 	c := &common{v: v}
 	c.fs = flag.NewFlagSet("recluster "+v.name, flag.ContinueOnError)
 	c.fs.SetOutput(io.Err)
-	c.fs.StringVar(&c.file, "f", "", "the config `FILE` (default: recluster.yml or recluster.yaml here or in a parent, else ./Procfile)")
+	const fileUsage = "the config `FILE` (default: recluster.yml or recluster.yaml here or in a parent, else ./Procfile)"
+	c.fs.StringVar(&c.file, "file", "", fileUsage)
+	if !v.followFlag {
+		c.fs.StringVar(&c.file, "f", "", fileUsage)
+	}
 	c.fs.Usage = func() {
 		fmt.Fprintf(io.Err, "usage: recluster %s [-f FILE] [flags] %s\n\n%s\n\nflags:\n", v.name, v.args, v.summary)
 		c.fs.PrintDefaults()

@@ -191,6 +191,14 @@ func runUp(io IO, c *common, args []string) error {
 		rel = cfg.Path
 	}
 	mux.System("", fmt.Sprintf("recluster %s (pid %d) running %s", version(), os.Getpid(), rel))
+	// Owned by runUp; ends at the first of ready or stop.
+	go func() {
+		select {
+		case <-m.Ready():
+			mux.System("", "every service is ready")
+		case <-stopped:
+		}
+	}()
 	err = m.Run(runCtx, names)
 	close(stopped)
 	<-signalsDone

@@ -41,7 +41,7 @@ func PathsFor(configPath string, getenv func(string) string) (Paths, error) {
 	sum := sha256.Sum256([]byte(abs))
 	id := hex.EncodeToString(sum[:])[:16]
 	base := ""
-	if xdg := getenv("XDG_RUNTIME_DIR"); xdg != "" {
+	if xdg := getenv("XDG_RUNTIME_DIR"); xdg != "" && isDir(xdg) {
 		base = filepath.Join(xdg, "recluster")
 	} else {
 		tmp := getenv("TMPDIR")
@@ -86,4 +86,9 @@ func (p Paths) Ensure() error {
 		}
 	}
 	return nil
+}
+
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }

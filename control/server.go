@@ -14,7 +14,6 @@ import (
 
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
-	"golang.org/x/sys/unix"
 )
 
 // Controller is what the API drives; runner.Manager satisfies it.
@@ -117,7 +116,7 @@ func (l *peerCheckListener) Accept() (net.Conn, error) {
 	}
 }
 
-// checkPeer reads the peer's credentials from the kernel.
+// checkPeer reads the peer's uid from the kernel.
 func checkPeer(c net.Conn, uid int) error {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -127,13 +126,12 @@ func checkPeer(c net.Conn, uid int) error {
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
-	var credErr error
-	raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	peer, credErr := -1, error(nil)
+	raw.Control(func(fd uintptr) { peer, credErr = peerUID(int(fd)) })
 	if credErr != nil {
 		return credErr
 	}
-	return allowPeer(int(cred.Uid), uid)
+	return allowPeer(peer, uid)
 }
 
 // ErrForeignPeer refuses a peer of another user.

@@ -46,13 +46,14 @@ type Manager struct {
 	cfg      *config.Config
 	clusters map[string]*Cluster
 	runCtx   context.Context
+	ready    chan struct{}  // closed once every service Run started is ready
 	wg       sync.WaitGroup // every cluster's Run
 	bg       sync.WaitGroup // start-after-dependencies goroutines
 }
 
 // New returns a Manager for cfg. Call Run to start it.
 func New(cfg *config.Config, opts Options) (*Manager, error) {
-	m := &Manager{cfg: cfg, clusters: map[string]*Cluster{}}
+	m := &Manager{cfg: cfg, clusters: map[string]*Cluster{}, ready: make(chan struct{})}
 	if opts.Output == nil {
 		opts.Output = discardOutput{}
 	}
@@ -128,9 +129,23 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 	for _, c := range m.clusters {
 		m.runCluster(c)
 	}
+	var firstReady []chan struct{}
 	for _, name := range selected {
 		m.startAfterDeps(ctx, m.clusters[name], m.cfg.Service(name).After, nil)
+		firstReady = append(firstReady, m.clusters[name].firstReady)
 	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		for _, ch := range firstReady {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(m.ready)
+	}()
 	m.mu.Unlock()
 
 	<-ctx.Done()
@@ -266,6 +281,9 @@ func (m *Manager) stopInOrder() {
 	m.mu.Unlock()
 	wg.Wait()
 }
+
+// Ready is closed once every service that Run started has been ready.
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
 // Kill sends SIGKILL to every worker of every service at once.
 func (m *Manager) Kill() {

@@ -1,0 +1,264 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/logmux"
+)
+
+// defaultWait bounds how long a verb waits for its change; a reload waits
+// for readiness (readyTimeout) and then for the old workers' drain.
+const defaultWait = 15 * time.Minute
+
+func init() {
+	change := func(name, args, summary, done string, op func(*control.Client, context.Context, []string) error, needNames bool) {
+		register(&verb{name: name, args: args, summary: summary, run: func(io IO, c *common, argv []string) error {
+			wait := c.fs.Duration("wait", defaultWait, "give up waiting for the change after this long")
+			names, err := c.parse(argv)
+			if err != nil {
+				return err
+			}
+			if needNames && len(names) == 0 {
+				return usagef("name at least one service")
+			}
+			client, err := clientFor(io, c)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), *wait)
+			defer cancel()
+			start := time.Now()
+			if err := op(client, ctx, names); err != nil {
+				return err
+			}
+			what := "every service"
+			if len(names) > 0 {
+				what = strings.Join(names, ", ")
+			}
+			fmt.Fprintf(io.Out, "%s %s (%.1fs)\n", done, what, time.Since(start).Seconds())
+			return nil
+		}})
+	}
+	change("reload", "[SERVICE…]",
+		"Replace the services' workers (all when none named) with a new generation, with zero downtime.\nThe config file is read again; an invalid one changes nothing. Returns when the old workers are gone.",
+		"reloaded", (*control.Client).Reload, false)
+	change("restart", "[SERVICE…]", "Stop, then start the services (all when none named): not zero-downtime.",
+		"restarted", (*control.Client).Restart, false)
+	change("stop", "SERVICE…", "Stop the named services' workers; the services stay known and can be started again.",
+		"stopped", (*control.Client).Stop, true)
+	change("start", "SERVICE…", "Start stopped services; returns once every worker is ready.",
+		"started", (*control.Client).Start, true)
+
+	register(&verb{name: "scale", args: "SERVICE=N…", summary: "Change worker counts live: new ids start, the highest ids stop gracefully.", run: runScale})
+	register(&verb{name: "status", aliases: []string{"ps"}, summary: "Show every service's workers: pid, state, generation, uptime, restarts.", run: runStatus})
+	register(&verb{name: "logs", args: "[SERVICE…]", followFlag: true, run: runLogs,
+		summary: "Print the services' recent lines (all when none named); -f follows new ones.\nHere -f means follow: name the config with --file FILE (or -f FILE when FILE exists)."})
+	register(&verb{name: "down", summary: "Stop every service gracefully and end `recluster up`.", run: runDown})
+}
+
+// clientFor finds the running instance for the config file, from any
+// folder below it.
+func clientFor(io IO, c *common) (*control.Client, error) {
+	path, err := c.configPath(io)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", abs, err)
+	}
+	paths, err := control.PathsFor(abs, io.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return control.NewClient(abs, paths.Socket), nil
+}
+
+func runScale(io IO, c *common, args []string) error {
+	wait := c.fs.Duration("wait", defaultWait, "give up waiting for the change after this long")
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) == 0 {
+		return usagef("name at least one SERVICE=N")
+	}
+	counts := map[string]int{}
+	for _, a := range rest {
+		name, num, ok := strings.Cut(a, "=")
+		n, err := strconv.Atoi(num)
+		if !ok || name == "" || err != nil || n < 1 {
+			return usagef("%q: want SERVICE=N with N a whole number of at least 1", a)
+		}
+		if _, dup := counts[name]; dup {
+			return usagef("%s is named twice", name)
+		}
+		counts[name] = n
+	}
+	client, err := clientFor(io, c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *wait)
+	defer cancel()
+	if err := client.Scale(ctx, counts); err != nil {
+		return err
+	}
+	fmt.Fprintf(io.Out, "scaled %s\n", strings.Join(rest, " "))
+	return nil
+}
+
+func runStatus(io IO, c *common, args []string) error {
+	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, workers: [{id, pid, state, generation, restarts}]}]}")
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("status takes no arguments")
+	}
+	client, err := clientFor(io, c)
+	if err != nil {
+		return err
+	}
+	st, err := client.Status(context.Background())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(io.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"services": st})
+	}
+	tw := tabwriter.NewWriter(io.Out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tLAST EXIT\tSTATUS")
+	now := time.Now()
+	for _, s := range st {
+		if len(s.Workers) == 0 {
+			state := "stopped"
+			if s.Running {
+				state = "running"
+			}
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t-\t-\t-\t\n", s.Name, state, s.Generation)
+			continue
+		}
+		for _, w := range s.Workers {
+			uptime, pid := "-", "-"
+			if !w.Started.IsZero() {
+				uptime = now.Sub(w.Started).Round(time.Second).String()
+			}
+			if w.Pid > 0 {
+				pid = strconv.Itoa(w.Pid)
+			}
+			last := w.LastExit
+			if last == "" {
+				last = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", s.Name, w.ID, pid, w.State, w.Generation, uptime, w.Restarts, last, w.Status)
+		}
+	}
+	return tw.Flush()
+}
+
+func runLogs(io IO, c *common, args []string) error {
+	n := c.fs.Int("n", 100, "how many recent lines of each service")
+	var follow bool
+	c.fs.BoolVar(&follow, "f", false, "follow: print new lines as they come")
+	c.fs.BoolVar(&follow, "follow", false, "follow: print new lines as they come")
+	// `-f FILE` still names the config when FILE is a file: service names
+	// never contain '.' or '/', config files nearly always do.
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-f" && strings.ContainsAny(args[i+1], "./") {
+			if st, err := os.Stat(args[i+1]); err == nil && !st.IsDir() {
+				args = append(append(append([]string{}, args[:i]...), "--file", args[i+1]), args[i+2:]...)
+			}
+		}
+	}
+	color := &colorFlag{value: "auto"}
+	c.fs.Var(color, "color", "colour the output: auto, always or never")
+	timestamps := c.fs.Bool("timestamps", false, "start each line with the time")
+	names, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if *n < 0 {
+		return usagef("-n must be 0 or more")
+	}
+	client, err := clientFor(io, c)
+	if err != nil {
+		return err
+	}
+	st, err := client.Status(context.Background())
+	if err != nil {
+		return err
+	}
+	var services []string
+	maxWorkers := 1
+	for _, s := range st {
+		services = append(services, s.Name)
+		maxWorkers = max(maxWorkers, s.Size)
+	}
+	f := logmux.NewFormatter(services, maxWorkers, color.enabled(io, io.Out), *timestamps)
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	var buf []byte
+	cut := false
+	err = client.Logs(ctx, names, *n, follow, func(ev control.LogEvent) error {
+		if ev.CutOff {
+			cut = true
+			return nil
+		}
+		buf = f.Append(buf[:0], ev.Line)
+		_, err := io.Out.Write(buf)
+		return err
+	})
+	if cut {
+		fmt.Fprintln(io.Err, "recluster logs: cut off for falling behind; run it again to go on")
+		return errReported
+	}
+	if err != nil && ctx.Err() != nil {
+		return nil // interrupted by the user
+	}
+	return err
+}
+
+func runDown(io IO, c *common, args []string) error {
+	wait := c.fs.Duration("wait", defaultWait, "give up waiting after this long")
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("down takes no arguments; to stop some services use `recluster stop`")
+	}
+	client, err := clientFor(io, c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *wait)
+	defer cancel()
+	info, _ := client.Info(ctx)
+	if err := client.Down(ctx); err != nil {
+		return err
+	}
+	// The response comes once every worker is gone; `up` exits right after.
+	if info.Pid > 0 {
+		waitExit(info.Pid, 5*time.Second)
+	}
+	fmt.Fprintln(io.Out, "every service stopped; recluster up has ended")
+	return nil
+}
