@@ -234,7 +234,6 @@ func TestProcfile(t *testing.T) {
 	}
 }
 
-
 func TestFind(t *testing.T) {
 	root := t.TempDir()
 	deep := filepath.Join(root, "a", "b")

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,7 +28,7 @@ var (
 	serviceName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 	envName      = regexp.MustCompile(`^[^=\x00]+$`)
 	fdName       = regexp.MustCompile(`^[\x21-\x39\x3b-\x7e]{1,255}$`) // printable ASCII but ':', as systemd allows
-	maxPairs     = 10000                                              // a guard against alias bombs through merge keys
+	maxPairs     = 10000                                               // a guard against alias bombs through merge keys
 	yamlLineInfo = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 )
 

@@ -18,7 +18,10 @@ func processStart(pid int) (uint64, bool) { return 0, syscall.Kill(pid, 0) == ni
 // `recluster check` refuses readyWhen: listening elsewhere.
 type listenWatcher struct{ running sync.WaitGroup }
 
-type listenWait struct{ cancel chan struct{}; once sync.Once }
+type listenWait struct {
+	cancel chan struct{}
+	once   sync.Once
+}
 
 func (w *listenWait) await() bool { <-w.cancel; return false }
 

@@ -111,8 +111,8 @@ func (nopCloser) Close() error { return nil }
 func (discardOutput) Open(WorkerRef) (io.WriteCloser, io.WriteCloser) {
 	return nopCloser{io.Discard}, nopCloser{io.Discard}
 }
-func (discardOutput) Retire(WorkerRef)              {}
-func (discardOutput) System(string, string)         {}
+func (discardOutput) Retire(WorkerRef)             {}
+func (discardOutput) System(string, string)        {}
 func (discardOutput) Tail(WorkerRef, int) []string { return nil }
 
 // Errors callers branch on.
