@@ -686,8 +686,10 @@ func (c *Cluster) exited(w *worker, st ExitStatus) {
 	}
 	wasReady := w.state == Ready
 	c.emit(EventExited, w, st.String())
-	defer c.unuse(w.spec)
+	// Deferred in this order so that sockets nothing uses are released
+	// before any caller waiting on w hears it is gone.
 	defer c.workerGone(w)
+	defer c.unuse(w.spec)
 
 	if w.stopping {
 		return
@@ -822,17 +824,23 @@ func (c *Cluster) reload(spec *ServiceSpec, reply chan error) {
 }
 
 // abortReload stops a reload's new generation; the serving one is
-// untouched.
+// untouched. Its callers hear err once that generation is gone.
 func (c *Cluster) abortReload(err error) {
 	op := c.op
 	c.op = nil
+	d := &drain{waiting: map[*worker]bool{}, done: func() {
+		for _, r := range op.replies {
+			r <- err
+		}
+	}}
 	for _, w := range op.workers {
-		c.stop(w)
-	}
-	for _, r := range op.replies {
-		r <- err
+		if !w.exited {
+			c.stop(w)
+			d.waiting[w] = true
+		}
 	}
 	c.unuse(op.spec)
+	c.addDrain(d)
 	// Slots whose old worker died while the reload ran are refilled now.
 	for _, s := range c.slots {
 		if s.cur == nil && c.running {

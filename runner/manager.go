@@ -414,6 +414,12 @@ func (m *Manager) Status(ctx context.Context) ([]ServiceStatus, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Show the bound address, such as the port the kernel chose for 0.
+		for i, l := range st.Listen {
+			if addr := m.sockets.addrOf(l); addr != "" {
+				st.Listen[i] = addr
+			}
+		}
 		out = append(out, st)
 	}
 	return out, nil

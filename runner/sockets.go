@@ -103,17 +103,37 @@ func (s *Sockets) CloseAll() {
 	}
 }
 
+// addrOf is Addr for the socket whose config address reads addr.
+func (s *Sockets) addrOf(addr string) string {
+	s.mu.Lock()
+	var found *socket
+	for key, sk := range s.open {
+		if key.String() == addr {
+			found = sk
+		}
+	}
+	s.mu.Unlock()
+	if found == nil {
+		return ""
+	}
+	return boundAddr(found)
+}
+
 // Addr returns the bound address of an open socket (the port the kernel
 // chose for port 0), or "".
 func (s *Sockets) Addr(l config.Listen) string {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	key := l
 	key.Name = ""
 	sk := s.open[key]
+	s.mu.Unlock()
 	if sk == nil {
 		return ""
 	}
+	return boundAddr(sk)
+}
+
+func boundAddr(sk *socket) string {
 	sa, err := syscall.Getsockname(int(sk.file.Fd()))
 	if err != nil {
 		return ""

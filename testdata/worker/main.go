@@ -26,13 +26,15 @@ func main() {
 	size := flag.Int("size", 100, "bytes per line")
 	ready := flag.Bool("ready", false, "tell recluster when ready (NOTIFY_SOCKET, else RECLUSTER_READY_FD)")
 	readyFD := flag.Bool("readyfd", false, "tell recluster through RECLUSTER_READY_FD")
+	bind := flag.String("bind", "", "serve: bind this address itself instead of taking fd 3")
+	once := flag.String("once", "", "stopping: ask only if this file does not exist yet, then create it")
 	flag.Parse()
 	id := os.Getenv("WORKER_ID")
 	gen := os.Getenv("RECLUSTER_GENERATION")
 
 	switch *mode {
 	case "serve":
-		serve(*after, *ready, *readyFD, id, gen)
+		serve(*after, *ready, *readyFD, *bind, id, gen)
 	case "crash":
 		fmt.Printf("worker %s crashing in %s\n", id, *after)
 		time.Sleep(*after)
@@ -94,7 +96,13 @@ func main() {
 	case "stopping":
 		notify("READY=1")
 		time.Sleep(*after)
-		notify("STOPPING=1")
+		if _, err := os.Stat(*once); *once == "" || err != nil {
+			if *once != "" {
+				os.WriteFile(*once, nil, 0o644)
+			}
+			fmt.Println("asking to be replaced")
+			notify("STOPPING=1")
+		}
 		waitTerm()
 	default:
 		if *ready {
@@ -132,19 +140,30 @@ var readyFDOnly bool
 // serve answers HTTP on the inherited socket (fd 3) and drains as README
 // tells workers to: on SIGTERM, close the listener (never shutdown(2) it:
 // the socket is shared), finish every connection already accepted, exit.
-func serve(after time.Duration, ready, readyFD bool, id, gen string) {
+func serve(after time.Duration, ready, readyFD bool, bind, id, gen string) {
 	readyFDOnly = readyFD
-	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) || os.Getenv("LISTEN_FDS") == "" {
-		fmt.Printf("LISTEN_PID=%s but my pid is %d\n", os.Getenv("LISTEN_PID"), os.Getpid())
-		os.Exit(3)
+	var ln net.Listener
+	if bind != "" {
+		// The way most tools run servers: each binds the port itself, so
+		// the port is closed while no worker runs.
+		var err error
+		if ln, err = net.Listen("tcp", bind); err != nil {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+	} else {
+		if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) || os.Getenv("LISTEN_FDS") == "" {
+			fmt.Printf("LISTEN_PID=%s but my pid is %d\n", os.Getenv("LISTEN_PID"), os.Getpid())
+			os.Exit(3)
+		}
+		f := os.NewFile(3, "listener")
+		var err error
+		if ln, err = net.FileListener(f); err != nil {
+			fmt.Println("fd 3:", err)
+			os.Exit(3)
+		}
+		f.Close()
 	}
-	f := os.NewFile(3, "listener")
-	ln, err := net.FileListener(f)
-	if err != nil {
-		fmt.Println("fd 3:", err)
-		os.Exit(3)
-	}
-	f.Close()
 	var conns sync.WaitGroup
 	var mu sync.Mutex
 	tracked := map[net.Conn]bool{}

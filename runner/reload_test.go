@@ -1,0 +1,456 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// loadClient sends requests, one per connection, from several goroutines
+// until stopped, and classifies every failure.
+type loadClient struct {
+	addr     string
+	ok       atomic.Int64
+	mu       sync.Mutex
+	failures map[string]int
+	examples []string
+	stop     chan struct{}
+	served   chan struct{} // signalled after every success
+	wg       sync.WaitGroup
+}
+
+func startLoad(addr string, conns int) *loadClient {
+	l := &loadClient{addr: addr, failures: map[string]int{}, stop: make(chan struct{}), served: make(chan struct{}, 1)}
+	for i := 0; i < conns; i++ {
+		l.wg.Add(1)
+		go l.run()
+	}
+	return l
+}
+
+func (l *loadClient) run() {
+	defer l.wg.Done()
+	client := &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true},
+		Timeout:   20 * time.Second,
+	}
+	for {
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		resp, err := client.Get("http://" + l.addr + "/")
+		if err != nil {
+			l.fail(classify(err), err.Error())
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case err != nil:
+			l.fail(classify(err), err.Error())
+		case resp.StatusCode != 200:
+			l.fail("non-200", fmt.Sprintf("%d %s", resp.StatusCode, body))
+		default:
+			l.ok.Add(1)
+			select {
+			case l.served <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func classify(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	case strings.Contains(err.Error(), "timeout"):
+		return "timeout"
+	}
+	return "other"
+}
+
+func (l *loadClient) fail(kind, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.failures[kind]++
+	if len(l.examples) < 5 {
+		l.examples = append(l.examples, msg)
+	}
+}
+
+// finish stops the load and returns the failures by kind.
+func (l *loadClient) finish() (int64, map[string]int, []string) {
+	close(l.stop)
+	l.wg.Wait()
+	return l.ok.Load(), l.failures, l.examples
+}
+
+// waitServed waits until n requests succeeded, so that a test knows the
+// load is flowing before it acts.
+func (l *loadClient) waitServed(t *testing.T, n int64) {
+	t.Helper()
+	start := l.ok.Load()
+	timeout := time.After(deadline)
+	for l.ok.Load() < start+n {
+		select {
+		case <-timeout:
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			t.Fatalf("load client got no answers; failures %v", l.failures)
+		case <-l.served:
+		}
+	}
+}
+
+const servingStack = `
+services:
+  web:
+    command: [WORKER, -mode, serve, -ready]
+    workers: 4
+    listen: 127.0.0.1:0
+    readyWhen: ready
+    timeout: 10s
+`
+
+func (h *harness) addr(service string) string {
+	h.t.Helper()
+	st := h.status(service)
+	if len(st.Listen) == 0 {
+		h.t.Fatalf("%s has no socket", service)
+	}
+	return st.Listen[0]
+}
+
+func TestReloadUnderLoadLosesNothing(t *testing.T) {
+	h := startHarness(t, servingStack)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	load := startLoad(h.addr("web"), 8)
+	load.waitServed(t, 50)
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		if err := h.m.Reload(ctx, []string{"web"}); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		load.waitServed(t, 10)
+	}
+	ok, failures, examples := load.finish()
+	if len(failures) > 0 {
+		t.Errorf("%d requests failed across 20 reloads (%d succeeded): %v, e.g. %q", sum(failures), ok, failures, examples)
+	}
+	st := h.status("web")
+	if st.Generation != 21 || len(st.Workers) != 4 {
+		t.Errorf("after 20 reloads: generation %d, workers %+v", st.Generation, st.Workers)
+	}
+	t.Logf("%d requests, none failed, across 20 reloads", ok)
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// TestStopThenStartLosesRequests is the control: the same client against
+// workers that bind the port themselves, restarted stop-then-start as other
+// tools do, sees failures. It proves the zero-loss test can see a loss.
+func TestStopThenStartLosesRequests(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	h := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, serve, -bind, "`+addr+`", -after, 200ms]
+    workers: 1
+    readyWhen: listening
+`)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	load := startLoad(addr, 4)
+	load.waitServed(t, 20)
+	if err := h.m.Restart(context.Background(), []string{"web"}); err != nil {
+		t.Fatal(err)
+	}
+	load.waitServed(t, 20)
+	_, failures, _ := load.finish()
+	if failures["refused"] == 0 {
+		t.Errorf("stop-then-start with self-bound workers refused nothing: %v; the load client cannot see a loss", failures)
+	}
+}
+
+func TestFailedReloadChangesNothing(t *testing.T) {
+	h := startHarness(t, servingStack)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	before := h.status("web")
+	load := startLoad(h.addr("web"), 4)
+	load.waitServed(t, 20)
+	ctx := context.Background()
+
+	// A new version that exits before it is ready.
+	h.write(strings.Replace(servingStack, "-mode, serve, -ready", "-mode, crash, -code, \"7\"", 1))
+	err := h.m.Reload(ctx, []string{"web"})
+	var wf *WorkerFailedError
+	if !errors.As(err, &wf) || wf.Exit == nil || wf.Exit.Code != 7 {
+		t.Fatalf("reload of a crashing version: %v", err)
+	}
+	if !strings.Contains(err.Error(), "exited before it was ready: exit code 7") || !strings.Contains(err.Error(), "crash with code 7") {
+		t.Errorf("the report lacks the exit or the last lines: %v", err)
+	}
+
+	// A new version that never says it is ready.
+	h.write(strings.Replace(strings.Replace(servingStack, "-mode, serve, -ready", "-mode, noready", 1), "timeout: 10s", "timeout: 10s\n    readyTimeout: 500ms", 1))
+	err = h.m.Reload(ctx, []string{"web"})
+	if !errors.As(err, &wf) || wf.Timeout != 500*time.Millisecond {
+		t.Fatalf("reload of a never-ready version: %v", err)
+	}
+
+	// An invalid file.
+	h.write("services: {web: {command: x, workers: 0}}\n")
+	if err := h.m.Reload(ctx, nil); err == nil || !strings.Contains(err.Error(), "workers") {
+		t.Fatalf("reload of an invalid file: %v", err)
+	}
+
+	after := h.status("web")
+	if after.Generation != before.Generation || !samePids(before, after) {
+		t.Errorf("a failed reload changed the service:\nbefore %+v\nafter  %+v", before, after)
+	}
+	_, failures, examples := load.finish()
+	if len(failures) > 0 {
+		t.Errorf("requests failed while reloads failed: %v %q", failures, examples)
+	}
+}
+
+func samePids(a, b ServiceStatus) bool {
+	if len(a.Workers) != len(b.Workers) {
+		return false
+	}
+	for i := range a.Workers {
+		if a.Workers[i].Pid != b.Workers[i].Pid {
+			return false
+		}
+	}
+	return true
+}
+
+func TestConcurrentReloadsConverge(t *testing.T) {
+	h := startHarness(t, servingStack)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	load := startLoad(h.addr("web"), 4)
+	load.waitServed(t, 20)
+	errs := make(chan error, 5)
+	for i := 0; i < 5; i++ {
+		go func() { errs <- h.m.Reload(context.Background(), []string{"web"}) }()
+	}
+	succeeded := 0
+	for i := 0; i < 5; i++ {
+		switch err := <-errs; {
+		case err == nil:
+			succeeded++
+		case errors.Is(err, ErrSuperseded):
+		default:
+			t.Errorf("reload: %v", err)
+		}
+	}
+	if succeeded == 0 {
+		t.Errorf("no reload succeeded")
+	}
+	st := h.status("web")
+	if len(st.Workers) != 4 {
+		t.Errorf("converged on %d workers: %+v", len(st.Workers), st.Workers)
+	}
+	for _, w := range st.Workers {
+		if w.Generation != st.Generation || w.State != "ready" {
+			t.Errorf("worker %+v is not of serving generation %d", w, st.Generation)
+		}
+	}
+	_, failures, examples := load.finish()
+	if len(failures) > 0 {
+		t.Errorf("requests failed: %v %q", failures, examples)
+	}
+	if left := len(workerProcesses(t)); left != 4 {
+		t.Errorf("%d worker processes run, want 4", left)
+	}
+}
+
+func TestSlowRequestIsAnsweredAcrossAReload(t *testing.T) {
+	h := startHarness(t, servingStack)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	addr := h.addr("web")
+	type answer struct {
+		body string
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/?ms=1500")
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- answer{string(b), err}
+	}()
+	// The request is in once its handler sleeps; no line marks that, so
+	// the reload is asked right away: its new generation takes longer to
+	// start than the request takes to arrive.
+	if err := h.m.Reload(context.Background(), []string{"web"}); err != nil {
+		t.Fatal(err)
+	}
+	a := <-got
+	if a.err != nil || !strings.HasPrefix(a.body, "gen=") {
+		t.Fatalf("slow request: %q %v", a.body, a.err)
+	}
+}
+
+func TestStoppingAsksForAReplacement(t *testing.T) {
+	once := filepath.Join(t.TempDir(), "asked")
+	h := startHarness(t, `
+services:
+  w:
+    command: [WORKER, -mode, stopping, -after, 100ms, -once, "`+once+`"]
+    workers: 1
+    readyWhen: ready
+`)
+	first := h.waitEvent("first ready", is(EventReady, "w"))
+	exit := h.waitEvent("the asking worker to stop", func(e Event) bool { return e.Kind == EventExited && e.Pid == first.Pid })
+	if exit.Detail != "exit code 0" {
+		t.Errorf("the asking worker ended with %s", exit.Detail)
+	}
+	st := h.status("w")
+	if len(st.Workers) != 1 || st.Workers[0].Pid == first.Pid || st.Workers[0].State != "ready" || st.Workers[0].ID != 0 {
+		t.Errorf("after STOPPING=1: %+v", st.Workers)
+	}
+	if !strings.Contains(h.text(), "w.0 asked to be replaced (STOPPING=1)") {
+		t.Errorf("no log line:\n%s", h.text())
+	}
+}
+
+func TestReloadsLeakNoFdsOrGoroutines(t *testing.T) {
+	h := startHarness(t, servingStack)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	ctx := context.Background()
+	if err := h.m.Reload(ctx, nil); err != nil { // warm up the pools
+		t.Fatal(err)
+	}
+	fds, goroutines := countFDs(), runtime.NumGoroutine()
+	for i := 0; i < 30; i++ {
+		if err := h.m.Reload(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := countFDs(); after > fds+2 {
+		t.Errorf("fds grew from %d to %d over 30 reloads", fds, after)
+	}
+	if after := runtime.NumGoroutine(); after > goroutines+5 {
+		t.Errorf("goroutines grew from %d to %d over 30 reloads", goroutines, after)
+	}
+}
+
+func countFDs() int {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	return len(entries)
+}
+
+func TestReloadAddsAndRemovesServices(t *testing.T) {
+	h := startHarness(t, `
+services:
+  a:
+    command: [WORKER]
+    workers: 1
+  b:
+    command: [WORKER]
+    workers: 1
+`)
+	h.waitEvent("b ready", is(EventAllReady, "b"))
+	bPid := h.status("b").Workers[0].Pid
+	h.write(`
+services:
+  a:
+    command: [WORKER]
+    workers: 2
+  c:
+    command: [WORKER]
+    workers: 1
+    after: [a]
+`)
+	if err := h.m.Reload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	sts, _ := h.m.Status(context.Background())
+	var names []string
+	for _, s := range sts {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "a,c" {
+		t.Errorf("services after reload: %v", names)
+	}
+	if len(h.status("a").Workers) != 2 || len(h.status("c").Workers) != 1 {
+		t.Errorf("a %+v c %+v", h.status("a"), h.status("c"))
+	}
+	if processAlive(bPid) {
+		t.Errorf("removed service b still runs")
+	}
+}
+
+func TestChangedListenMovesTheSocket(t *testing.T) {
+	dir := t.TempDir()
+	h := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, serve, -ready]
+    workers: 2
+    listen: "unix:`+dir+`/one.sock"
+    readyWhen: ready
+`)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	h.write(`
+services:
+  web:
+    command: [WORKER, -mode, serve, -ready]
+    workers: 2
+    listen: "unix:` + dir + `/two.sock"
+    readyWhen: ready
+`)
+	if err := h.m.Reload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir + "/one.sock"); !os.IsNotExist(err) {
+		t.Errorf("the old socket file is still there: %v", err)
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("unix", dir+"/two.sock")
+	}}}
+	resp, err := client.Get("http://web/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(body), "gen=2") {
+		t.Errorf("answer on the new socket: %q", body)
+	}
+}
