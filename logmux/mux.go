@@ -219,6 +219,7 @@ type Stream struct {
 	line   Line
 	prefix []byte
 	buf    []byte
+	spans  []span
 	lines  []Line // followers' copies, handed over whole
 }
 
@@ -325,26 +326,27 @@ func (s *Stream) Close() error {
 }
 
 // emit adds one whole line to the stream's batch: formatted into the
-// buffer, recorded in the ring and, when someone follows, copied for
-// followers. flush writes the batch with one Write.
+// buffer and, when someone follows, copied for followers. flush writes the
+// batch with one Write and records its last lines in the ring: only as
+// many as the ring holds, since a big batch would overwrite the rest.
 func (s *Stream) emit(text []byte) {
 	if !s.open {
 		s.open = true
 		s.follow = s.m.following.Load()
 		s.line = Line{Source: s.src, Stderr: s.stderr, Retiring: s.retiring.Load(), Time: time.Now()}
 		s.buf = s.buf[:0]
+		s.spans = s.spans[:0]
 		s.prefix = s.prefix[:0]
 		if s.m.f.Timestamps {
 			s.prefix = s.line.Time.AppendFormat(s.prefix, "15:04:05.000 ")
 		}
 		s.prefix = append(s.prefix, s.m.f.prefix(s.src, s.stderr, s.line.Retiring)...)
-		s.ring.mu.Lock()
 	}
 	s.buf = append(s.buf, s.prefix...)
+	start := len(s.buf)
 	s.buf = append(s.buf, text...)
+	s.spans = append(s.spans, span{start, len(s.buf)})
 	s.buf = append(s.buf, '\n')
-	s.line.Text = text
-	s.ring.addLocked(&s.line)
 	if s.follow {
 		l := s.line
 		l.Text = bytes.Clone(text)
@@ -352,18 +354,31 @@ func (s *Stream) emit(text []byte) {
 	}
 }
 
+// span locates one line's text in the batch buffer.
+type span struct{ start, end int }
+
 func (s *Stream) flush() {
 	if !s.open {
 		return
 	}
 	s.open = false
+	spans := s.spans
+	if n := len(s.ring.entries); len(spans) > n {
+		spans = spans[len(spans)-n:]
+	}
+	s.ring.mu.Lock()
+	for _, sp := range spans {
+		s.line.Text = s.buf[sp.start:sp.end]
+		s.ring.addLocked(&s.line)
+	}
 	s.ring.mu.Unlock()
+	s.line.Text = nil
 	s.m.write(s.buf)
 	if len(s.lines) > 0 {
 		s.m.publish(s.lines)
 		s.lines = nil
 	}
-	if cap(s.buf) > 1<<20 {
+	if cap(s.buf) > 4<<20 {
 		s.buf = nil // one huge line need not pin its buffer
 	}
 }

@@ -19,6 +19,11 @@ import (
 	"github.com/recluster/recluster/config"
 )
 
+// outputChunk is the most of a worker's output read at once: large, so a
+// busy worker's lines cross into recluster, and out to the terminal, in
+// few system calls.
+const outputChunk = 256 << 10
+
 // outputDrainCap bounds how long Wait waits for a worker's pipes to reach
 // end of file after its process group is gone. Only a process that left
 // the group (setsid) and kept the pipe can hold them open that long.
@@ -123,6 +128,8 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 	if err != nil {
 		return nil, err
 	}
+	growPipe(outW)
+	growPipe(errW)
 	files := append([]*os.File{devnull, outW, errW}, spec.Listeners...)
 	env := append([]string(nil), spec.Env...)
 	if n := len(spec.Listeners); n > 0 {
@@ -209,7 +216,7 @@ func getenv(env []string, name string) string {
 // worker and anything it forked, has closed it.
 func (p *osProcess) copyOutput(r *os.File, w io.Writer) {
 	defer p.outputs.Done()
-	buf := make([]byte, 64*1024)
+	buf := make([]byte, outputChunk)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
