@@ -4,6 +4,12 @@
 const http = require('http');
 const fs = require('fs');
 
+// LISTEN_PID says the sockets are for this very process (systemd's rule).
+if (process.env.LISTEN_PID !== String(process.pid)) {
+  console.error(`no socket from recluster (LISTEN_PID=${process.env.LISTEN_PID}, pid ${process.pid})`);
+  process.exit(1);
+}
+
 const id = process.env.WORKER_ID;
 const gen = process.env.RECLUSTER_GENERATION;
 

@@ -38,6 +38,9 @@ def notify(message: bytes) -> None:
 
 
 def main() -> None:
+    # LISTEN_PID says the sockets are for this very process (systemd's rule).
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        raise SystemExit(f"no socket from recluster (LISTEN_PID={os.environ.get('LISTEN_PID')}, pid {os.getpid()})")
     listener = socket.socket(fileno=3)  # LISTEN_FDS: recluster's socket
     server = Server(listener.getsockname(), Handler, bind_and_activate=False)
     server.socket = listener
