@@ -284,3 +284,20 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEnvFile feeds arbitrary env files to the loader: an env file that
+// cannot be parsed is a positioned problem, never a panic.
+func FuzzEnvFile(f *testing.F) {
+	for _, s := range []string{"A=1\n", "export B='x y'\n# c\n", `C="multi\nline"`, "=x", "D=${A}"} {
+		f.Add(s)
+	}
+	dir := f.TempDir()
+	os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte("envFile: app.env\nservices: {a: {command: run}}\n"), 0o644)
+	f.Fuzz(func(t *testing.T, env string) {
+		os.WriteFile(filepath.Join(dir, "app.env"), []byte(env), 0o644)
+		cfg, err := testOptions.Load(filepath.Join(dir, "recluster.yml"))
+		if (cfg == nil) == (err == nil) || (err != nil && Problems(err) == nil) {
+			t.Fatalf("config %v, error %v", cfg, err)
+		}
+	})
+}

@@ -35,7 +35,7 @@ func (f *fakeController) Restart(_ context.Context, n []string) error { return f
 func (f *fakeController) Start(_ context.Context, n []string) error   { return f.record("start", n) }
 func (f *fakeController) Stop(_ context.Context, n []string) error    { return f.record("stop", n) }
 func (f *fakeController) Scale(_ context.Context, c map[string]int) error {
-	return f.record("scale", []string{strings.Repeat("x", c["api"])})
+	return f.record("scale", []string{fmt.Sprint(c["api"])})
 }
 func (f *fakeController) Status(context.Context) ([]runner.ServiceStatus, error) {
 	return []runner.ServiceStatus{{Name: "api", Generation: 3, Workers: []runner.WorkerStatus{{ID: 0, Pid: 42, State: "ready", Generation: 3}}}}, nil
@@ -77,7 +77,7 @@ func TestRoutesAndErrorsAcrossTheSocket(t *testing.T) {
 	c.Stop(ctx, []string{"a", "b"})
 	c.Start(ctx, []string{"a"})
 	c.Scale(ctx, map[string]int{"api": 3})
-	want := []string{"reload api", "restart ", "stop a,b", "start a", "scale xxx"}
+	want := []string{"reload api", "restart ", "stop a,b", "start a", "scale 3"}
 	if strings.Join(ctl.calls, "|") != strings.Join(want, "|") {
 		t.Errorf("calls %q, want %q", ctl.calls, want)
 	}

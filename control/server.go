@@ -240,6 +240,12 @@ func (s *Server) handleScale(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{Code: CodeBadRequest, Message: "scale needs at least one SERVICE=N"})
 		return
 	}
+	for name, n := range req.Counts {
+		if n < 1 {
+			writeError(w, &Error{Code: CodeBadRequest, Message: fmt.Sprintf("%s=%d: a service has at least 1 worker; stop it to run none", name, n)})
+			return
+		}
+	}
 	if err := s.ctl.Scale(r.Context(), req.Counts); err != nil {
 		writeError(w, err)
 		return
