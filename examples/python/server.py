@@ -42,6 +42,10 @@ def main() -> None:
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         raise SystemExit(f"no socket from recluster (LISTEN_PID={os.environ.get('LISTEN_PID')}, pid {os.getpid()})")
     listener = socket.socket(fileno=3)  # LISTEN_FDS: recluster's socket
+    # Non-blocking: every worker waits in select() and races to accept; the
+    # losers must get EAGAIN, not sleep in accept() where the stop signal
+    # cannot end serve_forever until another connection comes.
+    listener.setblocking(False)
     server = Server(listener.getsockname(), Handler, bind_and_activate=False)
     server.socket = listener
 
