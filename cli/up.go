@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -145,13 +147,31 @@ func runUp(io IO, c *common, args []string) error {
 				return ctx.Err()
 			}
 		})
-	serveDone := make(chan struct{})
-	// Owned by runUp; ends when srv.Shutdown is called below.
+	// The serving goroutines are owned by runUp; each ends when
+	// srv.Shutdown is called below.
+	var serving sync.WaitGroup
+	serve := func(ln net.Listener) {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				mux.System("", fmt.Sprintf("control socket: %v", err))
+			}
+		}()
+	}
+	serve(ln)
+	// Owned by runUp; ends when stopWatch closes. A deleted control socket
+	// is made anew, so the other commands can still reach this instance.
+	stopWatch := make(chan struct{})
+	serving.Add(1)
 	go func() {
-		defer close(serveDone)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			mux.System("", fmt.Sprintf("control socket: %v", err))
-		}
+		defer serving.Done()
+		watchRemoval(paths.Socket, stopWatch, func() {
+			if ln, err := control.Listen(paths.Socket); err == nil {
+				mux.System("", "the control socket was removed; made it anew")
+				serve(ln)
+			}
+		})
 	}()
 
 	sigs := make(chan os.Signal, 4)
@@ -205,8 +225,9 @@ func runUp(io IO, c *common, args []string) error {
 	mux.System("", "every service stopped")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	close(stopWatch)
 	srv.Shutdown(shutdownCtx)
-	<-serveDone
+	serving.Wait()
 	return err
 }
 

@@ -101,6 +101,23 @@ func main() {
 			notify("READY=1")
 		}
 		select {}
+	case "closeout":
+		// Closes its stdout early and lives on, talking on stderr.
+		fmt.Println("closing stdout")
+		os.Stdout.Close()
+		syscall.Close(1)
+		fmt.Fprintln(os.Stderr, "stdout closed, still here")
+		waitTerm()
+	case "bigline":
+		// One line of -size bytes, then a marker line.
+		w := bufio.NewWriterSize(os.Stdout, 1<<20)
+		chunk := []byte(strings.Repeat("x", 1<<16))
+		for left := *size; left > 0; left -= len(chunk) {
+			w.Write(chunk[:min(len(chunk), left)])
+		}
+		w.WriteString("\nafter the big line\n")
+		w.Flush()
+		waitTerm()
 	case "noready":
 		fmt.Println("never ready")
 		select {}
