@@ -799,8 +799,14 @@ func (c *Cluster) releaseUnused(spec *ServiceSpec) {
 
 func (c *Cluster) reload(spec *ServiceSpec, reply chan error) {
 	if !c.running {
-		// Nothing serves: a reload of a stopped service starts it anew.
-		c.start(spec, reply)
+		// Nothing serves, and a stopped service stays stopped: the new
+		// settings apply when it starts.
+		c.specUsers[spec]++
+		old := c.spec
+		c.spec, c.size = spec, spec.Workers
+		c.unuse(old)
+		c.logf("%s is stopped; its new settings apply when it starts", c.name)
+		reply <- nil
 		return
 	}
 	if err := c.acquireSockets(spec); err != nil {

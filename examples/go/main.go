@@ -45,14 +45,22 @@ func main() {
 			}
 		},
 	}
-	go srv.Serve(ln)
+	served := make(chan struct{})
+	go func() {
+		srv.Serve(ln)
+		close(served)
+	}()
 	notify("READY=1")
 	fmt.Printf("go worker %s ready\n", os.Getenv("WORKER_ID"))
 
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
 	<-term
-	ln.Close()                      // close, never shutdown(2): the socket is shared
+	ln.Close() // close, never shutdown(2): the socket is shared
+	// Serve returns once its accept loop has ended, and every connection it
+	// accepted has been counted (ConnState runs StateNew in that loop):
+	// waiting on conns before that could miss one just accepted.
+	<-served
 	srv.SetKeepAlivesEnabled(false) // each connection closes after its response
 	conns.Wait()
 }

@@ -218,13 +218,21 @@ func serve(after time.Duration, ready, readyFD bool, bind, id, gen string) {
 		},
 	}
 	time.Sleep(after)
-	go srv.Serve(ln)
+	served := make(chan struct{})
+	go func() {
+		srv.Serve(ln)
+		close(served)
+	}()
 	if ready || readyFD {
 		notify("READY=1")
 	}
 	fmt.Printf("serving gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
 	waitTerm()
 	ln.Close()
+	// Serve returns once its accept loop has ended; every connection it
+	// accepted has been counted by then (ConnState StateNew runs in that
+	// loop). Waiting on conns before that could miss one just accepted.
+	<-served
 	srv.SetKeepAlivesEnabled(false)
 	conns.Wait()
 	fmt.Printf("drained gen=%s id=%s\n", gen, id)
