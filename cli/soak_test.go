@@ -122,12 +122,34 @@ func soak(t *testing.T, seed uint64, budget time.Duration) {
 	stopLoad()
 	wg.Wait()
 	if len(loadFailures) > 0 {
-		m.fail("%d requests failed (of %d), e.g. %q; steps: %v", len(loadFailures), served+len(loadFailures), loadFailures[:min(5, len(loadFailures))], m.ops)
+		m.fail("%d requests failed (of %d), e.g. %q; steps: %v", len(loadFailures), served+len(loadFailures), loadFailures[:min(5, len(loadFailures))], m.opsNear(loadFailures))
 	}
-	if fds := countFDs(m.u.cmd.Process.Pid); fds > fdsAtStart+10 {
+	// Back to the starting shape, recluster holds as many fds as then:
+	// one pair of pipes (and a notify socket) per worker, and the sockets.
+	if !m.running["bg"] {
+		m.must("start", "bg")
+		m.running["bg"] = true
+	}
+	m.must("scale", "web=2", "bg=2")
+	m.target["web"], m.target["bg"] = 2, 2
+	m.checkInvariants()
+	if fds := countFDs(m.u.cmd.Process.Pid); fds > fdsAtStart+2 {
 		m.fail("recluster's fds grew from %d to %d", fdsAtStart, fds)
 	}
 	t.Logf("seed %d: %d steps, %d requests, none failed", seed, m.step-1, served)
+}
+
+// opsNear returns the steps around each failure, "step N: …" leading it.
+func (m *soakModel) opsNear(failures []string) []string {
+	var out []string
+	for _, f := range failures {
+		var n int
+		fmt.Sscanf(f, "step %d:", &n)
+		for i := max(n-3, 0); i < min(n+1, len(m.ops)); i++ {
+			out = append(out, m.ops[i])
+		}
+	}
+	return out
 }
 
 func countFDs(pid int) int {

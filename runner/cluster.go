@@ -116,6 +116,7 @@ type Cluster struct {
 	drains    []*drain
 	waiters   []chan error // callers waiting for every worker to be ready
 	deferred  []any        // requests held while a reload runs
+	stops     int          // counts stop requests, so a restart knows one came
 	readyOnce bool
 }
 
@@ -276,6 +277,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 }
 
 func (c *Cluster) handleRequest(req any) {
+	if _, ok := req.(killReq); ok {
+		c.kill() // also while shutting down: that is when a second Ctrl-C comes
+		return
+	}
 	if c.shutdown {
 		c.refuse(req, ErrShuttingDown)
 		return
@@ -283,11 +288,10 @@ func (c *Cluster) handleRequest(req any) {
 	switch r := req.(type) {
 	case statusReq:
 		r.reply <- c.status()
-	case killReq:
-		c.kill()
 	case reloadReq:
 		c.reload(r.spec, r.reply)
 	case stopReq:
+		c.stops++
 		c.stopAll(ErrStopped)
 		c.afterGone(func() { r.reply <- nil })
 	default:
@@ -300,7 +304,16 @@ func (c *Cluster) handleRequest(req any) {
 			c.start(nil, r.reply)
 		case restartReq:
 			c.stopAll(ErrStopped)
-			c.afterGone(func() { c.start(r.spec, r.reply) })
+			stops := c.stops
+			c.afterGone(func() {
+				if c.stops != stops {
+					// A stop came while the restart waited: it wins.
+					c.releaseUnused(r.spec)
+					r.reply <- ErrStopped
+					return
+				}
+				c.start(r.spec, r.reply)
+			})
 		case scaleReq:
 			c.scale(r.n, r.reply)
 		}

@@ -46,7 +46,8 @@ type Manager struct {
 	cfg      *config.Config
 	clusters map[string]*Cluster
 	runCtx   context.Context
-	ready    chan struct{}  // closed once every service Run started is ready
+	ready    chan struct{} // closed once every service Run started is ready
+	stopping bool
 	wg       sync.WaitGroup // every cluster's Run
 	bg       sync.WaitGroup // start-after-dependencies goroutines
 }
@@ -149,6 +150,9 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 	m.mu.Unlock()
 
 	<-ctx.Done()
+	m.mu.Lock()
+	m.stopping = true // no cluster is added from here on
+	m.mu.Unlock()
 	m.bg.Wait()
 	m.stopInOrder()
 	cancelClusters()
@@ -438,6 +442,10 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 	if m.runCtx == nil {
 		m.mu.Unlock()
 		return errors.New("not running")
+	}
+	if m.stopping {
+		m.mu.Unlock()
+		return ErrShuttingDown
 	}
 	all := len(names) == 0
 	if all {

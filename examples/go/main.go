@@ -18,6 +18,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "no socket from recluster (LISTEN_PID is not my pid)")
 		os.Exit(1)
 	}
+	// Catch SIGTERM before accepting anything: its default action would end
+	// the process with connections it accepted unanswered.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+
 	f := os.NewFile(3, "listener")
 	ln, err := net.FileListener(f)
 	if err != nil {
@@ -53,8 +58,6 @@ func main() {
 	notify("READY=1")
 	fmt.Printf("go worker %s ready\n", os.Getenv("WORKER_ID"))
 
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM)
 	<-term
 	ln.Close() // close, never shutdown(2): the socket is shared
 	// Serve returns once its accept loop has ended, and every connection it

@@ -170,6 +170,10 @@ var readyFDOnly bool
 // the socket is shared), finish every connection already accepted, exit.
 func serve(after time.Duration, ready, readyFD bool, bind, id, gen string) {
 	readyFDOnly = readyFD
+	// Catch the stop signal before accepting anything: its default action
+	// would kill the process with accepted connections unanswered.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
 	var ln net.Listener
 	if bind != "" {
 		// The way most tools run servers: each binds the port itself, so
@@ -227,7 +231,7 @@ func serve(after time.Duration, ready, readyFD bool, bind, id, gen string) {
 		notify("READY=1")
 	}
 	fmt.Printf("serving gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
-	waitTerm()
+	<-term
 	ln.Close()
 	// Serve returns once its accept loop has ended; every connection it
 	// accepted has been counted by then (ConnState StateNew runs in that
