@@ -37,6 +37,7 @@ type options struct {
 	conns     int
 	duration  time.Duration
 	keepalive bool
+	peer      string
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 32, "concurrent clients")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long the load runs")
 	flag.BoolVar(&o.keepalive, "keepalive", false, "reuse connections instead of one request per connection")
+	flag.StringVar(&o.peer, "peer", "", "run a peer instead of recluster: pm2 (cluster mode, pm2 reload) or node-recluster (the original library, reload on SIGUSR2); installs them with npm into ~/.cache/recluster-bench")
 	latency := flag.Bool("latency", false, "time `recluster reload` for 1, 4 and 16 workers instead")
 	flag.Parse()
 	var err error
@@ -228,8 +230,28 @@ func load(ctx context.Context, addr string, conns int, keepalive bool) result {
 	return res
 }
 
+// target is what the load runs against: recluster, or a peer.
+type target interface {
+	address() string
+	change(mode string) error // reload or restart
+	stop()
+}
+
+func (s *stack) address() string { return s.addr }
+func (s *stack) change(mode string) error { return s.verb(mode, "web") }
+
 func underLoad(o options) error {
-	s, err := startStack(o.lang, o.workers)
+	var s target
+	var err error
+	switch o.peer {
+	case "":
+		s, err = startStack(o.lang, o.workers)
+	case "pm2", "node-recluster":
+		o.lang = "node"
+		s, err = startPeer(o.peer, o.workers)
+	default:
+		err = fmt.Errorf("unknown -peer %q", o.peer)
+	}
 	if err != nil {
 		return err
 	}
@@ -237,13 +259,13 @@ func underLoad(o options) error {
 	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
 	defer cancel()
 	done := make(chan result)
-	go func() { done <- load(ctx, s.addr, o.conns, o.keepalive) }()
+	go func() { done <- load(ctx, s.address(), o.conns, o.keepalive) }()
 	var verbErr error
 	if o.mode != "none" {
 		gap := o.duration / time.Duration(o.reloads+1)
 		for i := 0; i < o.reloads; i++ {
 			time.Sleep(gap)
-			if err := s.verb(o.mode, "web"); err != nil && verbErr == nil {
+			if err := s.change(o.mode); err != nil && verbErr == nil {
 				verbErr = err
 			}
 		}
@@ -270,9 +292,13 @@ func underLoad(o options) error {
 	if o.keepalive {
 		conn = "keep-alive"
 	}
-	what := fmt.Sprintf("%d × recluster %s", o.reloads, o.mode)
+	tool := "recluster"
+	if o.peer != "" {
+		tool = o.peer
+	}
+	what := fmt.Sprintf("%d × %s %s", o.reloads, tool, o.mode)
 	if o.mode == "none" {
-		what = "no reload (baseline)"
+		what = fmt.Sprintf("no reload (%s baseline)", tool)
 	}
 	fmt.Printf("| %s, %d workers | %s | %s | %d | %d %s | %.0f | %s | %s | %s |\n",
 		o.lang, o.workers, what, conn, len(res.latencies)+failed, failed, strings.Join(kinds, ", "),

@@ -1,0 +1,147 @@
+// Command scale measures recluster's own cost as a stack grows: the time
+// from `recluster up` to every worker ready for N `sleep` workers, with
+// recluster's memory per worker; and with -idle, recluster's RSS and CPU
+// over 30 idle seconds with S services.
+//
+//	go run ./bench/scale                 # 10, 100 and 500 workers
+//	go run ./bench/scale -idle           # 10 and 100 services, 30 s idle
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	idle := flag.Bool("idle", false, "measure idle footprint instead of start-up")
+	window := flag.Duration("window", 30*time.Second, "idle window")
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "recluster-bench-scale-")
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "recluster")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/recluster")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		fail(err)
+	}
+	if *idle {
+		for _, services := range []int{10, 100} {
+			if err := footprint(dir, bin, services, *window); err != nil {
+				fail(err)
+			}
+		}
+		return
+	}
+	for _, workers := range []int{10, 100, 500} {
+		if err := startup(dir, bin, workers); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench/scale:", err)
+	os.Exit(1)
+}
+
+// up starts recluster on cfg and returns once it says every service is
+// ready, with the time that took.
+func up(dir, bin, cfg string) (*exec.Cmd, time.Duration, error) {
+	if err := os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(cfg), 0o644); err != nil {
+		return nil, 0, err
+	}
+	run := filepath.Join(dir, "run")
+	os.MkdirAll(run, 0o700)
+	cmd := exec.Command(bin, "up")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+run, "NO_COLOR=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, 0, err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, 0, err
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "every service is ready") {
+			took := time.Since(start)
+			go func() {
+				for sc.Scan() {
+				}
+			}()
+			return cmd, took, nil
+		}
+	}
+	return nil, 0, fmt.Errorf("recluster up ended before it was ready")
+}
+
+func stop(cmd *exec.Cmd) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+}
+
+func startup(dir, bin string, workers int) error {
+	cfg := fmt.Sprintf("services:\n  s:\n    command: sleep 100000\n    workers: %d\n    timeout: 0\n", workers)
+	cmd, took, err := up(dir, bin, cfg)
+	if err != nil {
+		return err
+	}
+	defer stop(cmd)
+	rss := rssKiB(cmd.Process.Pid)
+	fmt.Printf("| %d | %s | %.1f MiB | %.1f KiB |\n", workers, took.Round(time.Millisecond), float64(rss)/1024, float64(rss)/float64(workers))
+	return nil
+}
+
+func footprint(dir, bin string, services int, window time.Duration) error {
+	var b strings.Builder
+	b.WriteString("services:\n")
+	for i := 0; i < services; i++ {
+		fmt.Fprintf(&b, "  s%d:\n    command: sleep 100000\n    workers: 1\n    timeout: 0\n", i)
+	}
+	cmd, _, err := up(dir, bin, b.String())
+	if err != nil {
+		return err
+	}
+	defer stop(cmd)
+	cpu0 := cpuSeconds(cmd.Process.Pid)
+	time.Sleep(window) // the idle window being measured
+	cpu := cpuSeconds(cmd.Process.Pid) - cpu0
+	fmt.Printf("| %d services × 1 worker | %.1f MiB | %.2f s over %s |\n", services, float64(rssKiB(cmd.Process.Pid))/1024, cpu, window)
+	return nil
+}
+
+func rssKiB(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
+func cpuSeconds(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100
+}
