@@ -1,5 +1,5 @@
-// Package testbin builds recluster's real binary once per test process, for
-// tests that drive it as users do.
+// Package testbin builds recluster's real binary and the test worker once
+// per test process, for tests that drive them as users do.
 package testbin
 
 import (
@@ -12,74 +12,51 @@ import (
 )
 
 var (
-	once    sync.Once
-	path    string
-	err     error
-	dir     string
 	dirOnce sync.Once
+	dir     string
 	dirErr  error
+	builds  sync.Map // binary name -> *build
 )
 
-func binDir() (string, error) {
-	dirOnce.Do(func() { dir, dirErr = os.MkdirTemp("", "recluster-bin-") })
-	return dir, dirErr
+type build struct {
+	once sync.Once
+	path string
+	err  error
 }
 
-// Recluster returns the path of a freshly built recluster binary. Call
-// Cleanup from TestMain after m.Run.
-func Recluster(t testing.TB) string {
+// binary builds the package pkg (relative to the repository) once, as
+// name in a temporary folder, and returns its path.
+func binary(t testing.TB, name, pkg string) string {
 	t.Helper()
-	once.Do(func() {
-		var dir string
-		if dir, err = binDir(); err != nil {
+	v, _ := builds.LoadOrStore(name, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
+		dirOnce.Do(func() { dir, dirErr = os.MkdirTemp("", "recluster-bin-") })
+		if b.err = dirErr; b.err != nil {
 			return
 		}
 		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		path = filepath.Join(dir, "recluster")
-		cmd := exec.Command("go", "build", "-o", path, "./cmd/recluster")
-		cmd.Dir = root
+		b.path = filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", b.path, pkg)
+		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
 		cmd.Stderr = os.Stderr
-		err = cmd.Run()
+		b.err = cmd.Run()
 	})
-	if err != nil {
-		t.Fatalf("building recluster: %v", err)
+	if b.err != nil {
+		t.Fatalf("building %s: %v", pkg, b.err)
 	}
-	return path
+	return b.path
 }
 
-// Cleanup removes the built binary.
+// Recluster returns the path of a freshly built recluster binary.
+func Recluster(t testing.TB) string { return binary(t, "recluster", "./cmd/recluster") }
+
+// Worker returns the path of the test worker program (testdata/worker).
+func Worker(t testing.TB) string { return binary(t, "worker", "./testdata/worker") }
+
+// Cleanup removes the built binaries; call it from TestMain after m.Run.
 func Cleanup() {
-	if d, err := binDir(); err == nil {
-		os.RemoveAll(d)
+	if dir != "" {
+		os.RemoveAll(dir)
 	}
-}
-
-var (
-	workerOnce sync.Once
-	workerPath string
-	workerErr  error
-)
-
-// Worker returns the path of the test worker program (testdata/worker),
-// built once per test process.
-func Worker(t testing.TB) string {
-	t.Helper()
-	workerOnce.Do(func() {
-		var dir string
-		if dir, workerErr = binDir(); workerErr != nil {
-			return
-		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		workerPath = filepath.Join(dir, "worker")
-		cmd := exec.Command("go", "build", "-o", workerPath, "./testdata/worker")
-		cmd.Dir = root
-		cmd.Stderr = os.Stderr
-		workerErr = cmd.Run()
-	})
-	if workerErr != nil {
-		t.Fatalf("building the test worker: %v", workerErr)
-	}
-	return workerPath
 }
