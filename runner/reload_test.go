@@ -454,3 +454,28 @@ services:
 		t.Errorf("answer on the new socket: %q", body)
 	}
 }
+
+// TestStoppedNewWorkerIsCleanedUp: a new worker SIGSTOPped during a reload
+// never gets ready; the reload fails on readyTimeout, the stopped process
+// (which cannot handle SIGTERM) is killed, and the old generation serves on.
+func TestStoppedNewWorkerIsCleanedUp(t *testing.T) {
+	h := startHarness(t, servingStack)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	before := h.status("web")
+	h.write(strings.Replace(strings.Replace(servingStack, "-mode, serve, -ready", "-mode, noready", 1),
+		"timeout: 10s", "timeout: 500ms\n    readyTimeout: 1s", 1))
+	result := make(chan error, 1)
+	go func() { result <- h.m.Reload(context.Background(), []string{"web"}) }()
+	spawned := h.waitEvent("a new worker", func(e Event) bool { return e.Kind == EventSpawned && e.Generation == 2 })
+	syscall.Kill(spawned.Pid, syscall.SIGSTOP)
+	var wf *WorkerFailedError
+	if err := <-result; !errors.As(err, &wf) {
+		t.Fatalf("reload with a stopped new worker: %v", err)
+	}
+	if processAlive(spawned.Pid) {
+		t.Errorf("the stopped worker %d is still there", spawned.Pid)
+	}
+	if after := h.status("web"); !samePids(before, after) || after.Generation != 1 {
+		t.Errorf("old generation changed: %+v", after)
+	}
+}
