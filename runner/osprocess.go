@@ -72,6 +72,7 @@ type osProcess struct {
 	notes   sync.WaitGroup // goroutines that may call spec.Notify
 	notify  *net.UnixConn
 	watch   *listenWait
+	execErr chan error // the shim's verdict on the exec, when there is a shim
 }
 
 func (p *osProcess) Pid() int { return p.pid }
@@ -174,13 +175,20 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 	childEnds = nil
 	if shimR != nil {
 		// The shim's error pipe is close-on-exec: EOF with nothing read means
-		// the command's exec succeeded.
-		msg, _ := io.ReadAll(shimR)
-		shimR.Close()
-		if len(msg) > 0 {
-			p.proc.Wait()
-			return nil, errors.New(string(msg))
-		}
+		// the command's exec succeeded. It is read on the side, so that a
+		// generation's workers start together rather than one exec at a
+		// time; a failure comes out of Wait as the worker's exit. The
+		// goroutine ends at EOF, by the exec or by the shim's exit.
+		p.execErr = make(chan error, 1)
+		go func() {
+			msg, _ := io.ReadAll(shimR)
+			shimR.Close()
+			if len(msg) > 0 {
+				p.execErr <- errors.New(string(msg))
+			} else {
+				p.execErr <- nil
+			}
+		}()
 	}
 	if s.Groups != nil {
 		s.Groups.Add(p.pid)
@@ -285,6 +293,11 @@ func (p *osProcess) Wait() ExitStatus {
 			status = ExitStatus{Code: -1, Signal: ws.Signal()}
 		} else {
 			status = ExitStatus{Code: ws.ExitStatus()}
+		}
+	}
+	if p.execErr != nil {
+		if err := <-p.execErr; err != nil {
+			status = ExitStatus{Code: -1, Err: err}
 		}
 	}
 	p.endGroup()

@@ -338,3 +338,19 @@ services:
 		t.Errorf("signal after gone: %v", err)
 	}
 }
+
+func TestProgramNotFoundBehindTheShim(t *testing.T) {
+	h := startHarness(t, `
+services:
+  ghost:
+    command: no-such-program-anywhere
+    workers: 1
+    listen: 127.0.0.1:0
+    readyWhen: ready
+    respawn: 1h
+`)
+	e := h.waitEvent("exit", is(EventExited, "ghost"))
+	if !strings.Contains(e.Detail, "no-such-program-anywhere") || !strings.Contains(e.Detail, "not found") {
+		t.Errorf("exit detail %q", e.Detail)
+	}
+}
