@@ -237,7 +237,7 @@ type target interface {
 	stop()
 }
 
-func (s *stack) address() string { return s.addr }
+func (s *stack) address() string          { return s.addr }
 func (s *stack) change(mode string) error { return s.verb(mode, "web") }
 
 func underLoad(o options) error {
