@@ -24,6 +24,7 @@ import (
 func main() {
 	idle := flag.Bool("idle", false, "measure idle footprint instead of start-up")
 	window := flag.Duration("window", 30*time.Second, "idle window")
+	peer := flag.String("peer", "", "with -idle, measure a peer instead: goreman, process-compose or pm2 (its daemon)")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "recluster-bench-scale-")
 	if err != nil {
@@ -38,7 +39,13 @@ func main() {
 	}
 	if *idle {
 		for _, services := range []int{10, 100} {
-			if err := footprint(dir, bin, services, *window); err != nil {
+			var err error
+			if *peer == "" {
+				err = footprint(dir, bin, services, *window)
+			} else {
+				err = peerFootprint(dir, *peer, services, *window)
+			}
+			if err != nil {
 				fail(err)
 			}
 		}
@@ -117,11 +124,16 @@ func footprint(dir, bin string, services int, window time.Duration) error {
 		return err
 	}
 	defer stop(cmd)
-	cpu0 := cpuSeconds(cmd.Process.Pid)
-	time.Sleep(window) // the idle window being measured
-	cpu := cpuSeconds(cmd.Process.Pid) - cpu0
-	fmt.Printf("| %d services × 1 worker | %.1f MiB | %.2f s over %s |\n", services, float64(rssKiB(cmd.Process.Pid))/1024, cpu, window)
+	report("recluster", services, cmd.Process.Pid, window)
 	return nil
+}
+
+// report measures pid over an idle window and prints a row.
+func report(name string, services, pid int, window time.Duration) {
+	cpu0 := cpuSeconds(pid)
+	time.Sleep(window) // the idle window being measured
+	cpu := cpuSeconds(pid) - cpu0
+	fmt.Printf("| %s | %d services × 1 worker | %.1f MiB | %.2f s over %s |\n", name, services, float64(rssKiB(pid))/1024, cpu, window)
 }
 
 func rssKiB(pid int) int {
