@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/bench/internal/peers"
 )
 
 func main() {
@@ -42,47 +44,6 @@ func build(dir, out, pkg string) error {
 	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
 	cmd.Stderr = os.Stderr
 	return cmd.Run()
-}
-
-func cache() string {
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "recluster-bench")
-}
-
-// goPeer builds a Go peer at a pinned version in a throwaway module: the
-// module proxy will not list their versions for `go install`.
-func goPeer(name, module, version string) (string, error) {
-	bin := filepath.Join(cache(), "go", name)
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	tmp, err := os.MkdirTemp("", "peer-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	for _, args := range [][]string{{"mod", "init", "tmp"}, {"get", module + "@" + version}, {"build", "-o", bin, module}} {
-		cmd := exec.Command("go", args...)
-		cmd.Dir = tmp
-		cmd.Env = append(os.Environ(), "GONOSUMDB="+module, "GOFLAGS=-mod=mod")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Run(); err != nil {
-			return "", fmt.Errorf("go %v: %w", args, err)
-		}
-	}
-	return bin, nil
-}
-
-func foreman() (string, error) {
-	dir := filepath.Join(cache(), "npm")
-	bin := filepath.Join(dir, "node_modules", ".bin", "nf")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	os.MkdirAll(dir, 0o755)
-	cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "foreman@3.0.1")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return bin, cmd.Run()
 }
 
 // command returns how to run the manager over the producers in dir.
@@ -108,7 +69,7 @@ func command(peer, dir string, producers, lines, size int) (*exec.Cmd, error) {
 		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+run)
 		return cmd, nil
 	case "goreman":
-		bin, err := goPeer("goreman", "github.com/mattn/goreman", "v0.3.19")
+		bin, err := peers.Go("goreman")
 		if err != nil {
 			return nil, err
 		}
@@ -117,7 +78,8 @@ func command(peer, dir string, producers, lines, size int) (*exec.Cmd, error) {
 		}
 		return exec.Command(bin, "start"), nil
 	case "foreman":
-		bin, err := foreman()
+		mods, err := peers.NPM()
+		bin := filepath.Join(mods, ".bin", "nf")
 		if err != nil {
 			return nil, err
 		}
@@ -126,7 +88,7 @@ func command(peer, dir string, producers, lines, size int) (*exec.Cmd, error) {
 		}
 		return exec.Command(bin, "start"), nil
 	case "process-compose":
-		bin, err := goPeer("process-compose", "github.com/f1bonacc1/process-compose", "v1.103.0")
+		bin, err := peers.Go("process-compose")
 		if err != nil {
 			return nil, err
 		}

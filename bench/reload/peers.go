@@ -10,27 +10,12 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/bench/internal/peers"
 )
 
-// Peers are installed from the npm registry into a cache outside the
-// repository; nothing of theirs is committed.
-func peerCache() string {
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "recluster-bench", "npm")
-}
-
-func installPeers() error {
-	dir := peerCache()
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pm2", "package.json")); err == nil {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "recluster", "package.json")); err == nil {
-			return nil
-		}
-	}
-	os.MkdirAll(dir, 0o755)
-	cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "pm2@7.0.4", "recluster@1.0.0")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return cmd.Run()
-}
+// peerCache is where bench/internal/peers puts the npm peers.
+func peerCache() string { return filepath.Join(peers.Cache(), "npm") }
 
 type peer struct {
 	kind, dir, addr string
@@ -39,7 +24,7 @@ type peer struct {
 }
 
 func startPeer(kind string, workers int) (*peer, error) {
-	if err := installPeers(); err != nil {
+	if _, err := peers.NPM(); err != nil {
 		return nil, fmt.Errorf("installing peers: %w", err)
 	}
 	dir, err := os.MkdirTemp("", "recluster-bench-peer-")

@@ -9,14 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// The peers come from ~/.cache/recluster-bench, where bench/logs and
-// bench/reload put them; see their doc comments.
-func peerBin(parts ...string) string {
-	home, _ := os.UserHomeDir()
-	return filepath.Join(append([]string{home, ".cache", "recluster-bench"}, parts...)...)
-}
+	"github.com/recluster/recluster/bench/internal/peers"
+)
 
 // peerFootprint runs S `sleep` services under a peer and measures the
 // peer's own process (PM2: its daemon) over the idle window.
@@ -30,14 +25,22 @@ func peerFootprint(dir, peer string, services int, window time.Duration) error {
 			fmt.Fprintf(&b, "s%d: sleep 100000\n", i)
 		}
 		os.WriteFile(filepath.Join(dir, "Procfile"), []byte(b.String()), 0o644)
-		cmd = exec.Command(peerBin("go", "goreman"), "start")
+		bin, err := peers.Go("goreman")
+		if err != nil {
+			return err
+		}
+		cmd = exec.Command(bin, "start")
 	case "process-compose":
 		b.WriteString("version: \"0.5\"\nprocesses:\n")
 		for i := 0; i < services; i++ {
 			fmt.Fprintf(&b, "  s%d:\n    command: sleep 100000\n", i)
 		}
 		os.WriteFile(filepath.Join(dir, "pc.yaml"), []byte(b.String()), 0o644)
-		cmd = exec.Command(peerBin("go", "process-compose"), "up", "--tui=false", "--port", "0", "-f", "pc.yaml")
+		bin, err := peers.Go("process-compose")
+		if err != nil {
+			return err
+		}
+		cmd = exec.Command(bin, "up", "--tui=false", "--port", "0", "-f", "pc.yaml")
 	case "pm2":
 		b.WriteString("module.exports = {apps: [\n")
 		for i := 0; i < services; i++ {
@@ -45,7 +48,11 @@ func peerFootprint(dir, peer string, services int, window time.Duration) error {
 		}
 		b.WriteString("]};\n")
 		os.WriteFile(filepath.Join(dir, "ecosystem.config.js"), []byte(b.String()), 0o644)
-		pm2 := peerBin("npm", "node_modules", ".bin", "pm2")
+		mods, err := peers.NPM()
+		if err != nil {
+			return err
+		}
+		pm2 := filepath.Join(mods, ".bin", "pm2")
 		start := exec.Command(pm2, "start", "ecosystem.config.js")
 		start.Dir, start.Env = dir, env
 		if out, err := start.CombinedOutput(); err != nil {
