@@ -20,12 +20,8 @@ func init() {
 func runCheck(io IO, c *common, args []string) error {
 	printIt := c.fs.Bool("print", false, "print the normalised config, defaults filled in")
 	port := c.fs.Int("port", config.DefaultProcfilePortBase, "the first PORT in Procfile mode")
-	rest, err := c.parse(args)
-	if err != nil {
+	if err := c.noArgs(args, ""); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usagef("check takes no arguments, got %q", strings.Join(rest, " "))
 	}
 	cfg, err := loadConfig(io, c, *port)
 	if err != nil {

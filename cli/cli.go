@@ -124,6 +124,18 @@ func (c *common) parse(args []string) ([]string, error) {
 	}
 }
 
+// noArgs parses args for a verb that takes flags only.
+func (c *common) noArgs(args []string, hint string) error {
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("%s takes no arguments%s, got %q", c.v.name, hint, strings.Join(rest, " "))
+	}
+	return nil
+}
+
 // configPath is -f, else what config.Find finds from the working folder.
 func (c *common) configPath(io IO) (string, error) {
 	if c.file != "" {

@@ -124,12 +124,8 @@ func runScale(io IO, c *common, args []string) error {
 
 func runStatus(io IO, c *common, args []string) error {
 	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, workers: [{id, pid, state, generation, restarts}]}]}")
-	rest, err := c.parse(args)
-	if err != nil {
+	if err := c.noArgs(args, ""); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usagef("status takes no arguments")
 	}
 	client, err := clientFor(io, c)
 	if err != nil {
@@ -238,12 +234,8 @@ func runLogs(io IO, c *common, args []string) error {
 
 func runDown(io IO, c *common, args []string) error {
 	wait := c.fs.Duration("wait", defaultWait, "give up waiting after this long")
-	rest, err := c.parse(args)
-	if err != nil {
+	if err := c.noArgs(args, " (to stop some services use `recluster stop`)"); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usagef("down takes no arguments; to stop some services use `recluster stop`")
 	}
 	client, err := clientFor(io, c)
 	if err != nil {

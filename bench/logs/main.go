@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/bench/internal/peers"
+	"github.com/recluster/recluster/bench/internal/proc"
 )
 
 func main() {
@@ -185,7 +186,7 @@ func run(peer string, producers, lines, size int) error {
 		time.Sleep(time.Millisecond) // a benchmark's poll of the output file
 	}
 	elapsed := last.Sub(start)
-	cpu := cpuSeconds(cmd.Process.Pid)
+	cpu := proc.CPUSeconds(cmd.Process.Pid)
 	lost, broken, disordered, err := verify(outPath, producers, lines, size)
 	if err != nil {
 		return err
@@ -202,19 +203,6 @@ func run(peer string, producers, lines, size int) error {
 	fmt.Printf("| %s | %d × %d lines of %d bytes | %.2f M lines/s | %.2f M lines/s | %.3f | %.2f s | %s |\n",
 		name, producers, lines, size, mlines/elapsed.Seconds(), mlines/last.Sub(first).Seconds(), cpu/mlines, elapsed.Seconds(), exact)
 	return nil
-}
-
-// cpuSeconds reads utime+stime of pid itself (not its children), in
-// seconds; the kernel counts in ticks of 10ms, so short runs are coarse.
-func cpuSeconds(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
 }
 
 // verify counts, per producer, the lines that never arrived, the lines

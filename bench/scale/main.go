@@ -9,16 +9,16 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/bench/internal/proc"
 )
 
 func main() {
@@ -108,7 +108,7 @@ func startup(dir, bin string, workers int) error {
 		return err
 	}
 	defer stop(cmd)
-	rss := rssKiB(cmd.Process.Pid)
+	rss := proc.RSSKiB(cmd.Process.Pid)
 	fmt.Printf("| %d | %s | %.1f MiB | %.1f KiB |\n", workers, took.Round(time.Millisecond), float64(rss)/1024, float64(rss)/float64(workers))
 	return nil
 }
@@ -130,30 +130,8 @@ func footprint(dir, bin string, services int, window time.Duration) error {
 
 // report measures pid over an idle window and prints a row.
 func report(name string, services, pid int, window time.Duration) {
-	cpu0 := cpuSeconds(pid)
+	cpu0 := proc.CPUSeconds(pid)
 	time.Sleep(window) // the idle window being measured
-	cpu := cpuSeconds(pid) - cpu0
-	fmt.Printf("| %s | %d services × 1 worker | %.1f MiB | %.2f s over %s |\n", name, services, float64(rssKiB(pid))/1024, cpu, window)
-}
-
-func rssKiB(pid int) int {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return 0
-}
-
-func cpuSeconds(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100
+	cpu := proc.CPUSeconds(pid) - cpu0
+	fmt.Printf("| %s | %d services × 1 worker | %.1f MiB | %.2f s over %s |\n", name, services, float64(proc.RSSKiB(pid))/1024, cpu, window)
 }
