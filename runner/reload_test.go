@@ -314,15 +314,14 @@ func TestSlowRequestIsAnsweredAcrossAReload(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		got <- answer{string(b), err}
 	}()
-	// The request is in once its handler sleeps; no line marks that, so
-	// the reload is asked right away: its new generation takes longer to
-	// start than the request takes to arrive.
+	// The worker says when the request is in; then the reload retires it.
+	h.waitFor("the slow request to arrive", func() bool { return strings.Contains(h.text(), "request in, answering in 1500 ms") })
 	if err := h.m.Reload(context.Background(), []string{"web"}); err != nil {
 		t.Fatal(err)
 	}
 	a := <-got
-	if a.err != nil || !strings.HasPrefix(a.body, "gen=") {
-		t.Fatalf("slow request: %q %v", a.body, a.err)
+	if a.err != nil || !strings.HasPrefix(a.body, "gen=1 ") {
+		t.Fatalf("slow request, asked of generation 1: %q %v", a.body, a.err)
 	}
 }
 

@@ -202,6 +202,7 @@ func serve(after time.Duration, ready, readyFD bool, bind, id, gen string) {
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
+				fmt.Printf("request in, answering in %d ms\n", ms)
 				time.Sleep(time.Duration(ms) * time.Millisecond)
 			}
 			fmt.Fprintf(w, "gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
