@@ -17,10 +17,9 @@ import (
 
 // Exit codes.
 const (
-	ExitOK      = 0
-	ExitFailed  = 1 // the verb ran and what it asked for failed
-	ExitUsage   = 2 // the command line itself was wrong
-	exitSignals = 130
+	ExitOK     = 0
+	ExitFailed = 1 // the verb ran and what it asked for failed
+	ExitUsage  = 2 // the command line itself was wrong
 )
 
 // IO is where a verb reads and writes; Stdio is the real one.

@@ -297,10 +297,11 @@ func (m *soakModel) waitBGReady(want int) {
 				return
 			}
 		}
-		// Wait for the next line of up's output: a respawn prints one.
+		// Wait for the next line of up's output: a respawned bg worker is
+		// ready as it starts and then prints its environment.
 		select {
 		case <-m.u.added:
-		case <-time.After(time.Second):
+		case <-time.After(time.Until(end)):
 		}
 	}
 	m.fail("bg did not come back to %d ready workers", want)

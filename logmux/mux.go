@@ -84,16 +84,6 @@ func New(w io.Writer, opts Options) *Mux {
 	}
 }
 
-// Formatter returns the mux's formatter.
-func (m *Mux) Formatter() *Formatter { return m.f }
-
-// Err returns the first error writing the output, if any.
-func (m *Mux) Err() error {
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	return m.werr
-}
-
 func (m *Mux) ring(service string) *ring {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()

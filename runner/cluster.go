@@ -467,6 +467,14 @@ func (c *Cluster) stop(w *worker) {
 	if w.readyTimer != nil {
 		w.readyTimer.Stop()
 	}
+	c.signalStop(w)
+}
+
+// signalStop sends the worker its stop signal, and SIGKILL after its
+// timeout. Unlike stop it leaves w.stopping alone, so a worker stopped for
+// failing to get ready dies as a crash and is respawned.
+func (c *Cluster) signalStop(w *worker) {
+	w.state = Stopping
 	if w.proc == nil {
 		return // never ran; its exit event is on its way
 	}
@@ -671,22 +679,8 @@ func (c *Cluster) readyTimedOut(w *worker) {
 		// `start` forever: it is stopped and, as any failed worker, respawned.
 		c.logf("%s", err)
 		c.failWaiters(err)
-		c.stopAsFailed(w)
+		c.signalStop(w)
 	}
-}
-
-// stopAsFailed stops a worker whose death should count as a crash.
-func (c *Cluster) stopAsFailed(w *worker) {
-	if w.proc == nil {
-		return
-	}
-	w.state = Stopping
-	if w.spec.StopTimeout <= 0 {
-		w.proc.Signal(syscall.SIGKILL)
-		return
-	}
-	w.proc.Signal(w.spec.StopSignal)
-	w.killTimer = c.after(w.spec.StopTimeout, killEvent{w})
 }
 
 func (c *Cluster) exited(w *worker, st ExitStatus) {

@@ -127,6 +127,3 @@ func (s ExitStatus) String() string {
 		return fmt.Sprintf("exit code %d", s.Code)
 	}
 }
-
-// Clean reports an exit code 0.
-func (s ExitStatus) Clean() bool { return s.Err == nil && s.Code == 0 }

@@ -354,3 +354,24 @@ services:
 		t.Errorf("exit detail %q", e.Detail)
 	}
 }
+
+// A worker that never gets ready is stopped at readyTimeout and, as any
+// failed worker, respawned in its slot.
+func TestNeverReadyWorkerIsRespawned(t *testing.T) {
+	h := startHarness(t, `
+services:
+  stuck:
+    command: [WORKER, -mode, noready]
+    workers: 1
+    readyWhen: ready
+    readyTimeout: 300ms
+    timeout: 200ms
+    respawn: 10ms
+`)
+	first := h.waitEvent("spawn", is(EventSpawned, "stuck"))
+	h.waitEvent("the stuck worker to end", func(e Event) bool { return e.Kind == EventExited && e.Pid == first.Pid })
+	h.waitEvent("a respawn", func(e Event) bool { return e.Kind == EventSpawned && e.Service == "stuck" && e.Pid != first.Pid })
+	if !strings.Contains(h.text(), "stuck.0 (generation 1, pid ") || !strings.Contains(h.text(), "was not ready within 300ms") {
+		t.Errorf("no report of the timeout:\n%s", h.text())
+	}
+}

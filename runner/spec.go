@@ -121,7 +121,6 @@ var (
 	ErrSuperseded     = errors.New("superseded by a newer reload")
 	ErrStopped        = errors.New("the service was stopped")
 	ErrShuttingDown   = errors.New("recluster is shutting down")
-	ErrReloadRunning  = errors.New("a reload is under way")
 )
 
 // WorkerFailedError says why a worker that was to become ready did not.
