@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -95,24 +96,6 @@ type EnvVar struct {
 	Name, Value string
 }
 
-// Listen is one socket the service's workers inherit.
-type Listen struct {
-	// Name is the fd's name in LISTEN_FDNAMES; the service name by default.
-	Name string
-	// Network is "tcp" or "unix".
-	Network string
-	// Address is "host:port" for tcp (host empty for every interface) and an
-	// absolute path for unix.
-	Address string
-}
-
-func (l Listen) String() string {
-	if l.Network == "unix" {
-		return "unix:" + l.Address
-	}
-	return l.Address
-}
-
 // Options change how a file is read; the zero value reads the real
 // environment and machine.
 type Options struct {
@@ -155,9 +138,25 @@ func Load(path string) (*Config, error) {
 	return Options{}.Load(path)
 }
 
+// loadHook, when set by a test, runs inside Load, to prove that a panic
+// there is caught.
+var loadHook func()
+
 // Load reads, defaults and validates the file at path. Every problem is
-// returned at once, as a *multierror.Error of *FieldError.
-func (o Options) Load(path string) (*Config, error) {
+// returned at once, as a *multierror.Error of *FieldError. It never
+// panics: a running `up` re-reads its file on every reload, and a fault
+// here must cost that reload, never the stack.
+func (o Options) Load(path string) (cfg *Config, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cfg = nil
+			err = errorList{{File: path, Line: 1, Col: 1, Msg: fmt.Sprintf(
+				"recluster failed while reading this file (%v); nothing was changed; please report it with the file", r)}}.err()
+		}
+	}()
+	if loadHook != nil {
+		loadHook()
+	}
 	o = o.withDefaults()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -167,4 +166,36 @@ func (o Options) Load(path string) (*Config, error) {
 		return o.parseProcfile(path, data)
 	}
 	return o.parseYAML(path, data)
+}
+
+// parseYAML runs the stages of loading a YAML file in order: parse
+// (parse.go), decode (decode.go), defaults (defaults.go), validate
+// (validate.go) and what the file names on disk (files.go).
+func (o Options) parseYAML(path string, data []byte) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoder{file: path, dir: filepath.Dir(abs), opts: o}
+	doc, ok := d.parseDocument(data)
+	if !ok {
+		return nil, d.errs.err()
+	}
+	top, sources := d.decodeFile(doc)
+	if top == nil {
+		return nil, d.errs.err()
+	}
+	for _, src := range sources {
+		derive(src.svc)
+	}
+	d.crossCheck(sources)
+	d.checkFiles(top, sources)
+	if err := d.errs.err(); err != nil {
+		return nil, err
+	}
+	cfg := &Config{Path: abs, Dir: d.dir}
+	for _, src := range sources {
+		cfg.Services = append(cfg.Services, src.svc)
+	}
+	return cfg, nil
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"fmt"
 	"flag"
 	"os"
 	"path/filepath"
@@ -260,6 +261,12 @@ func FuzzLoad(f *testing.F) {
 		f.Add(data, false)
 	}
 	f.Add([]byte("web: ./run\nworker: a | b\n"), true)
+	// Merge keys that loop, nest or fan out; several documents.
+	f.Add([]byte("x-a: &a {<<: *a}\nservices: {a: {command: run}}\n"), false)
+	f.Add([]byte("x-a: &a {<<: [*a, *a]}\nservices: {a: {<<: *a, command: run}}\n"), false)
+	f.Add([]byte("x-0: &a {w: 1}\nx-1: &b {<<: [*a, *a]}\nx-2: &c {<<: [*b, *b]}\nservices: {a: {<<: *c, command: run}}\n"), false)
+	f.Add([]byte("services: {a: {command: run, log: &l {<<: *l}}}\n"), false)
+	f.Add([]byte("services: {a: {command: run}}\n---\nservices: {b: {command: run}}\n"), false)
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte, procfile bool) {
 		name := "recluster.yml"
@@ -300,4 +307,89 @@ func FuzzEnvFile(f *testing.F) {
 			t.Fatalf("config %v, error %v", cfg, err)
 		}
 	})
+}
+
+// TestNestedMergesAreLinear: anchors that each merge the previous one
+// twice would take 2^depth expansions if each merge were expanded anew.
+func TestNestedMergesAreLinear(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x-0: &a0 {workers: 2}\n")
+	const depth = 40
+	for i := 1; i <= depth; i++ {
+		fmt.Fprintf(&b, "x-%d: &a%d {<<: [*a%d, *a%d], k%d: 1}\n", i, i, i-1, i-1, i)
+	}
+	// The last anchor has depth+1 keys, and is too deep for a merge: it
+	// is refused with its position, not expanded.
+	fmt.Fprintf(&b, "services:\n  a:\n    <<: *a%d\n    command: run\n", depth)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "recluster.yml")
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	_, err := testOptions.Load(path)
+	problems := Problems(err)
+	if len(problems) == 0 || !strings.Contains(err.Error(), "merges nest more than") {
+		t.Fatalf("want a nesting error, got %v", err)
+	}
+	// Within the depth bound the merges load, in one pass each.
+	b.Reset()
+	b.WriteString("x-0: &a0 {workers: 2}\n")
+	for i := 1; i <= 20; i++ {
+		fmt.Fprintf(&b, "x-%d: &a%d {<<: [*a%d, *a%d], k%d: 1}\n", i, i, i-1, i-1, i)
+	}
+	b.WriteString("services:\n  a:\n    <<: *a20\n    command: run\n")
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	_, err = testOptions.Load(path)
+	if err == nil || !strings.Contains(err.Error(), `unknown key "k1"`) {
+		t.Fatalf("want the merged keys reported as unknown, got %v", err)
+	}
+}
+
+func TestAPanicWhileLoadingIsAConfigError(t *testing.T) {
+	loadHook = func() { panic("boom") }
+	defer func() { loadHook = nil }()
+	_, err := testOptions.Load(filepath.Join(fixtures, "valid-full.yml"))
+	if Problems(err) == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("want the panic as a positioned problem, got %v", err)
+	}
+}
+
+// TestSyntaxErrorIsLocatedInFewParses: a syntax error at the end of a
+// long file is found with a number of parses logarithmic in its length.
+func TestSyntaxErrorIsLocatedInFewParses(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("services:\n  a:\n    command: run\n    env:\n")
+	const n = 20000
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "      K%d: v\n", i)
+	}
+	b.WriteString("      bad: [unclosed\n")
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&b, "      L%d: v\n", i)
+	}
+	path := filepath.Join(t.TempDir(), "recluster.yml")
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	syntaxProbes = 0
+	_, err := testOptions.Load(path)
+	problems := Problems(err)
+	if len(problems) != 1 || !strings.Contains(problems[0].Msg, "invalid YAML") {
+		t.Fatalf("want one syntax error, got %v", err)
+	}
+	if got, want := problems[0].Line, n+5; got < want || got > want+101 {
+		t.Errorf("located at line %d, want near %d: %v", got, want, problems[0])
+	}
+	if syntaxProbes > 64 {
+		t.Errorf("%d parses to locate the error; want O(log lines)", syntaxProbes)
+	}
+}
+
+func TestProcfileRefusesNUL(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: run \x00x\n"), 0o644)
+	if _, err := testOptions.Load(filepath.Join(dir, "Procfile")); Problems(err) == nil || !strings.Contains(err.Error(), "NUL") {
+		t.Fatalf("want a NUL problem, got %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: run\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, ".env"), []byte("A=\"x\\0y\"\nB C=1\n"), 0o644)
+	if _, err := testOptions.Load(filepath.Join(dir, "Procfile")); Problems(err) == nil {
+		t.Fatalf("want the .env refused, got %v", err)
+	}
 }

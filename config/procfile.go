@@ -61,25 +61,20 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 		}
 		seen[name] = lineNo
 		cmd, err := parseCommandLine(strings.TrimSpace(command))
+		if err == nil && strings.IndexByte(command, 0) >= 0 {
+			err = errors.New("contains a NUL byte (\\0), which no program can receive")
+		}
 		if err != nil {
 			d.errs.add(&FieldError{File: path, Line: lineNo, Col: cmdCol, Path: name, Msg: fmt.Sprintf("command %v; a command is a program and its arguments, split like a shell", err)})
 			continue
 		}
 		port := o.PortBase + 100*len(cfg.Services)
-		cfg.Services = append(cfg.Services, &Service{
-			Name:         name,
-			Command:      cmd,
-			Dir:          d.dir,
-			Env:          mergeEnv(dotenv, []EnvVar{{Name: "PORT", Value: strconv.Itoa(port)}}),
-			Workers:      1,
-			ReadyWhen:    ReadyStarted,
-			ReadyTimeout: DefaultReadyTimeout,
-			Timeout:      o.defaultTimeout(),
-			Respawn:      DefaultRespawn,
-			Backoff:      DefaultBackoff,
-			StopSignal:   DefaultStopSignal,
-			Log:          LogOptions{Respawns: true},
-		})
+		svc := o.newService(name, d.dir)
+		svc.Command = cmd
+		svc.Env = mergeEnv(dotenv, []EnvVar{{Name: "PORT", Value: strconv.Itoa(port)}})
+		svc.Workers = 1
+		derive(svc)
+		cfg.Services = append(cfg.Services, svc)
 	}
 	if err := sc.Err(); err != nil {
 		d.errs.add(&FieldError{File: path, Line: lineNo + 1, Col: 1, Msg: err.Error()})

@@ -84,25 +84,27 @@ func (d *decoder) checkCycles(sources []*serviceSource, byName map[string]*servi
 
 type claimed struct {
 	service string
+	host    string
 	node    *yaml.Node
 }
 
 // checkAddresses refuses two services on one address: the second could
-// never open its socket. A wildcard host overlaps every host on its port.
+// never open its socket. Hosts are compared as they bind: localhost is
+// 127.0.0.1, ::ffff:127.0.0.1 is too, and every interface overlaps every
+// host of its family on the port.
 func (d *decoder) checkAddresses(sources []*serviceSource) {
 	unixPaths := map[string]claimed{}
-	ports := map[string][]claimed{} // port -> claims with host in node.Value
-	hosts := map[*yaml.Node]string{}
+	ports := map[string][]claimed{}
 	for _, s := range sources {
 		for i, l := range s.svc.Listen {
-			n := s.listenNode[i]
+			n := s.listenNodes[i]
 			path := "services." + s.svc.Name + ".listen"
 			if l.Network == "unix" {
 				if prev, ok := unixPaths[l.Address]; ok {
 					d.errorf(n, path, "%s is already the address of %s (line %d); each address belongs to one service", l, describe(prev.service, s.svc.Name), prev.node.Line)
 					continue
 				}
-				unixPaths[l.Address] = claimed{s.svc.Name, n}
+				unixPaths[l.Address] = claimed{s.svc.Name, "", n}
 				continue
 			}
 			host, port, _ := net.SplitHostPort(l.Address)
@@ -111,16 +113,14 @@ func (d *decoder) checkAddresses(sources []*serviceSource) {
 			}
 			conflict := false
 			for _, prev := range ports[port] {
-				ph := hosts[prev.node]
-				if ph == host || ph == "" || host == "" {
-					d.errorf(n, path, "%s overlaps %s of %s (line %d); each address belongs to one service", l, net.JoinHostPort(ph, port), describe(prev.service, s.svc.Name), prev.node.Line)
+				if hostsOverlap(prev.host, host) {
+					d.errorf(n, path, "%s overlaps %s of %s (line %d); each address belongs to one service", l, net.JoinHostPort(prev.host, port), describe(prev.service, s.svc.Name), prev.node.Line)
 					conflict = true
 					break
 				}
 			}
 			if !conflict {
-				hosts[n] = host
-				ports[port] = append(ports[port], claimed{s.svc.Name, n})
+				ports[port] = append(ports[port], claimed{s.svc.Name, host, n})
 			}
 		}
 	}

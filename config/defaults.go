@@ -1,0 +1,34 @@
+package config
+
+// Stage 3 of loading: defaults. Every service starts from newService, in
+// YAML and Procfile mode alike, so each default is written once; derive
+// then fills in the defaults that depend on other settings.
+
+// newService returns a service with every default of SPEC.md; dir is the
+// config file's folder.
+func (o Options) newService(name, dir string) *Service {
+	return &Service{
+		Name:         name,
+		Dir:          dir,
+		Workers:      o.NumCPU,
+		ReadyTimeout: DefaultReadyTimeout,
+		Timeout:      o.defaultTimeout(),
+		Respawn:      DefaultRespawn,
+		Backoff:      DefaultBackoff,
+		StopSignal:   DefaultStopSignal,
+		Log:          LogOptions{Respawns: true},
+	}
+}
+
+// derive fills in the defaults that follow from other settings.
+func derive(svc *Service) {
+	if svc.ReadyWhen == "" {
+		svc.ReadyWhen = ReadyStarted
+		if len(svc.Listen) > 0 {
+			svc.ReadyWhen = ReadyListening
+		}
+	}
+	if svc.Backoff > 0 && svc.Backoff < svc.Respawn {
+		svc.Backoff = svc.Respawn
+	}
+}
