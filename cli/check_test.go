@@ -92,8 +92,8 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr:\n%s", args, r.code, r.err)
 		}
 	}
-	if r := run(t, ".", "check", "--help"); r.code != 0 || !strings.Contains(r.err, "-print") {
-		t.Errorf("check --help: exit %d\n%s", r.code, r.err)
+	if r := run(t, ".", "check", "--help"); r.code != 0 || !strings.Contains(r.stdout, "-print") {
+		t.Errorf("check --help: exit %d\n%s", r.code, r.stdout)
 	}
 	if r := run(t, ".", "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "recluster ") {
 		t.Errorf("version: exit %d %s", r.code, r.stdout)

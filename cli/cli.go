@@ -57,6 +57,10 @@ type verb struct {
 	// followFlag: -f means follow for this verb (logs, as in tail -f);
 	// its config file is --file, or -f FILE when FILE exists.
 	followFlag bool
+	// services: the verb's arguments are service names, for completion.
+	services bool
+	// hidden verbs are for recluster's own use (completion scripts).
+	hidden bool
 }
 
 var verbs []*verb
@@ -172,11 +176,16 @@ func Main(args []string, io IO) int {
 	switch name {
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 {
-			if v := lookup(rest[0]); v != nil {
-				c := newCommon(io, v)
-				c.fs.Usage()
-				return ExitOK
+			v := lookup(rest[0])
+			if v == nil {
+				return unknownCommand(io, rest[0])
 			}
+			// The verb's own flags, as `CMD --help` shows them: its run
+			// function defines them and stops at --help.
+			helpIO := io
+			helpIO.Err = io.Out
+			v.run(helpIO, newCommon(helpIO, v), []string{"--help"})
+			return ExitOK
 		}
 		printUsage(io.Out)
 		return ExitOK
@@ -185,9 +194,10 @@ func Main(args []string, io IO) int {
 	}
 	v := lookup(name)
 	if v == nil {
-		fmt.Fprintf(io.Err, "recluster: unknown command %q\n\n", name)
-		printUsage(io.Err)
-		return ExitUsage
+		return unknownCommand(io, name)
+	}
+	if wantsHelp(rest) {
+		io.Err = io.Out // asked for, help is output, not an error
 	}
 	c := newCommon(io, v)
 	err := v.run(io, c, append(lead, rest...))
@@ -209,13 +219,49 @@ func Main(args []string, io IO) int {
 	}
 }
 
+func unknownCommand(io IO, name string) int {
+	fmt.Fprintf(io.Err, "recluster: unknown command %q", name)
+	if guess := config.Closest(name, commandNames()); guess != "" {
+		fmt.Fprintf(io.Err, " (did you mean %q?)", guess)
+	}
+	fmt.Fprint(io.Err, "\n\n")
+	printUsage(io.Err)
+	return ExitUsage
+}
+
+// commandNames lists every verb and alias users may type.
+func commandNames() []string {
+	names := []string{"help"}
+	for _, v := range verbs {
+		if !v.hidden {
+			names = append(names, v.name)
+			names = append(names, v.aliases...)
+		}
+	}
+	return names
+}
+
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help":
+			return true
+		case "--":
+			return false
+		}
+	}
+	return false
+}
+
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "recluster runs a stack of services, each a cluster of workers, reloaded with zero downtime.")
 	fmt.Fprintln(w, "\nusage: recluster COMMAND [-f FILE] [flags] [args]\n\ncommands:")
 	sorted := append([]*verb(nil), verbs...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
 	for _, v := range sorted {
-		fmt.Fprintf(w, "  %-8s %s\n", v.name, firstLine(v.summary))
+		if !v.hidden {
+			fmt.Fprintf(w, "  %-10s %s\n", v.name, firstLine(v.summary))
+		}
 	}
 	fmt.Fprintln(w, "\nEvery command takes -f FILE; `recluster help COMMAND` tells more.")
 }

@@ -24,10 +24,11 @@ import (
 
 func init() {
 	register(&verb{
-		name:    "up",
-		args:    "[SERVICE…]",
-		summary: "Run the services (all, or the named ones and what they need) in the foreground.\nCtrl-C stops them gracefully; a second Ctrl-C kills them. SIGUSR2 reloads every service.",
-		run:     runUp,
+		name:     "up",
+		services: true,
+		args:     "[SERVICE…]",
+		summary:  "Run the services (all, or the named ones and what they need) in the foreground.\nCtrl-C stops them gracefully; a second Ctrl-C kills them. SIGUSR2 reloads every service.",
+		run:      runUp,
 	})
 }
 
@@ -69,6 +70,14 @@ func runUp(io IO, c *common, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The instance is the file itself, not the name it was given by: a
+	// symlink retargeted later must not make this instance read another
+	// file, nor let a second `up` run the same one.
+	if path, err := c.configPath(io); err == nil {
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			c.file = real
+		}
+	}
 	cfg, err := loadConfig(io, c, *port)
 	if err != nil {
 		return err
@@ -94,6 +103,8 @@ func runUp(io IO, c *common, args []string) error {
 		return err
 	}
 	defer lock.Unlock()
+	// Descriptors recluster itself inherited must not leak into workers.
+	closeInheritedFDs()
 
 	maxWorkers := 1
 	for _, s := range cfg.Services {
@@ -106,6 +117,7 @@ func runUp(io IO, c *common, args []string) error {
 	// A closed stdout must not kill recluster with SIGPIPE: the workers and
 	// the log ring go on, and `recluster logs` still reads them.
 	signal.Ignore(syscall.SIGPIPE)
+	defer closeOutput(io, mux)
 
 	if ended, err := runner.EndLeftoverGroups(paths.Groups); err != nil {
 		mux.System("", fmt.Sprintf("reading %s: %v", paths.Groups, err))
@@ -119,27 +131,46 @@ func runUp(io IO, c *common, args []string) error {
 	defer groups.Close()
 
 	opts := config.Options{Getenv: io.Getenv, PortBase: *port}
-	starter := runner.NewOSStarter(paths.Dir, groups)
 	m, err := runner.New(cfg, runner.Options{
-		Starter: starter,
+		Starter: runner.NewOSStarter(paths.Dir, groups),
 		Output:  runner.MuxOutput(mux),
 		Load:    func() (*config.Config, error) { return opts.Load(cfg.Path) },
 	})
 	if err != nil {
 		return err
 	}
-
 	ln, err := control.Listen(paths.Socket)
 	if err != nil {
 		return err
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	defer stop()
-	stopped := make(chan struct{})
-	srv := control.NewServer(m, mux, control.Info{Pid: os.Getpid(), Config: cfg.Path, Version: version()},
+	lock.Advertise(paths.Socket)
+
+	rel, _ := filepath.Rel(mustGetwd(io), cfg.Path)
+	if rel == "" || strings.HasPrefix(rel, "..") {
+		rel = cfg.Path
+	}
+	mux.System("", fmt.Sprintf("recluster %s (pid %d) running %s", version(), os.Getpid(), rel))
+
+	// Every goroutine of `up` is an actor of this group: the manager, the
+	// control server with its socket watcher, the signal handler, the
+	// SIGUSR2 reloader and the ready printer. The manager ends first (on a
+	// signal or `down`), and its end interrupts the rest.
+	var g group
+	runCtx, stopServices := context.WithCancel(context.Background())
+	defer stopServices()
+	stopped := make(chan struct{}) // closed when every worker is gone
+
+	g.add(func() error {
+		defer close(stopped)
+		err := m.Run(runCtx, names)
+		mux.System("", "every service stopped")
+		return err
+	}, func(error) { stopServices() })
+
+	srv := control.NewServer(controller{m}, mux, control.Info{Pid: os.Getpid(), Config: cfg.Path, Version: version()},
 		func(ctx context.Context) error {
 			mux.System("", "down requested; stopping every service")
-			stop()
+			stopServices()
 			select {
 			case <-stopped:
 				return nil
@@ -147,11 +178,49 @@ func runUp(io IO, c *common, args []string) error {
 				return ctx.Err()
 			}
 		})
-	// The serving goroutines are owned by runUp; each ends when
-	// srv.Shutdown is called below.
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	g.add(func() error { return serveControl(serveCtx, srv, ln, paths.Socket, mux) }, func(error) { stopServing() })
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	reloads := make(chan struct{}, 1)
+	sigCtx, stopSignals := context.WithCancel(context.Background())
+	g.add(func() error {
+		handleSignals(sigCtx, sigs, reloads, mux, stopServices, m.Kill)
+		return nil
+	}, func(error) { stopSignals() })
+
+	reloadCtx, stopReloads := context.WithCancel(runCtx)
+	g.add(func() error {
+		reloadOnRequest(reloadCtx, reloads, controller{m}, mux)
+		return nil
+	}, func(error) { stopReloads() })
+
+	readyCtx, stopReady := context.WithCancel(context.Background())
+	g.add(func() error {
+		select {
+		case <-m.Ready():
+			mux.System("", "every service is ready")
+		case <-readyCtx.Done():
+		}
+		<-readyCtx.Done()
+		return nil
+	}, func(error) { stopReady() })
+
+	return g.run()
+}
+
+// serveControl serves the control API until ctx ends, on ln and on every
+// socket made anew after something deleted the last: a cleaner of /tmp (or
+// a user) removing it would otherwise leave `up` unreachable. The watcher
+// is stopped before the server unlinks its socket, so that the shutdown
+// is not taken for a deletion.
+func serveControl(ctx context.Context, srv *control.Server, ln net.Listener, path string, mux *logmux.Mux) error {
 	var serving sync.WaitGroup
 	serve := func(ln net.Listener) {
 		serving.Add(1)
+		// Owned by serveControl; ends when srv.Shutdown is called below.
 		go func() {
 			defer serving.Done()
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -160,75 +229,103 @@ func runUp(io IO, c *common, args []string) error {
 		}()
 	}
 	serve(ln)
-	// Owned by runUp; ends when stopWatch closes. A deleted control socket
-	// is made anew, so the other commands can still reach this instance.
 	stopWatch := make(chan struct{})
-	serving.Add(1)
+	watchDone := make(chan struct{})
+	// Owned by serveControl; ends when stopWatch closes.
 	go func() {
-		defer serving.Done()
-		watchRemoval(paths.Socket, stopWatch, func() {
-			if ln, err := control.Listen(paths.Socket); err == nil {
+		defer close(watchDone)
+		watchRemoval(path, stopWatch, func() {
+			if ln, err := control.Listen(path); err == nil {
 				mux.System("", "the control socket was removed; made it anew")
 				serve(ln)
 			}
 		})
 	}()
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
-	defer signal.Stop(sigs)
-	// Owned by runUp; ends when the manager has stopped.
-	signalsDone := make(chan struct{})
-	go func() {
-		defer close(signalsDone)
-		stopping := false
-		for {
-			select {
-			case sig := <-sigs:
-				switch {
-				case sig == syscall.SIGUSR2:
-					go func() {
-						if err := m.Reload(runCtx, nil); err != nil {
-							mux.System("", "reload (SIGUSR2) failed: "+err.Error())
-						}
-					}()
-				case !stopping:
-					stopping = true
-					mux.System("", fmt.Sprintf("%s: stopping every service (again to kill them)", signalName(sig)))
-					stop()
-				case sig == syscall.SIGINT:
-					mux.System("", "second interrupt: killing every worker")
-					m.Kill()
-				}
-			case <-stopped:
-				return
-			}
-		}
-	}()
-
-	rel, _ := filepath.Rel(mustGetwd(io), cfg.Path)
-	if rel == "" || strings.HasPrefix(rel, "..") {
-		rel = cfg.Path
-	}
-	mux.System("", fmt.Sprintf("recluster %s (pid %d) running %s", version(), os.Getpid(), rel))
-	// Owned by runUp; ends at the first of ready or stop.
-	go func() {
-		select {
-		case <-m.Ready():
-			mux.System("", "every service is ready")
-		case <-stopped:
-		}
-	}()
-	err = m.Run(runCtx, names)
-	close(stopped)
-	<-signalsDone
-	mux.System("", "every service stopped")
+	<-ctx.Done()
+	close(stopWatch)
+	<-watchDone
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	close(stopWatch)
 	srv.Shutdown(shutdownCtx)
 	serving.Wait()
-	return err
+	return nil
+}
+
+// handleSignals turns signals into actions until ctx ends: the first
+// SIGINT, SIGTERM or SIGHUP stops every service, a second SIGINT kills
+// them, SIGUSR2 asks for a reload of all.
+func handleSignals(ctx context.Context, sigs <-chan os.Signal, reloads chan<- struct{}, mux *logmux.Mux, stop, kill func()) {
+	stopping := false
+	for {
+		select {
+		case sig := <-sigs:
+			switch {
+			case sig == syscall.SIGUSR2:
+				select {
+				case reloads <- struct{}{}:
+				default: // one is already asked for
+				}
+			case !stopping:
+				stopping = true
+				mux.System("", fmt.Sprintf("%s: stopping every service (again to kill them)", signalName(sig)))
+				stop()
+			case sig == syscall.SIGINT:
+				mux.System("", "second interrupt: killing every worker")
+				kill()
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// reloadOnRequest reloads every service for each request (SIGUSR2),
+// through the same path as `recluster reload`. Each reload runs on its
+// own goroutine, so that a newer one supersedes it as the control API's
+// would; all are joined before it returns, when ctx ends.
+func reloadOnRequest(ctx context.Context, reloads <-chan struct{}, ctl control.Controller, mux *logmux.Mux) {
+	var running sync.WaitGroup
+	defer running.Wait()
+	for {
+		select {
+		case <-reloads:
+			running.Add(1)
+			// Owned by reloadOnRequest; ends when the reload does, which
+			// ctx bounds.
+			go func() {
+				defer running.Done()
+				mux.System("", "SIGUSR2: reloading every service")
+				if err := ctl.Reload(ctx, nil); err != nil && ctx.Err() == nil {
+					mux.System("", "reload (SIGUSR2) failed: "+err.Error())
+				}
+			}()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// closeOutput writes what is left of the log stream, giving up after a
+// few seconds when nothing reads it, and then says what was lost on
+// stderr, without waiting on stderr either.
+func closeOutput(io IO, mux *logmux.Mux) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := mux.Close(ctx)
+	if err == nil {
+		return
+	}
+	said := make(chan struct{})
+	// Owned by closeOutput for up to a second; a stderr that blocks too
+	// leaves it behind, to end with the process.
+	go func() {
+		fmt.Fprintf(io.Err, "recluster: %v\n", err)
+		close(said)
+	}()
+	select {
+	case <-said:
+	case <-time.After(time.Second):
+	}
 }
 
 func mustGetwd(io IO) string {

@@ -23,7 +23,7 @@ const defaultWait = 15 * time.Minute
 
 func init() {
 	change := func(name, args, summary, done string, op func(*control.Client, context.Context, []string) error, needNames bool) {
-		register(&verb{name: name, args: args, summary: summary, run: func(io IO, c *common, argv []string) error {
+		register(&verb{name: name, args: args, summary: summary, services: true, run: func(io IO, c *common, argv []string) error {
 			wait := c.fs.Duration("wait", defaultWait, "give up waiting for the change after this long")
 			names, err := c.parse(argv)
 			if err != nil {
@@ -60,9 +60,9 @@ func init() {
 	change("start", "SERVICE…", "Start stopped services; returns once every worker is ready.",
 		"started", (*control.Client).Start, true)
 
-	register(&verb{name: "scale", args: "SERVICE=N…", summary: "Change worker counts live: new ids start, the highest ids stop gracefully.", run: runScale})
+	register(&verb{name: "scale", args: "SERVICE=N…", services: true, summary: "Change worker counts live: new ids start, the highest ids stop gracefully.", run: runScale})
 	register(&verb{name: "status", aliases: []string{"ps"}, summary: "Show every service's workers: pid, state, generation, uptime, restarts.", run: runStatus})
-	register(&verb{name: "logs", args: "[SERVICE…]", followFlag: true, run: runLogs,
+	register(&verb{name: "logs", args: "[SERVICE…]", followFlag: true, services: true, run: runLogs,
 		summary: "Print the services' recent lines (all when none named); -f follows new ones.\nHere -f means follow: name the config with --file FILE (or -f FILE when FILE exists)."})
 	register(&verb{name: "down", summary: "Stop every service gracefully and end `recluster up`.", run: runDown})
 }
@@ -85,7 +85,7 @@ func clientFor(io IO, c *common) (*control.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return control.NewClient(abs, paths.Socket), nil
+	return control.NewClient(abs, paths), nil
 }
 
 func runScale(io IO, c *common, args []string) error {
@@ -222,12 +222,22 @@ func runLogs(io IO, c *common, args []string) error {
 		_, err := io.Out.Write(buf)
 		return err
 	})
+	if err != nil && ctx.Err() != nil {
+		return nil // interrupted by the user
+	}
+	if follow && err == nil && !cut {
+		// A follow stream ends only with up, or when up cut it off
+		// without a chance to say so (the reader had stopped reading).
+		if _, ierr := client.Info(context.Background()); ierr == nil {
+			cut = true
+		} else {
+			fmt.Fprintln(io.Err, "recluster logs: recluster up has ended")
+			return nil
+		}
+	}
 	if cut {
 		fmt.Fprintln(io.Err, "recluster logs: cut off for falling behind; run it again to go on")
 		return errReported
-	}
-	if err != nil && ctx.Err() != nil {
-		return nil // interrupted by the user
 	}
 	return err
 }

@@ -196,7 +196,7 @@ func (d *decoder) serviceKey(key string, v *yaml.Node, path string, src *service
 
 func (d *decoder) unknownKey(k *yaml.Node, path string, allowed []string) {
 	msg := fmt.Sprintf("unknown key %q", k.Value)
-	if guess := closest(k.Value, allowed); guess != "" {
+	if guess := Closest(k.Value, allowed); guess != "" {
 		msg += fmt.Sprintf(" (did you mean %q?)", guess)
 	}
 	if path == "" {

@@ -19,7 +19,7 @@ func (d *decoder) crossCheck(sources []*serviceSource) {
 			switch {
 			case byName[dep] == nil:
 				msg := fmt.Sprintf("names %q, which is not a service", dep)
-				if guess := closest(dep, names(sources)); guess != "" {
+				if guess := Closest(dep, names(sources)); guess != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", guess)
 				}
 				d.errorf(s.afterNodes[i], "services."+s.svc.Name+".after", "%s; services: %s", msg, strings.Join(names(sources), ", "))

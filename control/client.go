@@ -8,75 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/recluster/recluster/config"
-	"github.com/recluster/recluster/runner"
+	"github.com/recluster/recluster/internal/private"
 )
-
-// Error codes carried in responses, so that errors.Is works across the
-// socket.
-const (
-	CodeUnknownService = "unknown_service"
-	CodeSuperseded     = "superseded"
-	CodeStopped        = "stopped"
-	CodeShuttingDown   = "shutting_down"
-	CodeWorkerFailed   = "worker_failed"
-	CodeInvalidConfig  = "invalid_config"
-	CodeBadRequest     = "bad_request"
-	CodeInternal       = "internal"
-)
-
-var sentinels = map[string]error{
-	CodeUnknownService: runner.ErrUnknownService,
-	CodeSuperseded:     runner.ErrSuperseded,
-	CodeStopped:        runner.ErrStopped,
-	CodeShuttingDown:   runner.ErrShuttingDown,
-}
-
-// Error is an error the server answered with.
-type Error struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func (e *Error) Error() string { return e.Message }
-
-// Is matches the runner's sentinel errors by code.
-func (e *Error) Is(target error) bool {
-	s, ok := sentinels[e.Code]
-	return ok && s == target
-}
-
-type errorResponse struct {
-	Error *Error `json:"error"`
-}
-
-func toError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	code := CodeInternal
-	for c, s := range sentinels {
-		if errors.Is(err, s) {
-			code = c
-		}
-	}
-	var wf *runner.WorkerFailedError
-	if errors.As(err, &wf) {
-		code = CodeWorkerFailed
-	}
-	if config.Problems(err) != nil {
-		code = CodeInvalidConfig
-	}
-	return &Error{Code: code, Message: err.Error()}
-}
 
 // ErrNotRunning is returned when no instance answers for a config file.
 var ErrNotRunning = errors.New("not running")
@@ -92,28 +35,78 @@ func (e *NotRunningError) Error() string {
 
 func (e *NotRunningError) Unwrap() error { return ErrNotRunning }
 
-// Client talks to one running instance.
+// Client talks to one running instance. Before it sends anything it makes
+// sure the instance is the user's own, exactly as `up` checks its clients:
+// the folder and the socket belong to the user and are closed to others,
+// and the process that listens runs as the user (SO_PEERCRED). Anyone else
+// could otherwise squat the socket's path and answer in its place.
 type Client struct {
-	config string
-	socket string
-	http   *http.Client
+	config  string
+	sockets []string
+	http    *http.Client
 	// StatusTimeout bounds quick requests; changes are bounded by the
 	// caller's context.
 	StatusTimeout time.Duration
 }
 
-// NewClient returns a client for the instance of config whose socket is
-// at socket.
-func NewClient(config, socket string) *Client {
+// NewClient returns a client for the instance of config whose files are at
+// paths.
+func NewClient(config string, paths Paths) *Client {
+	c := &Client{config: config, sockets: paths.sockets(), StatusTimeout: 10 * time.Second}
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			d.Timeout = 2 * time.Second
-			return d.DialContext(ctx, "unix", socket)
-		},
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return c.dial(ctx) },
 		DisableKeepAlives: true,
 	}
-	return &Client{config: config, socket: socket, http: &http.Client{Transport: tr}, StatusTimeout: 10 * time.Second}
+	c.http = &http.Client{Transport: tr}
+	return c
+}
+
+// dial connects to the first control socket that exists, after checking
+// who owns it.
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	var lastErr error = &NotRunningError{Config: c.config}
+	for _, sock := range c.sockets {
+		st, err := os.Lstat(sock)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := private.CheckDir(filepath.Dir(sock)); err != nil {
+			return nil, err
+		}
+		if err == nil && st.Mode()&fs.ModeSymlink != 0 {
+			// An instance run with another XDG_RUNTIME_DIR or TMPDIR
+			// points here to its socket (InstanceLock.Advertise).
+			target, err := os.Readlink(sock)
+			if err != nil || !filepath.IsAbs(target) {
+				return nil, fmt.Errorf("refusing %s: a link that does not name a socket by its full path", sock)
+			}
+			if err := private.CheckDir(filepath.Dir(target)); err != nil {
+				return nil, err
+			}
+			sock = target
+		}
+		if err := private.CheckSocket(sock); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return nil, err
+		}
+		d := net.Dialer{Timeout: 2 * time.Second}
+		conn, err := d.DialContext(ctx, "unix", sock)
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+				lastErr = &NotRunningError{Config: c.config}
+				continue
+			}
+			return nil, fmt.Errorf("control socket %s: %w", sock, err)
+		}
+		if err := checkPeer(conn, os.Getuid()); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("refusing the process behind %s: %w", sock, err)
+		}
+		return conn, nil
+	}
+	return nil, lastErr
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body any, out any) error {
@@ -131,7 +124,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return c.dialError(err)
+		return c.unwrapDial(err)
 	}
 	defer resp.Body.Close()
 	return decodeResponse(resp, out)
@@ -155,12 +148,18 @@ func decodeResponse(resp *http.Response, out any) error {
 	return nil
 }
 
-// dialError turns "nobody listens" into NotRunningError.
-func (c *Client) dialError(err error) error {
-	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-		return &NotRunningError{Config: c.config}
+// unwrapDial takes the HTTP client's wrapping off an error: "not
+// running" as it is, anything else said of this instance.
+func (c *Client) unwrapDial(err error) error {
+	var nr *NotRunningError
+	if errors.As(err, &nr) {
+		return nr
 	}
-	return fmt.Errorf("control socket %s: %w", c.socket, err)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("recluster up for %s: %w", c.config, ue.Err)
+	}
+	return err
 }
 
 func (c *Client) quick(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -177,7 +176,7 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 }
 
 // Status returns every service's status.
-func (c *Client) Status(ctx context.Context) ([]runner.ServiceStatus, error) {
+func (c *Client) Status(ctx context.Context) ([]ServiceStatus, error) {
 	ctx, cancel := c.quick(ctx)
 	defer cancel()
 	var st statusResponse
@@ -238,7 +237,7 @@ func (c *Client) Logs(ctx context.Context, services []string, n int, follow bool
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return c.dialError(err)
+		return c.unwrapDial(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

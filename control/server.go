@@ -1,43 +1,54 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/recluster/recluster/logmux"
-	"github.com/recluster/recluster/runner"
 )
 
-// Controller is what the API drives; runner.Manager satisfies it.
+// Controller is what the API drives; cli adapts runner.Manager to it. An
+// error it returns is answered with the code of the *Error or sentinel it
+// wraps (api.go), else as internal.
 type Controller interface {
 	Reload(ctx context.Context, services []string) error
 	Restart(ctx context.Context, services []string) error
 	Start(ctx context.Context, services []string) error
 	Stop(ctx context.Context, services []string) error
 	Scale(ctx context.Context, counts map[string]int) error
-	Status(ctx context.Context) ([]runner.ServiceStatus, error)
+	Status(ctx context.Context) ([]ServiceStatus, error)
 }
 
 // Logs is where the API reads log lines; logmux.Mux satisfies it.
 type Logs interface {
 	Recent(services []string, n int) []logmux.Line
-	Follow(services []string, buffer int) *logmux.Follower
+	Follow(services []string, budget int) *logmux.Follower
 }
 
-// Info describes the running instance.
-type Info struct {
-	Pid     int    `json:"pid"`
-	Config  string `json:"config"`
-	Version string `json:"version"`
-}
+// Limits on what a client may hold of the server.
+const (
+	// MaxConns is the most connections served at once; more wait in the
+	// listen backlog.
+	MaxConns = 64
+	// bodyTimeout bounds reading a request (headers and body), and
+	// writeTimeout each write of an answer: a client that stalls is cut
+	// off rather than holding a connection forever.
+	bodyTimeout  = 10 * time.Second
+	writeTimeout = 10 * time.Second
+	idleTimeout  = 30 * time.Second
+	maxBody      = 1 << 20
+)
 
 // Server serves the control API. Create it with NewServer, then Serve;
 // Shutdown stops it. It cannot be reused.
@@ -49,14 +60,17 @@ type Server struct {
 	http *http.Server
 	// closing ends the log followers, which would otherwise hold Shutdown
 	// for as long as their readers stay.
-	closing chan struct{}
+	closing   chan struct{}
+	closeOnce sync.Once
+	// bodyTimeout bounds reading a request's body; tests shorten it.
+	bodyTimeout time.Duration
 }
 
 // NewServer returns a server over ctl and logs. down, called by
 // POST /v1/down, stops the whole instance and returns once every worker
 // is gone.
 func NewServer(ctl Controller, logs Logs, info Info, down func(ctx context.Context) error) *Server {
-	s := &Server{ctl: ctl, logs: logs, info: info, down: down, closing: make(chan struct{})}
+	s := &Server{ctl: ctl, logs: logs, info: info, down: down, closing: make(chan struct{}), bodyTimeout: bodyTimeout}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/info", s.handleInfo)
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
@@ -67,7 +81,7 @@ func NewServer(ctl Controller, logs Logs, info Info, down func(ctx context.Conte
 	mux.HandleFunc("POST /v1/scale", s.handleScale)
 	mux.HandleFunc("POST /v1/down", s.handleDown)
 	mux.HandleFunc("GET /v1/logs", s.handleLogs)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: bodyTimeout, IdleTimeout: idleTimeout}
 	return s
 }
 
@@ -92,28 +106,46 @@ func Listen(path string) (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &peerCheckListener{Listener: ln, uid: os.Getuid()}, nil
+	return &guardedListener{Listener: ln, uid: os.Getuid(), slots: make(chan struct{}, MaxConns)}, nil
 }
 
-// peerCheckListener refuses connections from other users: the socket's
-// mode already keeps them out, and SO_PEERCRED makes sure of it.
-type peerCheckListener struct {
+// guardedListener refuses connections from other users (the socket's mode
+// already keeps them out, and SO_PEERCRED makes sure of it) and serves at
+// most MaxConns at once, so no client can take every fd of `up`.
+type guardedListener struct {
 	net.Listener
-	uid int
+	uid   int
+	slots chan struct{}
 }
 
-func (l *peerCheckListener) Accept() (net.Conn, error) {
+func (l *guardedListener) Accept() (net.Conn, error) {
 	for {
+		l.slots <- struct{}{}
 		c, err := l.Listener.Accept()
 		if err != nil {
+			<-l.slots
 			return nil, err
 		}
 		if err := checkPeer(c, l.uid); err != nil {
 			c.Close()
+			<-l.slots
 			continue
 		}
-		return c, nil
+		return &slotConn{Conn: c, release: func() { <-l.slots }}, nil
 	}
+}
+
+// slotConn gives its slot back when closed.
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // checkPeer reads the peer's uid from the kernel.
@@ -147,30 +179,15 @@ func allowPeer(peerUID, ownUID int) error {
 // Serve serves on ln until Shutdown; it returns http.ErrServerClosed then.
 func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
 
-// Shutdown stops accepting and waits for requests in flight, until ctx ends.
+// Shutdown stops accepting and waits for requests in flight, until ctx
+// ends. It may be called more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
-	close(s.closing)
+	s.closeOnce.Do(func() { close(s.closing) })
 	return s.http.Shutdown(ctx)
 }
 
-// servicesRequest is the body of the change routes.
-type servicesRequest struct {
-	Services []string `json:"services"`
-}
-
-type scaleRequest struct {
-	Counts map[string]int `json:"counts"`
-}
-
-type okResponse struct {
-	OK bool `json:"ok"`
-}
-
-type statusResponse struct {
-	Services []runner.ServiceStatus `json:"services"`
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeout))
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
@@ -189,9 +206,21 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 // decode reads a JSON body strictly: unknown fields and trailing data are
-// errors, and the body is capped.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+// errors, and the body is capped in size and in time. The read deadline
+// is cleared afterwards: a change may take long, and a deadline left on
+// the connection would cancel the request's context.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(s.bodyTimeout))
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		// The deadline stays, so nothing more is read from this client,
+		// and the connection is closed after the answer.
+		w.Header().Set("Connection", "close")
+		return &Error{Code: CodeBadRequest, Message: "reading the request body: " + err.Error()}
+	}
+	rc.SetReadDeadline(time.Time{})
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return &Error{Code: CodeBadRequest, Message: "bad request body: " + err.Error()}
@@ -218,7 +247,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 func (s *Server) change(op func(context.Context, []string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req servicesRequest
-		if err := decode(r, &req); err != nil {
+		if err := s.decode(w, r, &req); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -230,9 +259,13 @@ func (s *Server) change(op func(context.Context, []string) error) http.HandlerFu
 	}
 }
 
+// MaxScale is the most workers `scale` may ask for, as the config file
+// allows.
+const MaxScale = 100000
+
 func (s *Server) handleScale(w http.ResponseWriter, r *http.Request) {
 	var req scaleRequest
-	if err := decode(r, &req); err != nil {
+	if err := s.decode(w, r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -241,8 +274,8 @@ func (s *Server) handleScale(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for name, n := range req.Counts {
-		if n < 1 {
-			writeError(w, &Error{Code: CodeBadRequest, Message: fmt.Sprintf("%s=%d: a service has at least 1 worker; stop it to run none", name, n)})
+		if n < 1 || n > MaxScale {
+			writeError(w, &Error{Code: CodeBadRequest, Message: fmt.Sprintf("%s=%d: a service has 1 to %d workers; stop it to run none", name, n, MaxScale)})
 			return
 		}
 	}
@@ -254,6 +287,10 @@ func (s *Server) handleScale(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
+	if err := s.decode(w, r, &struct{}{}); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := s.down(r.Context()); err != nil {
 		writeError(w, err)
 		return
@@ -261,13 +298,10 @@ func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, okResponse{OK: true})
 }
 
-// LogEvent is one message of GET /v1/logs: a line, or the notice that a
-// follower was cut off for falling behind.
-type LogEvent struct {
-	Line   *logmux.Line `json:"line,omitempty"`
-	CutOff bool         `json:"cutOff,omitempty"`
-}
-
+// handleLogs sends the recent lines and, with follow=1, the lines that
+// come after. Every write has a deadline, and the follower's backlog is
+// bounded in bytes: a reader that stops reading is cut off, never a
+// weight on `up`.
 func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	services := q["service"]
@@ -294,48 +328,53 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		f = s.logs.Follow(services, 0)
 		defer f.Close()
 	}
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	for _, l := range s.logs.Recent(services, n) {
-		l := l
 		if enc.Encode(LogEvent{Line: &l}) != nil {
 			return
 		}
 	}
-	flusher, _ := w.(http.Flusher)
-	if flusher != nil {
-		flusher.Flush()
-	}
-	if f == nil {
+	if rc.Flush() != nil || f == nil {
 		return
 	}
-	for {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	// Owned by this handler; ends when it returns (cancel) or Shutdown
+	// closes the server.
+	go func() {
 		select {
-		case batch, ok := <-f.C:
-			if !ok {
-				if f.CutOff() {
-					enc.Encode(LogEvent{CutOff: true})
-				}
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		batch, err := f.Next(ctx)
+		if errors.Is(err, logmux.ErrCutOff) {
+			rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			enc.Encode(LogEvent{CutOff: true})
+			return
+		}
+		if err != nil {
+			return
+		}
+		rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		for i := range batch {
+			if enc.Encode(LogEvent{Line: &batch[i]}) != nil {
 				return
 			}
-			for i := range batch {
-				if enc.Encode(LogEvent{Line: &batch[i]}) != nil {
-					return
-				}
-			}
-			if flusher != nil {
-				flusher.Flush()
-			}
-		case <-r.Context().Done():
-			return
-		case <-s.closing:
+		}
+		if rc.Flush() != nil {
 			return
 		}
 	}
 }
 
-func hasService(st []runner.ServiceStatus, name string) bool {
+func hasService(st []ServiceStatus, name string) bool {
 	for _, s := range st {
 		if s.Name == name {
 			return true

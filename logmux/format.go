@@ -31,6 +31,28 @@ type Line struct {
 	Retiring bool      `json:"retiring,omitempty"`
 	Time     time.Time `json:"time"`
 	Text     []byte    `json:"text"`
+	// Split marks a piece of a line too long to print whole (past
+	// Options.MaxLine): the line goes on in the next piece.
+	Split bool `json:"split,omitempty"`
+	// Omitted counts the bytes of the line that were not kept (the ring
+	// keeps 64 KiB of a line, a follower 1 MiB).
+	Omitted int `json:"omitted,omitempty"`
+}
+
+// splitMark ends a piece of a line that goes on in the next piece.
+const splitMark = " …[line continues]"
+
+// appendMarks appends the marks of a cut line.
+func appendMarks(dst []byte, l *Line) []byte {
+	if l.Omitted > 0 {
+		dst = append(dst, " …["...)
+		dst = strconv.AppendInt(dst, int64(l.Omitted), 10)
+		dst = append(dst, " more bytes not kept]"...)
+	}
+	if l.Split {
+		dst = append(dst, splitMark...)
+	}
+	return dst
 }
 
 // palette holds the service colours, assigned in config order so a stack
@@ -140,5 +162,6 @@ func (f *Formatter) Append(dst []byte, l *Line) []byte {
 	}
 	dst = append(dst, f.prefix(l.Source, l.Stderr, l.Retiring)...)
 	dst = append(dst, l.Text...)
+	dst = appendMarks(dst, l)
 	return append(dst, '\n')
 }

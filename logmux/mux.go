@@ -2,8 +2,10 @@ package logmux
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,11 +13,11 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultRingLines = 1000
-	DefaultRingBytes = 1 << 20
-	DefaultQuiet     = 500 * time.Millisecond
-	DefaultMaxLine   = 16 << 20
-	DefaultFollowBuf = 256
+	DefaultRingLines   = 1000
+	DefaultRingBytes   = 1 << 20
+	DefaultQuiet       = 500 * time.Millisecond
+	DefaultMaxLine     = 16 << 20
+	DefaultFollowBytes = 4 << 20
 )
 
 // Options configure a Mux; the zero value has no colour, no timestamps and
@@ -34,20 +36,18 @@ type Options struct {
 	// is printed as a line (a prompt without a newline).
 	Quiet time.Duration
 	// MaxLine is the longest line kept whole; a longer one is printed in
-	// pieces of this size, so one runaway line cannot take all memory.
+	// pieces of this size, each but the last marked, so one runaway line
+	// cannot take all memory.
 	MaxLine int
 }
 
-// Mux is the one writer of the merged stream. Create it with New; it is
-// safe for use by many goroutines. Close flushes nothing itself: each
-// Stream's Close flushes its own partial line.
+// Mux merges lines into one output. Create it with New, which starts the
+// one goroutine that writes the output; Close flushes and ends it. It is
+// safe for use by many goroutines.
 type Mux struct {
 	opts Options
 	f    *Formatter
-
-	wmu  sync.Mutex // serialises writes to out, so lines never interleave
-	out  io.Writer
-	werr error // the first error writing out; later output is dropped
+	w    *writer
 
 	rmu   sync.Mutex
 	rings map[string]*ring
@@ -74,15 +74,28 @@ func New(w io.Writer, opts Options) *Mux {
 	if opts.MaxLine <= 0 {
 		opts.MaxLine = DefaultMaxLine
 	}
-	return &Mux{
+	m := &Mux{
 		opts:      opts,
 		f:         NewFormatter(opts.Services, opts.MaxWorkers, opts.Color, opts.Timestamps),
-		out:       w,
 		rings:     map[string]*ring{},
 		workers:   map[Source]*workerStreams{},
 		followers: map[*Follower]bool{},
 	}
+	m.w = newWriter(w, func(n int) []byte {
+		l := Line{Source: Source{ID: System}, Time: time.Now(), Text: []byte(strconv.Itoa(n) + " line(s) were dropped while nothing read the output")}
+		return m.f.Append(nil, &l)
+	})
+	return m
 }
+
+// Flush waits until every line handed to the Mux so far is written, or
+// until ctx ends; then it returns a *StalledError.
+func (m *Mux) Flush(ctx context.Context) error { return m.w.flush(ctx) }
+
+// Close writes what is queued and ends the writing goroutine. When the
+// output is not read, it gives up at ctx's end and returns a *StalledError
+// that counts what was lost. Call it once every stream is closed.
+func (m *Mux) Close(ctx context.Context) error { return m.w.close(ctx) }
 
 func (m *Mux) ring(service string) *ring {
 	m.rmu.Lock()
@@ -95,31 +108,23 @@ func (m *Mux) ring(service string) *ring {
 	return r
 }
 
-// write puts a batch of formatted whole lines on the output in one Write.
-func (m *Mux) write(b []byte) {
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	if m.werr != nil {
-		return
-	}
-	if _, err := m.out.Write(b); err != nil {
-		m.werr = err
-	}
-}
-
 // System prints one of recluster's own lines about service (or about
-// recluster itself when service is "").
+// recluster itself when service is ""). It never waits for the output:
+// when nothing reads it, the line still reaches the ring and followers,
+// and the output gets a count of what it missed.
 func (m *Mux) System(service, text string) {
 	l := Line{Source: Source{Service: service, ID: System}, Time: time.Now(), Text: []byte(text)}
-	var buf []byte
-	for _, part := range bytes.Split(l.Text, []byte("\n")) {
+	buf := m.w.buffer()
+	parts := bytes.Split(l.Text, []byte("\n"))
+	r := m.ring(service)
+	for _, part := range parts {
 		pl := l
 		pl.Text = part
 		buf = m.f.Append(buf, &pl)
-		m.ring(service).add(&pl)
+		r.add(&pl)
 		m.publish([]Line{pl})
 	}
-	m.write(buf)
+	m.w.putNow(batch{buf: buf, lines: len(parts)})
 }
 
 // Open returns the stdout and stderr streams of one worker.
@@ -149,7 +154,8 @@ func (m *Mux) Retire(src Source) {
 }
 
 func (m *Mux) newStream(src Source, stderr bool, w *workerStreams) *Stream {
-	return &Stream{m: m, src: src, stderr: stderr, worker: w, retiring: &w.retiring, ring: m.ring(src.Service)}
+	return &Stream{m: m, src: src, stderr: stderr, worker: w, retiring: &w.retiring, ring: m.ring(src.Service),
+		abandon: make(chan struct{})}
 }
 
 // Tail returns up to n of one worker's last lines (of one generation).
@@ -184,191 +190,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// Stream is one worker's stdout or stderr: it splits what it is given into
-// lines and hands whole lines on. One goroutine writes a stream at a time
-// (the worker's copier); the quiet-period flush takes the same lock.
-type Stream struct {
-	m        *Mux
-	src      Source
-	stderr   bool
-	worker   *workerStreams
-	retiring *atomic.Bool
-	ring     *ring
-
-	mu      sync.Mutex // held by Write, Close and the quiet flush
-	partial []byte
-	timer   *time.Timer
-	closed  bool
-	gen     int // counts timer arms so a stale flush does nothing
-
-	// The batch being built, between emit and flush.
-	open   bool
-	follow bool
-	line   Line
-	prefix []byte
-	buf    []byte
-	spans  []span
-	lines  []Line // followers' copies, handed over whole
-}
-
-// Write takes any chunk of output: lines may span chunks.
-func (s *Stream) Write(p []byte) (int, error) {
-	n := len(p)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return n, nil
-	}
-	if len(s.partial) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			s.keepPartial(p)
-			return n, nil
-		}
-		s.partial = append(s.partial, p[:i]...)
-		s.emit(s.partial)
-		s.partial = s.partial[:0]
-		p = p[i+1:]
-	}
-	if last := bytes.LastIndexByte(p, '\n'); last >= 0 {
-		lines := p[:last+1]
-		for len(lines) > 0 {
-			i := bytes.IndexByte(lines, '\n')
-			s.emit(lines[:i])
-			lines = lines[i+1:]
-		}
-		p = p[last+1:]
-	}
-	s.flush()
-	if len(p) > 0 {
-		s.keepPartial(p)
-	} else if s.timer != nil {
-		s.timer.Stop()
-	}
-	return n, nil
-}
-
-// keepPartial holds the start of a line until its end arrives, the stream
-// closes, or the stream stays quiet; a line past MaxLine is printed in
-// pieces.
-func (s *Stream) keepPartial(p []byte) {
-	for len(s.partial)+len(p) >= s.m.opts.MaxLine {
-		take := s.m.opts.MaxLine - len(s.partial)
-		s.partial = append(s.partial, p[:take]...)
-		p = p[take:]
-		s.emit(s.partial)
-		s.flush()
-		s.partial = s.partial[:0]
-	}
-	s.partial = append(s.partial, p...)
-	if len(s.partial) == 0 {
-		return
-	}
-	s.gen++
-	gen := s.gen
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	s.timer = time.AfterFunc(s.m.opts.Quiet, func() { s.flushQuiet(gen) })
-}
-
-func (s *Stream) flushQuiet(gen int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if gen != s.gen || s.closed || len(s.partial) == 0 {
-		return
-	}
-	s.flushPartial()
-}
-
-func (s *Stream) flushPartial() {
-	s.emit(s.partial)
-	s.flush()
-	s.partial = s.partial[:0]
-}
-
-// Close prints a last line that had no newline. The stream takes no more
-// output after it.
-func (s *Stream) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	if len(s.partial) > 0 {
-		s.flushPartial()
-	}
-	s.partial = nil
-	if s.worker.open.Add(-1) == 0 {
-		s.m.smu.Lock()
-		if s.m.workers[s.src] == s.worker {
-			delete(s.m.workers, s.src)
-		}
-		s.m.smu.Unlock()
-	}
-	return nil
-}
-
-// emit adds one whole line to the stream's batch: formatted into the
-// buffer and, when someone follows, copied for followers. flush writes the
-// batch with one Write and records its last lines in the ring: only as
-// many as the ring holds, since a big batch would overwrite the rest.
-func (s *Stream) emit(text []byte) {
-	if !s.open {
-		s.open = true
-		s.follow = s.m.following.Load()
-		s.line = Line{Source: s.src, Stderr: s.stderr, Retiring: s.retiring.Load(), Time: time.Now()}
-		s.buf = s.buf[:0]
-		s.spans = s.spans[:0]
-		s.prefix = s.prefix[:0]
-		if s.m.f.Timestamps {
-			s.prefix = s.line.Time.AppendFormat(s.prefix, "15:04:05.000 ")
-		}
-		s.prefix = append(s.prefix, s.m.f.prefix(s.src, s.stderr, s.line.Retiring)...)
-	}
-	s.buf = append(s.buf, s.prefix...)
-	start := len(s.buf)
-	s.buf = append(s.buf, text...)
-	s.spans = append(s.spans, span{start, len(s.buf)})
-	s.buf = append(s.buf, '\n')
-	if s.follow {
-		l := s.line
-		l.Text = bytes.Clone(text)
-		s.lines = append(s.lines, l)
-	}
-}
-
-// span locates one line's text in the batch buffer.
-type span struct{ start, end int }
-
-func (s *Stream) flush() {
-	if !s.open {
-		return
-	}
-	s.open = false
-	spans := s.spans
-	if n := len(s.ring.entries); len(spans) > n {
-		spans = spans[len(spans)-n:]
-	}
-	s.ring.mu.Lock()
-	for _, sp := range spans {
-		s.line.Text = s.buf[sp.start:sp.end]
-		s.ring.addLocked(&s.line)
-	}
-	s.ring.mu.Unlock()
-	s.line.Text = nil
-	s.m.write(s.buf)
-	if len(s.lines) > 0 {
-		s.m.publish(s.lines)
-		s.lines = nil
-	}
-	if cap(s.buf) > 4<<20 {
-		s.buf = nil // one huge line need not pin its buffer
-	}
 }

@@ -2,6 +2,8 @@ package logmux
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,6 +45,16 @@ func (l *lockedBuffer) Bytes() []byte {
 }
 
 func src(service string, id int) Source { return Source{Service: service, ID: id, Generation: 1} }
+
+// flushed waits until the mux has written everything it was given.
+func flushed(t *testing.T, m *Mux) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // texts returns the text of every output line, prefixes cut off at the
 // first " | " or " ! ".
@@ -117,6 +129,7 @@ func checkChunking(t *testing.T, name string, data []byte, size func(int) int, w
 		i += n
 	}
 	stdout.Close()
+	flushed(t, m)
 	got := texts(t, out.Bytes())
 	if len(got) != len(want) {
 		t.Fatalf("%s: %d lines, want %d", name, len(got), len(want))
@@ -157,6 +170,7 @@ func TestManyProducersKeepEveryLineWholeAndInOrder(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	flushed(t, m)
 	next := make([]int, producers)
 	for _, l := range texts(t, out.Bytes()) {
 		var p, seq int
@@ -201,15 +215,19 @@ func TestQuietPartialLineIsPrinted(t *testing.T) {
 func TestSlowFollowerIsCutOffWhileOthersKeepEveryLine(t *testing.T) {
 	var out lockedBuffer
 	m := New(&out, Options{})
-	slow := m.Follow(nil, 4)
-	fast := m.Follow(nil, 100000)
+	slow := m.Follow(nil, 4096)
+	fast := m.Follow(nil, 1<<30)
 	stdout, _ := m.Open(src("api", 0))
 	const n = 2000
 	var got []string
-	done := make(chan struct{})
+	done := make(chan error)
 	go func() {
-		defer close(done)
-		for batch := range fast.C {
+		for {
+			batch, err := fast.Next(context.Background())
+			if err != nil {
+				done <- err
+				return
+			}
 			for _, l := range batch {
 				got = append(got, string(l.Text))
 			}
@@ -219,17 +237,18 @@ func TestSlowFollowerIsCutOffWhileOthersKeepEveryLine(t *testing.T) {
 		fmt.Fprintf(stdout, "line %d\n", i)
 	}
 	stdout.Close()
-	// The slow follower never read: its channel is closed and it knows why.
-	for range slow.C {
-	}
-	if !slow.CutOff() {
-		t.Errorf("the slow follower was not cut off")
+	// The slow follower never read: it is cut off and knows why.
+	if _, err := slow.Next(context.Background()); !errors.Is(err, ErrCutOff) {
+		t.Errorf("the slow follower: %v, want ErrCutOff", err)
 	}
 	fast.Close()
-	<-done
+	if err := <-done; err != io.EOF {
+		t.Errorf("the fast follower ended with %v", err)
+	}
 	if len(got) != n {
 		t.Errorf("the fast follower got %d of %d lines", len(got), n)
 	}
+	flushed(t, m)
 	if lines := texts(t, out.Bytes()); len(lines) != n {
 		t.Errorf("the output got %d of %d lines", len(lines), n)
 	}
@@ -281,6 +300,7 @@ func TestGolden(t *testing.T) {
 			m.Retire(Source{Service: "api", ID: 1, Generation: 1})
 			fmt.Fprintln(old, "draining")
 			m.System("api", "api.1 (pid 42) ended: exit code 1; respawning in 1s")
+			flushed(t, m)
 			path := filepath.Join("testdata", name+".golden")
 			if *update {
 				os.MkdirAll("testdata", 0o755)
@@ -302,6 +322,7 @@ func TestTimestamps(t *testing.T) {
 	m := New(&out, Options{Timestamps: true})
 	s, _ := m.Open(src("api", 0))
 	fmt.Fprintln(s, "x")
+	flushed(t, m)
 	if ok, _ := filepathMatch(`[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9] api.0 *| x`, strings.TrimSpace(string(out.Bytes()))); !ok {
 		t.Errorf("timestamped line: %q", out.Bytes())
 	}

@@ -64,8 +64,9 @@ type osProcess struct {
 	pid  int
 	s    *OSStarter
 
-	mu   sync.Mutex // guards gone against Signal racing the end of Wait
-	gone bool
+	mu     sync.Mutex // guards gone against Signal racing the end of Wait
+	gone   bool
+	stopAt time.Time // when the first stop (or kill) signal was sent
 
 	outputs sync.WaitGroup // the stdout and stderr copiers
 	pipes   []*os.File     // read ends, closed once drained
@@ -82,6 +83,9 @@ func (p *osProcess) Signal(sig syscall.Signal) error {
 	defer p.mu.Unlock()
 	if p.gone {
 		return nil
+	}
+	if p.stopAt.IsZero() {
+		p.stopAt = time.Now()
 	}
 	if err := syscall.Kill(-p.pid, sig); err != nil && err != syscall.ESRCH {
 		return err
@@ -330,25 +334,51 @@ func (p *osProcess) Wait() ExitStatus {
 	return status
 }
 
+// minDrain is the least time a worker's output gets to be handed on after
+// its group is gone, even past its stop deadline.
+const minDrain = 100 * time.Millisecond
+
 // drainOutput waits for the output pipes to reach EOF, which they do once
-// the group is gone; a process that escaped the group keeps them open, so
-// the wait is capped.
+// the group is gone and the log stream has taken every line. Neither is
+// certain: a process that escaped the group keeps the pipes open, and a
+// log stream that nobody reads takes nothing. So the wait ends at the stop
+// deadline (the stop signal's time plus the worker's timeout) or, for a
+// worker that was not asked to stop, after outputDrainCap; then the
+// streams are abandoned (what they still held is dropped and counted) and
+// the pipes closed.
 func (p *osProcess) drainOutput() {
 	drained := make(chan struct{})
+	// Owned by drainOutput; ends once both copiers have, which closing
+	// the pipes and abandoning the streams brings about.
 	go func() { p.outputs.Wait(); close(drained) }()
-	timer := time.NewTimer(outputDrainCap)
+	timer := time.NewTimer(p.drainBudget())
 	defer timer.Stop()
 	select {
 	case <-drained:
 	case <-timer.C:
+		for _, w := range []io.Writer{p.spec.Stdout, p.spec.Stderr} {
+			if a, ok := w.(interface{ Abandon() }); ok {
+				a.Abandon()
+			}
+		}
 		for _, f := range p.pipes {
-			f.Close() // unblocks the copiers
+			f.Close() // unblocks a copier waiting to read
 		}
 		<-drained
 	}
 	for _, f := range p.pipes {
 		f.Close()
 	}
+}
+
+func (p *osProcess) drainBudget() time.Duration {
+	p.mu.Lock()
+	stopAt := p.stopAt
+	p.mu.Unlock()
+	if stopAt.IsZero() {
+		return outputDrainCap
+	}
+	return max(time.Until(stopAt.Add(p.spec.StopTimeout)), minDrain)
 }
 
 // endGroup stops whatever the leader left behind in its group (children of

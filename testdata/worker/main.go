@@ -20,7 +20,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "sleep", "serve | crash | exit | ignoreterm | grandchild | listen | lines | env | noready | stopping | sleep")
+	mode := flag.String("mode", "sleep", "serve | crash | exit | ignoreterm | grandchild | listen | lines | env | fds | closeout | bigline | noready | stopping | sleep")
 	after := flag.Duration("after", 0, "delay before the mode's action")
 	code := flag.Int("code", 1, "exit code for crash")
 	n := flag.Int("n", 10, "lines to print")
@@ -117,6 +117,15 @@ func main() {
 		}
 		w.WriteString("\nafter the big line\n")
 		w.Flush()
+		waitTerm()
+	case "fds":
+		// What each open descriptor points at, one a line, then wait.
+		entries, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range entries {
+			target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			fmt.Printf("fd %s -> %s\n", e.Name(), target)
+		}
+		fmt.Println("fds listed")
 		waitTerm()
 	case "noready":
 		fmt.Println("never ready")

@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"context"
+	"errors"
+
+	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/runner"
+)
+
+// controller adapts runner.Manager to the control API: it turns the
+// runner's statuses into the API's wire types and its errors into the
+// API's codes, so that the runner may change without changing the API.
+type controller struct{ m *runner.Manager }
+
+func (c controller) Reload(ctx context.Context, names []string) error {
+	return apiError(c.m.Reload(ctx, names))
+}
+
+func (c controller) Restart(ctx context.Context, names []string) error {
+	return apiError(c.m.Restart(ctx, names))
+}
+
+func (c controller) Start(ctx context.Context, names []string) error {
+	return apiError(c.m.Start(ctx, names))
+}
+
+func (c controller) Stop(ctx context.Context, names []string) error {
+	return apiError(c.m.Stop(ctx, names))
+}
+
+func (c controller) Scale(ctx context.Context, counts map[string]int) error {
+	return apiError(c.m.Scale(ctx, counts))
+}
+
+func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error) {
+	sts, err := c.m.Status(ctx)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	out := make([]control.ServiceStatus, len(sts))
+	for i, s := range sts {
+		out[i] = control.ServiceStatus{Name: s.Name, Generation: s.Generation, Running: s.Running,
+			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Workers: make([]control.WorkerStatus, len(s.Workers))}
+		for j, w := range s.Workers {
+			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State, Generation: w.Generation,
+				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status}
+		}
+	}
+	return out, nil
+}
+
+// apiError gives a runner error the API code its callers branch on.
+func apiError(err error) error {
+	if err == nil {
+		return nil
+	}
+	codes := []struct {
+		is   func(error) bool
+		code string
+	}{
+		{func(e error) bool { return config.Problems(e) != nil }, control.CodeInvalidConfig},
+		{func(e error) bool { return errors.Is(e, runner.ErrUnknownService) }, control.CodeUnknownService},
+		{func(e error) bool { return errors.Is(e, runner.ErrSuperseded) }, control.CodeSuperseded},
+		{func(e error) bool { return errors.Is(e, runner.ErrStopped) }, control.CodeStopped},
+		{func(e error) bool { return errors.Is(e, runner.ErrShuttingDown) }, control.CodeShuttingDown},
+		{func(e error) bool { var wf *runner.WorkerFailedError; return errors.As(e, &wf) }, control.CodeWorkerFailed},
+	}
+	for _, c := range codes {
+		if c.is(err) {
+			return &control.Error{Code: c.code, Message: err.Error()}
+		}
+	}
+	return err
+}

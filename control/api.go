@@ -1,0 +1,133 @@
+package control
+
+import (
+	"errors"
+	"time"
+
+	"github.com/recluster/recluster/logmux"
+)
+
+// The wire format of the control API. Every type and code here is part of
+// the API that users script against (README.md documents it): the runner
+// has its own types, and cli adapts them to these, so a change inside the
+// runner cannot change the API by accident.
+
+// ServiceStatus is one service in GET /v1/status and `status --json`.
+type ServiceStatus struct {
+	Name       string         `json:"name"`
+	Generation int            `json:"generation"`
+	Running    bool           `json:"running"`
+	Reloading  bool           `json:"reloading"`
+	Size       int            `json:"size"`
+	Listen     []string       `json:"listen,omitempty"`
+	Workers    []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus is one worker, or one slot waiting to respawn (state
+// backoff, pid 0).
+type WorkerStatus struct {
+	ID         int       `json:"id"`
+	Pid        int       `json:"pid"`
+	State      string    `json:"state"`
+	Generation int       `json:"generation"`
+	Restarts   int       `json:"restarts"`
+	Started    time.Time `json:"started,omitzero"`
+	LastExit   string    `json:"lastExit,omitempty"`
+	Status     string    `json:"status,omitempty"`
+}
+
+// Info describes the running instance: GET /v1/info.
+type Info struct {
+	Pid     int    `json:"pid"`
+	Config  string `json:"config"`
+	Version string `json:"version"`
+}
+
+// LogEvent is one message of GET /v1/logs: a line, or the notice that a
+// follower was cut off for falling behind.
+type LogEvent struct {
+	Line   *logmux.Line `json:"line,omitempty"`
+	CutOff bool         `json:"cutOff,omitempty"`
+}
+
+type servicesRequest struct {
+	Services []string `json:"services"`
+}
+
+type scaleRequest struct {
+	Counts map[string]int `json:"counts"`
+}
+
+type okResponse struct {
+	OK bool `json:"ok"`
+}
+
+type statusResponse struct {
+	Services []ServiceStatus `json:"services"`
+}
+
+type errorResponse struct {
+	Error *Error `json:"error"`
+}
+
+// Error codes carried in responses, so that errors.Is works across the
+// socket.
+const (
+	CodeUnknownService = "unknown_service"
+	CodeSuperseded     = "superseded"
+	CodeStopped        = "stopped"
+	CodeShuttingDown   = "shutting_down"
+	CodeWorkerFailed   = "worker_failed"
+	CodeInvalidConfig  = "invalid_config"
+	CodeBadRequest     = "bad_request"
+	CodeInternal       = "internal"
+)
+
+// Errors that callers branch on, on either side of the socket.
+var (
+	ErrUnknownService = errors.New("unknown service")
+	ErrSuperseded     = errors.New("superseded by a newer reload")
+	ErrStopped        = errors.New("the service was stopped")
+	ErrShuttingDown   = errors.New("recluster is shutting down")
+	ErrWorkerFailed   = errors.New("a worker failed")
+	ErrInvalidConfig  = errors.New("the config file is invalid")
+)
+
+var sentinels = map[string]error{
+	CodeUnknownService: ErrUnknownService,
+	CodeSuperseded:     ErrSuperseded,
+	CodeStopped:        ErrStopped,
+	CodeShuttingDown:   ErrShuttingDown,
+	CodeWorkerFailed:   ErrWorkerFailed,
+	CodeInvalidConfig:  ErrInvalidConfig,
+}
+
+// Error is an error the server answered with, or one a Controller returns
+// to choose the code it is answered with.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Is matches the sentinel errors by code.
+func (e *Error) Is(target error) bool {
+	s, ok := sentinels[e.Code]
+	return ok && s == target
+}
+
+// toError gives err its code: its own when it is an *Error, else the code
+// of the sentinel it wraps, else internal.
+func toError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	for code, s := range sentinels {
+		if errors.Is(err, s) {
+			return &Error{Code: code, Message: err.Error()}
+		}
+	}
+	return &Error{Code: CodeInternal, Message: err.Error()}
+}
