@@ -44,7 +44,7 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 		out[i] = control.ServiceStatus{Name: s.Name, Generation: s.Generation, Running: s.Running,
 			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Workers: make([]control.WorkerStatus, len(s.Workers))}
 		for j, w := range s.Workers {
-			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State, Generation: w.Generation,
+			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
 				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status}
 		}
 	}

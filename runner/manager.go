@@ -30,31 +30,29 @@ type Options struct {
 	// Load re-reads the config file for a reload. Default: the config
 	// given to New, unchanged.
 	Load func() (*config.Config, error)
-
-	acquire func(*ServiceSpec) error
-	release func(*ServiceSpec)
 }
 
-// Manager runs every service of one config file, each as a Cluster. Its
+// Manager runs every service of one config file, each as a cluster. Its
 // methods are safe to call from any goroutine while Run runs.
 type Manager struct {
 	opts    Options
-	sockets Sockets
+	sockets sockets
 	ownRun  string // the temporary folder of a default starter
 
 	mu       sync.Mutex // guards the fields below; never held while waiting
 	cfg      *config.Config
-	clusters map[string]*Cluster
+	clusters map[string]*cluster
+	ends     map[*cluster]context.CancelFunc // each cluster's run ends when called
 	runCtx   context.Context
 	ready    chan struct{} // closed once every service Run started is ready
 	stopping bool
-	wg       sync.WaitGroup // every cluster's Run
+	wg       sync.WaitGroup // every cluster's run
 	bg       sync.WaitGroup // start-after-dependencies goroutines
 }
 
 // New returns a Manager for cfg. Call Run to start it.
 func New(cfg *config.Config, opts Options) (*Manager, error) {
-	m := &Manager{cfg: cfg, clusters: map[string]*Cluster{}, ready: make(chan struct{})}
+	m := &Manager{cfg: cfg, clusters: map[string]*cluster{}, ends: map[*cluster]context.CancelFunc{}, ready: make(chan struct{})}
 	if opts.Output == nil {
 		opts.Output = discardOutput{}
 	}
@@ -72,40 +70,15 @@ func New(cfg *config.Config, opts Options) (*Manager, error) {
 		m.ownRun = dir
 		opts.Starter = NewOSStarter(dir, nil)
 	}
-	opts.acquire = m.acquire
-	opts.release = m.release
 	m.opts = opts
 	for _, s := range cfg.Services {
-		c := newCluster(m.spec(s), &m.opts)
-		m.clusters[s.Name] = c
+		m.clusters[s.Name] = newCluster(m.spec(s), &m.opts, &m.sockets)
 	}
 	return m, nil
 }
 
-func (m *Manager) acquire(spec *ServiceSpec) error {
-	if spec.files != nil || len(spec.Listen) == 0 {
-		return nil
-	}
-	files, err := m.sockets.Acquire(spec.Listen)
-	if err != nil {
-		return err
-	}
-	spec.files = files
-	for _, l := range spec.Listen {
-		m.opts.Output.System(spec.Name, fmt.Sprintf("%s listening on %s", spec.Name, m.sockets.Addr(l)))
-	}
-	return nil
-}
-
-func (m *Manager) release(spec *ServiceSpec) {
-	if spec.files != nil {
-		m.sockets.Release(spec.Listen)
-		spec.files = nil
-	}
-}
-
-func (m *Manager) spec(s *config.Service) *ServiceSpec {
-	return SpecFromConfig(s, m.opts.Environ)
+func (m *Manager) spec(s *config.Service) *serviceSpec {
+	return specFromConfig(s, m.opts.Environ)
 }
 
 // Run starts the named services (all when names is empty) and what they
@@ -124,9 +97,7 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 		m.mu.Unlock()
 		return errors.New("a Manager runs once")
 	}
-	runCtx, cancelClusters := context.WithCancel(context.Background())
-	defer cancelClusters()
-	m.runCtx = runCtx
+	m.runCtx = ctx
 	for _, c := range m.clusters {
 		m.runCluster(c)
 	}
@@ -155,9 +126,13 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 	m.mu.Unlock()
 	m.bg.Wait()
 	m.stopInOrder()
-	cancelClusters()
+	m.mu.Lock()
+	for _, end := range m.ends {
+		end()
+	}
+	m.mu.Unlock()
 	m.wg.Wait()
-	m.sockets.CloseAll()
+	m.sockets.closeAll()
 	if s, ok := m.opts.Starter.(*OSStarter); ok {
 		s.Close()
 	}
@@ -167,25 +142,51 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 	return nil
 }
 
-// runCluster runs c's loop until Run's end; the caller holds mu.
-func (m *Manager) runCluster(c *Cluster) {
+// runCluster runs c's loop until Run's end, or until c's service is
+// removed; the caller holds mu.
+func (m *Manager) runCluster(c *cluster) {
+	ctx, end := context.WithCancel(context.Background())
+	m.ends[c] = end
 	m.wg.Add(1)
+	// Owned by the Manager; ends when end is called (Run's end, or the
+	// service's removal) and the cluster's workers are gone.
 	go func() {
 		defer m.wg.Done()
-		c.Run(m.runCtx)
+		c.run(ctx)
 	}()
+}
+
+// endCluster stops a cluster whose service left the config file and waits
+// for its run to return, which releases its sockets.
+func (m *Manager) endCluster(ctx context.Context, c *cluster) error {
+	err := c.Stop(ctx)
+	m.mu.Lock()
+	end := m.ends[c]
+	delete(m.ends, c)
+	m.mu.Unlock()
+	if end != nil {
+		end()
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	m.opts.Output.System(c.name, "removed from the config file; stopped")
+	return err
 }
 
 // startAfterDeps starts c once every cluster in deps is ready, on a
 // goroutine that Run joins; done, when set, gets Start's result.
-func (m *Manager) startAfterDeps(ctx context.Context, c *Cluster, deps []string, done chan<- error) {
-	var wait []*Cluster
+func (m *Manager) startAfterDeps(ctx context.Context, c *cluster, deps []string, done chan<- error) {
+	var wait []*cluster
 	for _, d := range deps {
 		if dc := m.clusters[d]; dc != nil {
 			wait = append(wait, dc)
 		}
 	}
 	m.bg.Add(1)
+	// Owned by the Manager; ends once c has started, or ctx ends.
 	go func() {
 		defer m.bg.Done()
 		for _, dc := range wait {
@@ -298,21 +299,14 @@ func (m *Manager) Kill() {
 	}
 }
 
-// Config returns the config in force.
-func (m *Manager) Config() *config.Config {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.cfg
-}
-
-// cluster returns the named clusters, all in file order when names is empty.
-func (m *Manager) lookup(names []string) ([]*Cluster, error) {
+// lookup returns the named clusters, all in file order when names is empty.
+func (m *Manager) lookup(names []string) ([]*cluster, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(names) == 0 {
 		names = m.cfg.Names()
 	}
-	var out []*Cluster
+	var out []*cluster
 	for _, n := range names {
 		c := m.clusters[n]
 		if c == nil {
@@ -325,7 +319,7 @@ func (m *Manager) lookup(names []string) ([]*Cluster, error) {
 
 // each runs f on every cluster at once and joins the errors, each naming
 // its service.
-func each(cs []*Cluster, f func(*Cluster) error) error {
+func each(cs []*cluster, f func(*cluster) error) error {
 	errs := make([]error, len(cs))
 	var wg sync.WaitGroup
 	for i, c := range cs {
@@ -371,7 +365,7 @@ func (m *Manager) Start(ctx context.Context, names []string) error {
 	if err != nil {
 		return err
 	}
-	return each(cs, func(c *Cluster) error { return c.Start(ctx) })
+	return each(cs, func(c *cluster) error { return c.Start(ctx) })
 }
 
 // Stop stops services and returns when every worker is gone.
@@ -380,7 +374,7 @@ func (m *Manager) Stop(ctx context.Context, names []string) error {
 	if err != nil {
 		return err
 	}
-	return each(cs, func(c *Cluster) error { return c.Stop(ctx) })
+	return each(cs, func(c *cluster) error { return c.Stop(ctx) })
 }
 
 // Restart stops, then starts services: not zero-downtime.
@@ -389,7 +383,7 @@ func (m *Manager) Restart(ctx context.Context, names []string) error {
 	if err != nil {
 		return err
 	}
-	return each(cs, func(c *Cluster) error { return c.Restart(ctx, nil) })
+	return each(cs, func(c *cluster) error { return c.Restart(ctx, nil) })
 }
 
 // Scale sets worker counts live.
@@ -403,7 +397,7 @@ func (m *Manager) Scale(ctx context.Context, counts map[string]int) error {
 	if err != nil {
 		return err
 	}
-	return each(cs, func(c *Cluster) error { return c.Scale(ctx, counts[c.name]) })
+	return each(cs, func(c *cluster) error { return c.Scale(ctx, counts[c.name]) })
 }
 
 // Status returns every service's snapshot, in file order.
@@ -419,9 +413,14 @@ func (m *Manager) Status(ctx context.Context) ([]ServiceStatus, error) {
 			return nil, err
 		}
 		// Show the bound address, such as the port the kernel chose for 0.
-		for i, l := range st.Listen {
-			if addr := m.sockets.addrOf(l); addr != "" {
-				st.Listen[i] = addr
+		m.mu.Lock()
+		sc := m.cfg.Service(c.name)
+		m.mu.Unlock()
+		if sc != nil && len(sc.Listen) == len(st.Listen) {
+			for i, l := range sc.Listen {
+				if addr := m.sockets.boundAddr(l); addr != "" {
+					st.Listen[i] = addr
+				}
 			}
 		}
 		out = append(out, st)
@@ -461,8 +460,8 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 		}
 	}
 	type job struct {
-		c    *Cluster
-		spec *ServiceSpec
+		c    *cluster
+		spec *serviceSpec
 		done chan error // for added services, started after their deps
 	}
 	var jobs []job
@@ -472,14 +471,14 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 			jobs = append(jobs, job{c: c, spec: spec})
 			continue
 		}
-		c := newCluster(spec, &m.opts)
+		c := newCluster(spec, &m.opts, &m.sockets)
 		m.clusters[n] = c
 		m.runCluster(c)
 		done := make(chan error, 1)
 		m.startAfterDeps(m.runCtx, c, spec.After, done)
 		jobs = append(jobs, job{c: c, done: done})
 	}
-	var removed []*Cluster
+	var removed []*cluster
 	if all {
 		for n, c := range m.clusters {
 			if cfg.Service(n) == nil {
@@ -491,8 +490,8 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 	m.cfg = cfg
 	m.mu.Unlock()
 
-	var cs []*Cluster
-	byCluster := map[*Cluster]job{}
+	var cs []*cluster
+	byCluster := map[*cluster]job{}
 	for _, j := range jobs {
 		cs = append(cs, j.c)
 		byCluster[j.c] = j
@@ -500,13 +499,11 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 	for _, c := range removed {
 		cs = append(cs, c)
 	}
-	return each(cs, func(c *Cluster) error {
+	return each(cs, func(c *cluster) error {
 		j, ok := byCluster[c]
 		switch {
 		case !ok: // removed from the file
-			err := c.Stop(ctx)
-			m.opts.Output.System(c.name, "removed from the config file; stopped")
-			return err
+			return m.endCluster(ctx, c)
 		case j.done != nil:
 			select {
 			case err := <-j.done:

@@ -282,7 +282,7 @@ func TestConcurrentReloadsConverge(t *testing.T) {
 		t.Errorf("converged on %d workers: %+v", len(st.Workers), st.Workers)
 	}
 	for _, w := range st.Workers {
-		if w.Generation != st.Generation || w.State != "ready" {
+		if w.Generation != st.Generation || w.State != Ready {
 			t.Errorf("worker %+v is not of serving generation %d", w, st.Generation)
 		}
 	}
@@ -340,7 +340,7 @@ services:
 		t.Errorf("the asking worker ended with %s", exit.Detail)
 	}
 	st := h.status("w")
-	if len(st.Workers) != 1 || st.Workers[0].Pid == first.Pid || st.Workers[0].State != "ready" || st.Workers[0].ID != 0 {
+	if len(st.Workers) != 1 || st.Workers[0].Pid == first.Pid || st.Workers[0].State != Ready || st.Workers[0].ID != 0 {
 		t.Errorf("after STOPPING=1: %+v", st.Workers)
 	}
 	if !strings.Contains(h.text(), "w.0 asked to be replaced (STOPPING=1)") {

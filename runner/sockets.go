@@ -1,12 +1,14 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/recluster/recluster/config"
 )
@@ -16,112 +18,114 @@ import (
 // is as large as the system allows.
 const listenBacklog = 65535
 
-// Sockets opens each listening socket once and shares it, by reference
-// count, between every generation that uses it: a socket outlives the
-// workers that accept on it, which is why a reload refuses no connection.
-// The sockets are plain blocking fds, never accepted on here and never
-// registered with Go's poller, so a connection does not wake recluster.
-type Sockets struct {
+// sockets opens each listening socket once and shares it between every
+// holder of a lease on it: a socket outlives the workers that accept on
+// it, which is why a reload refuses no connection. The sockets are plain
+// blocking fds, never accepted on here and never registered with Go's
+// poller, so a connection does not wake recluster.
+type sockets struct {
 	mu   sync.Mutex
-	open map[config.Listen]*socket
+	open map[config.Listen]*socket // keyed without the fd name
 }
 
 type socket struct {
-	file *os.File
-	refs int
+	file  *os.File
+	refs  int
+	inode uint64 // of a unix socket's file, to remove only our own
 }
 
-// Acquire returns one file per listen entry, opening what is not open yet.
-// It takes all or nothing: on error no reference is kept.
-func (s *Sockets) Acquire(ls []config.Listen) ([]*os.File, error) {
+// lease is a hold on some of the sockets, taken by acquire and given back,
+// once, by release; the sockets nothing holds are closed (and a unix
+// socket's file removed).
+type lease struct {
+	s      *sockets
+	listen []config.Listen
+	files  []*os.File
+	opened []config.Listen // the sockets this lease opened, rather than shared
+	once   sync.Once
+}
+
+// acquire returns a lease on one socket per listen entry, opening what is
+// not open yet. It takes all or nothing.
+func (s *sockets) acquire(ls []config.Listen) (*lease, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.open == nil {
 		s.open = map[config.Listen]*socket{}
 	}
-	var files []*os.File
-	var taken []config.Listen
+	l := &lease{s: s}
+	for _, want := range ls {
+		key := want
+		key.Name = ""
+		sk := s.open[key]
+		if sk == nil {
+			var err error
+			if sk, err = openListener(want); err != nil {
+				s.releaseLocked(l.listen)
+				return nil, err
+			}
+			s.open[key] = sk
+			l.opened = append(l.opened, want)
+		}
+		sk.refs++
+		l.listen = append(l.listen, want)
+		l.files = append(l.files, sk.file)
+	}
+	return l, nil
+}
+
+// release gives the lease back; later calls do nothing.
+func (l *lease) release() {
+	if l == nil {
+		return
+	}
+	l.once.Do(func() {
+		l.s.mu.Lock()
+		defer l.s.mu.Unlock()
+		l.s.releaseLocked(l.listen)
+	})
+}
+
+func (s *sockets) releaseLocked(ls []config.Listen) {
 	for _, l := range ls {
 		key := l
 		key.Name = ""
 		sk := s.open[key]
 		if sk == nil {
-			f, err := openListener(l)
-			if err != nil {
-				for _, t := range taken {
-					s.releaseLocked(t)
-				}
-				return nil, err
-			}
-			sk = &socket{file: f}
-			s.open[key] = sk
+			continue
 		}
-		sk.refs++
-		taken = append(taken, l)
-		files = append(files, sk.file)
-	}
-	return files, nil
-}
-
-// Release drops one reference to each entry, closing (and for unix
-// sockets, removing) the sockets nothing uses any more.
-func (s *Sockets) Release(ls []config.Listen) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, l := range ls {
-		s.releaseLocked(l)
+		if sk.refs--; sk.refs > 0 {
+			continue
+		}
+		delete(s.open, key)
+		sk.close(key)
 	}
 }
 
-func (s *Sockets) releaseLocked(l config.Listen) {
-	key := l
-	key.Name = ""
-	sk := s.open[key]
-	if sk == nil {
-		return
-	}
-	if sk.refs--; sk.refs > 0 {
-		return
-	}
-	delete(s.open, key)
-	sk.file.Close()
-	if l.Network == "unix" {
-		os.Remove(l.Address)
-	}
-}
-
-// CloseAll closes every socket, whatever its references.
-func (s *Sockets) CloseAll() {
+// closeAll closes every socket, whatever holds it.
+func (s *sockets) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for key, sk := range s.open {
-		sk.file.Close()
-		if key.Network == "unix" {
-			os.Remove(key.Address)
-		}
+		sk.close(key)
 		delete(s.open, key)
 	}
 }
 
-// addrOf is Addr for the socket whose config address reads addr.
-func (s *Sockets) addrOf(addr string) string {
-	s.mu.Lock()
-	var found *socket
-	for key, sk := range s.open {
-		if key.String() == addr {
-			found = sk
+// close closes the socket and removes its file, if the file at the path is
+// still the one it bound: another program may have taken the path since.
+func (sk *socket) close(key config.Listen) {
+	sk.file.Close()
+	if key.Network == "unix" {
+		if ino, ok := inodeAt(key.Address); ok && ino == sk.inode {
+			os.Remove(key.Address)
 		}
 	}
-	s.mu.Unlock()
-	if found == nil {
-		return ""
-	}
-	return boundAddr(found)
 }
 
-// Addr returns the bound address of an open socket (the port the kernel
-// chose for port 0), or "".
-func (s *Sockets) Addr(l config.Listen) string {
+// boundAddr returns the bound address of the socket for l (the port the
+// kernel chose for port 0), or "".
+func (s *sockets) boundAddr(l config.Listen) string {
 	s.mu.Lock()
 	key := l
 	key.Name = ""
@@ -130,10 +134,6 @@ func (s *Sockets) Addr(l config.Listen) string {
 	if sk == nil {
 		return ""
 	}
-	return boundAddr(sk)
-}
-
-func boundAddr(sk *socket) string {
 	sa, err := syscall.Getsockname(int(sk.file.Fd()))
 	if err != nil {
 		return ""
@@ -149,20 +149,58 @@ func boundAddr(sk *socket) string {
 	return ""
 }
 
-func openListener(l config.Listen) (*os.File, error) {
+func openListener(l config.Listen) (*socket, error) {
 	fd, err := listenFD(l)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", l, err)
 	}
-	return os.NewFile(uintptr(fd), l.String()), nil
+	sk := &socket{file: os.NewFile(uintptr(fd), l.String())}
+	if l.Network == "unix" {
+		sk.inode, _ = inodeAt(l.Address)
+	}
+	return sk, nil
+}
+
+func inodeAt(path string) (uint64, bool) {
+	var st syscall.Stat_t
+	if syscall.Lstat(path, &st) != nil {
+		return 0, false
+	}
+	return uint64(st.Ino), true
+}
+
+// ErrLiveSocket refuses a unix socket path that another program listens on.
+var ErrLiveSocket = errors.New("another program listens on it; choose another path, or stop that program")
+
+// freeUnixPath readies path for bind: nothing there, or a socket left by a
+// crashed run, which it removes once a connect to it is refused. A live
+// socket, or a file that is not a socket, is left alone and refused.
+func freeUnixPath(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; remove it or choose another path", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s: %w", path, ErrLiveSocket)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s: cannot tell whether something listens on it: %w", path, err)
+	}
+	return os.Remove(path)
 }
 
 func listenFD(l config.Listen) (int, error) {
 	if l.Network == "unix" {
-		// A socket file left by a crashed run would make bind fail; only a
-		// socket is removed, never another kind of file.
-		if st, err := os.Lstat(l.Address); err == nil && st.Mode()&os.ModeSocket != 0 {
-			os.Remove(l.Address)
+		if err := freeUnixPath(l.Address); err != nil {
+			return -1, err
 		}
 		fd, err := socketCloexec(syscall.AF_UNIX)
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -12,10 +11,10 @@ import (
 	"github.com/recluster/recluster/config"
 )
 
-// ServiceSpec is one service as a cluster runs it: the config's settings
-// plus the environment and sockets resolved for it. A spec is immutable
-// once a cluster has it; a reload brings a new one.
-type ServiceSpec struct {
+// serviceSpec is one service as a cluster runs it: the config's settings
+// plus the environment resolved for it. A spec is immutable once a cluster
+// has it; a reload brings a new one.
+type serviceSpec struct {
 	Name         string
 	Command      config.Command
 	Dir          string
@@ -30,16 +29,13 @@ type ServiceSpec struct {
 	Backoff      time.Duration
 	LogRespawns  bool
 	After        []string
-
-	// files are the open sockets for Listen, in order; set by the Manager.
-	files []*os.File
 }
 
-// SpecFromConfig turns a config service into a spec, with base as
+// specFromConfig turns a config service into a spec, with base as
 // recluster's own environment (os.Environ()).
-func SpecFromConfig(s *config.Service, base []string) *ServiceSpec {
+func specFromConfig(s *config.Service, base []string) *serviceSpec {
 	env := mergeEnviron(base, s.Env)
-	return &ServiceSpec{
+	return &serviceSpec{
 		Name:         s.Name,
 		Command:      s.Command,
 		Dir:          s.Dir,
@@ -79,13 +75,6 @@ func mergeEnviron(base []string, vars []config.EnvVar) []string {
 	return out
 }
 
-// withWorkers returns a copy of s with another worker count.
-func (s *ServiceSpec) withWorkers(n int) *ServiceSpec {
-	c := *s
-	c.Workers = n
-	return &c
-}
-
 // Output receives workers' output and recluster's own lines. logmux.Mux
 // implements it.
 type Output interface {
@@ -121,6 +110,8 @@ var (
 	ErrSuperseded     = errors.New("superseded by a newer reload")
 	ErrStopped        = errors.New("the service was stopped")
 	ErrShuttingDown   = errors.New("recluster is shutting down")
+	// errRemoved ends a cluster whose service left the config file.
+	errRemoved = errors.New("the service was removed from the config file")
 )
 
 // WorkerFailedError says why a worker that was to become ready did not.

@@ -5,56 +5,58 @@ import (
 	"time"
 )
 
-// ServiceStatus is a snapshot of one service, as `status --json` prints it.
+// ServiceStatus is a snapshot of one service.
 type ServiceStatus struct {
-	Name       string         `json:"name"`
-	Generation int            `json:"generation"`
-	Running    bool           `json:"running"`
-	Reloading  bool           `json:"reloading"`
-	Size       int            `json:"size"`
-	Listen     []string       `json:"listen,omitempty"`
-	Workers    []WorkerStatus `json:"workers"`
+	Name       string
+	Generation int
+	Running    bool
+	Reloading  bool
+	Size       int
+	Listen     []string
+	Workers    []WorkerStatus
 }
 
 // WorkerStatus is one worker, or one slot waiting to respawn (state
-// backoff, pid 0).
+// Backoff, pid 0).
 type WorkerStatus struct {
-	ID         int       `json:"id"`
-	Pid        int       `json:"pid"`
-	State      string    `json:"state"`
-	Generation int       `json:"generation"`
-	Restarts   int       `json:"restarts"`
-	Started    time.Time `json:"started,omitzero"`
-	LastExit   string    `json:"lastExit,omitempty"`
-	Status     string    `json:"status,omitempty"`
+	ID         int
+	Pid        int
+	State      State
+	Generation int
+	Restarts   int
+	Started    time.Time
+	LastExit   string
+	Status     string
 }
 
-func (c *Cluster) status() ServiceStatus {
-	st := ServiceStatus{Name: c.name, Generation: c.gen, Running: c.running, Reloading: c.op != nil, Size: c.size}
+func (c *cluster) status() ServiceStatus {
+	st := ServiceStatus{Name: c.name, Running: c.phase == phaseServing || c.phase == phaseReloading,
+		Reloading: c.phase == phaseReloading, Size: c.size}
+	if c.current != nil {
+		st.Generation = c.current.num
+	}
 	for _, l := range c.spec.Listen {
 		st.Listen = append(st.Listen, l.String())
 	}
-	restarts := func(id int) (int, string) {
+	history := func(id int) (int, string) {
 		if id < len(c.slots) {
-			s := c.slots[id]
-			if s.lastExit != nil {
+			if s := c.slots[id]; s.lastExit != nil {
 				return s.restarts, s.lastExit.String()
+			} else {
+				return s.restarts, ""
 			}
-			return s.restarts, ""
 		}
 		return 0, ""
 	}
 	for w := range c.live {
-		n, last := restarts(w.ref.ID)
-		st.Workers = append(st.Workers, WorkerStatus{
-			ID: w.ref.ID, Pid: w.pid, State: w.state.String(), Generation: w.ref.Generation,
-			Restarts: n, Started: w.started, LastExit: last, Status: w.status,
-		})
+		n, last := history(w.ref.ID)
+		st.Workers = append(st.Workers, WorkerStatus{ID: w.ref.ID, Pid: w.pid, State: w.state, Generation: w.ref.Generation,
+			Restarts: n, Started: w.started, LastExit: last, Status: w.status})
 	}
 	for _, s := range c.slots {
-		if s.cur == nil && s.backoff {
-			n, last := restarts(s.id)
-			st.Workers = append(st.Workers, WorkerStatus{ID: s.id, State: Backoff.String(), Generation: c.gen, Restarts: n, LastExit: last})
+		if s.worker == nil && s.backoff {
+			n, last := history(s.id)
+			st.Workers = append(st.Workers, WorkerStatus{ID: s.id, State: Backoff, Generation: c.current.num, Restarts: n, LastExit: last})
 		}
 	}
 	sort.Slice(st.Workers, func(i, j int) bool {
@@ -64,9 +66,6 @@ func (c *Cluster) status() ServiceStatus {
 		}
 		return a.Generation < b.Generation
 	})
-	if st.Workers == nil {
-		st.Workers = []WorkerStatus{}
-	}
 	return st
 }
 
@@ -85,7 +84,7 @@ const (
 	EventReloadFailed EventKind = "reload-failed"
 )
 
-// Event is one change in a cluster, for observers (tests, the control API).
+// Event is one change in a cluster, for observers (tests, the log).
 type Event struct {
 	Kind       EventKind
 	Service    string

@@ -1,0 +1,377 @@
+package runner
+
+import (
+	"fmt"
+	"syscall"
+)
+
+// The life of a service outside reloads: start, readiness, exits, stop and
+// scale, each run by the cluster's loop.
+
+// adopt makes spec the one the next generation runs; nil keeps the spec in
+// force. Once the service has started, it holds the new spec's sockets
+// before letting go of the old ones, so an address that stays is never
+// closed.
+func (c *cluster) adopt(spec *serviceSpec) error {
+	if spec == nil || spec == c.spec {
+		return nil
+	}
+	if c.held != nil {
+		l, err := c.acquire(spec)
+		if err != nil {
+			return err
+		}
+		c.held.release()
+		c.held = l
+	}
+	c.spec, c.size = spec, spec.Workers
+	return nil
+}
+
+// acquire takes a lease on spec's sockets, saying which ones it opened.
+func (c *cluster) acquire(spec *serviceSpec) (*lease, error) {
+	l, err := c.sockets.acquire(spec.Listen)
+	if err != nil {
+		return nil, err
+	}
+	for _, opened := range l.opened {
+		c.logf("%s listening on %s", c.name, c.sockets.boundAddr(opened))
+	}
+	return l, nil
+}
+
+// start begins a generation of the spec in force, from phaseStopped; reply
+// hears once every worker is ready, or why one was not.
+func (c *cluster) start(reply chan error) {
+	if c.held == nil {
+		l, err := c.acquire(c.spec)
+		if err != nil {
+			reply <- err
+			return
+		}
+		c.held = l
+	}
+	gen, err := c.newGeneration(c.spec)
+	if err != nil {
+		reply <- err
+		return
+	}
+	c.current = gen
+	c.phase = phaseServing
+	c.slots = make([]*slot, c.size)
+	for i := range c.slots {
+		c.slots[i] = &slot{id: i}
+	}
+	c.waiters = append(c.waiters, reply)
+	for _, s := range c.slots {
+		s.worker = c.spawn(gen, s.id)
+	}
+	c.emit(EventStarted, nil, "")
+	c.checkAllReady()
+}
+
+// checkAllReady answers the waiters once every slot has a ready worker.
+func (c *cluster) checkAllReady() {
+	if c.phase != phaseServing {
+		return
+	}
+	for _, s := range c.slots {
+		if s.worker == nil || s.worker.state != Ready {
+			return
+		}
+	}
+	if !c.readyOnce {
+		c.readyOnce = true
+		close(c.firstReady)
+	}
+	c.answerWaiters(nil)
+	c.emit(EventAllReady, nil, "")
+}
+
+func (c *cluster) answerWaiters(err error) {
+	for _, r := range c.waiters {
+		r <- err
+	}
+	c.waiters = nil
+}
+
+// stopAll asks every worker to stop and moves to phaseStopping; callers
+// waiting for readiness hear err. phaseStopped follows once all are gone,
+// and then, when not nil, stopped runs.
+func (c *cluster) stopAll(err error, stopped func()) {
+	c.phase = phaseStopping
+	if stopped != nil {
+		c.onStopped = append(c.onStopped, stopped)
+	}
+	c.answerWaiters(err)
+	for _, s := range c.slots {
+		s.cancelRespawn()
+	}
+	if c.current != nil {
+		c.current.retire()
+	}
+	for w := range c.live {
+		c.stopWorker(w)
+	}
+	c.checkStopped()
+}
+
+// checkStopped ends phaseStopping once the last worker is gone: the stop's
+// callers hear, a waiting restart starts, and deferred requests run.
+func (c *cluster) checkStopped() {
+	if c.phase != phaseStopping || len(c.live) > 0 {
+		return
+	}
+	c.phase = phaseStopped
+	c.slots = nil
+	done := c.onStopped
+	c.onStopped = nil
+	for _, f := range done {
+		f()
+	}
+	if r := c.restartAt; r != nil {
+		c.restartAt = nil
+		c.whileStopped(*r)
+	}
+	c.replayDeferred()
+}
+
+// shutDown stops everything for good: run's context has ended.
+func (c *cluster) shutDown() {
+	if c.reload != nil {
+		c.abortReload(ErrShuttingDown)
+	}
+	if c.restartAt != nil {
+		c.restartAt.reply <- ErrShuttingDown
+		c.restartAt = nil
+	}
+	for _, r := range c.deferred {
+		r.refuse(ErrShuttingDown)
+	}
+	c.deferred = nil
+	c.stopAll(ErrShuttingDown, nil)
+	c.phase = phaseShutDown
+	// Callers waiting for a stop hear once the workers are gone, as run
+	// returns: they are answered here so that none is left waiting.
+	done := c.onStopped
+	c.onStopped = nil
+	c.whenGone(c.liveWorkers(), func() {
+		for _, f := range done {
+			f()
+		}
+	})
+}
+
+// kill sends SIGKILL to every worker at once; none is respawned.
+func (c *cluster) kill() {
+	if c.phase == phaseServing || c.phase == phaseReloading {
+		if c.reload != nil {
+			c.abortReload(ErrStopped)
+		}
+		c.stopAll(ErrStopped, nil)
+	}
+	for w := range c.live {
+		w.stopAsked = true
+		w.state = Stopping
+		if w.proc != nil {
+			w.proc.Signal(syscall.SIGKILL)
+		}
+	}
+}
+
+// scale changes the worker count: new ids start, the highest stop.
+func (c *cluster) scale(n int, reply chan error) {
+	if n < 1 {
+		reply <- fmt.Errorf("cannot scale %s to %d; a service has at least 1 worker (stop it to run none)", c.name, n)
+		return
+	}
+	c.size = n
+	if c.phase != phaseServing {
+		reply <- nil // applies when it starts
+		return
+	}
+	switch {
+	case n > len(c.slots):
+		for i := len(c.slots); i < n; i++ {
+			s := &slot{id: i, worker: c.spawn(c.current, i)}
+			c.slots = append(c.slots, s)
+		}
+		c.waiters = append(c.waiters, reply)
+		c.checkAllReady()
+	case n < len(c.slots):
+		var stopping []*worker
+		for _, s := range c.slots[n:] {
+			s.cancelRespawn()
+			for _, w := range []*worker{s.worker, s.replacement} {
+				if w != nil {
+					c.stopWorker(w)
+					stopping = append(stopping, w)
+				}
+			}
+		}
+		c.slots = c.slots[:n]
+		c.whenGone(stopping, func() { reply <- nil })
+		c.checkAllReady()
+	default:
+		reply <- nil
+	}
+}
+
+// slotOf returns the slot whose worker or replacement w is, or nil.
+func (c *cluster) slotOf(w *worker) *slot {
+	if id := w.ref.ID; id < len(c.slots) && w.gen == c.current {
+		if s := c.slots[id]; s.worker == w || s.replacement == w {
+			return s
+		}
+	}
+	return nil
+}
+
+func (c *cluster) markReady(w *worker) {
+	if w.state != Starting || w.stopAsked {
+		return
+	}
+	w.state = Ready
+	stopTimer(w.readyTimer)
+	c.emit(EventReady, w, "")
+	if c.reload != nil && w.gen == c.reload.gen {
+		c.reloadWorkerReady(w)
+		return
+	}
+	if s := c.slotOf(w); s != nil && s.replacement == w {
+		// A STOPPING=1 replacement is ready: it takes the slot.
+		old := s.worker
+		s.worker, s.replacement = w, nil
+		if old != nil {
+			c.retireWorker(old)
+		}
+	}
+	c.checkAllReady()
+}
+
+func (c *cluster) noted(w *worker, n Notification) {
+	if _, alive := c.live[w]; !alive {
+		return
+	}
+	if n.HasStatus {
+		w.status = n.Status
+	}
+	if n.Ready {
+		c.markReady(w)
+	}
+	if n.Stopping && c.phase == phaseServing && !w.stopAsked {
+		if s := c.slotOf(w); s != nil && s.worker == w && s.replacement == nil {
+			c.logf("%s asked to be replaced (STOPPING=1)", w.ref)
+			s.replacement = c.spawn(c.current, s.id)
+		}
+	}
+}
+
+func (c *cluster) readyTimedOut(w *worker) {
+	if w.state != Starting || w.stopAsked {
+		return
+	}
+	err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Tail: c.opts.Output.Tail(w.ref, 10)}
+	if c.reload != nil && w.gen == c.reload.gen {
+		c.failReload(err)
+		return
+	}
+	// A worker that never gets ready would hold back `after` and `start`
+	// forever: it is stopped and, as any failed worker, respawned.
+	c.logf("%s", err)
+	c.answerWaiters(err)
+	c.signalStop(w)
+}
+
+// exited handles a worker's end, whatever it was: asked for, a crash of a
+// serving worker (respawned after its backoff), or a new worker's failure
+// (which fails its reload).
+func (c *cluster) exited(w *worker, st ExitStatus) {
+	delete(c.live, w)
+	stopTimer(w.readyTimer)
+	stopTimer(w.killTimer)
+	wasReady := w.state == Ready
+	w.gen.workerGone(w) // sockets nothing uses are released first
+	c.emit(EventExited, w, st.String())
+	defer c.checkStopped()
+	defer c.workerGone(w)
+
+	if w.stopAsked {
+		return
+	}
+	if c.reload != nil && w.gen == c.reload.gen {
+		c.failReload(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.opts.Output.Tail(w.ref, 10)})
+		return
+	}
+	s := c.slotOf(w)
+	switch {
+	case s == nil:
+		return // a worker no slot holds: retired already
+	case s.replacement == w:
+		s.replacement = nil
+		c.logf("%s, the replacement for a worker that sent STOPPING=1, ended: %s; the old worker serves on", w.ref, st)
+		return
+	}
+	s.worker = nil
+	s.restarts++
+	s.lastExit = &st
+	if s.replacement != nil {
+		// Its STOPPING=1 replacement takes the slot.
+		s.worker, s.replacement = s.replacement, nil
+		return
+	}
+	if !wasReady && len(c.waiters) > 0 {
+		c.answerWaiters(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.opts.Output.Tail(w.ref, 10)})
+	}
+	if c.phase == phaseServing {
+		// During a reload an old worker is not respawned: the new
+		// generation takes its slot, or abortReload refills it.
+		c.scheduleRespawn(s, w, st)
+	}
+}
+
+// drain waits for a set of workers to be gone, then runs done.
+type drain struct {
+	waiting map[*worker]struct{}
+	done    func()
+}
+
+// whenGone runs done once every worker of ws has exited.
+func (c *cluster) whenGone(ws []*worker, done func()) {
+	d := &drain{waiting: map[*worker]struct{}{}, done: done}
+	for _, w := range ws {
+		if _, alive := c.live[w]; alive {
+			d.waiting[w] = struct{}{}
+		}
+	}
+	if len(d.waiting) == 0 {
+		done()
+		return
+	}
+	c.drains = append(c.drains, d)
+}
+
+// workerGone advances every drain that waited for w.
+func (c *cluster) workerGone(w *worker) {
+	var keep, finished []*drain
+	for _, d := range c.drains {
+		delete(d.waiting, w)
+		if len(d.waiting) == 0 {
+			finished = append(finished, d)
+		} else {
+			keep = append(keep, d)
+		}
+	}
+	c.drains = keep
+	for _, d := range finished {
+		d.done()
+	}
+}
+
+func (c *cluster) liveWorkers() []*worker {
+	out := make([]*worker, 0, len(c.live))
+	for w := range c.live {
+		out = append(out, w)
+	}
+	return out
+}

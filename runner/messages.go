@@ -1,0 +1,75 @@
+package runner
+
+// A cluster's loop receives messages: requests from callers, each with a
+// caller waiting for its reply, and events from its own workers and
+// timers. The set is sealed (an unexported marker method), so only the
+// types below are messages; and every request can be refused, so a phase
+// that does not handle one answers it instead of leaving its caller
+// blocked until its context ends.
+type message interface{ isMessage() }
+
+type request interface {
+	message
+	refuse(err error)
+}
+
+type (
+	startReq   struct{ reply chan error }
+	stopReq    struct{ reply chan error }
+	restartReq struct {
+		spec  *serviceSpec // nil: the spec in force
+		reply chan error
+	}
+	reloadReq struct {
+		spec  *serviceSpec
+		reply chan error
+	}
+	scaleReq struct {
+		n     int
+		reply chan error
+	}
+	statusReq struct{ reply chan ServiceStatus }
+	// killReq sends SIGKILL to every worker at once; nobody waits on it.
+	killReq struct{}
+)
+
+type (
+	exitEvent struct {
+		w      *worker
+		status ExitStatus
+	}
+	noteEvent struct {
+		w    *worker
+		note Notification
+	}
+	readyTimeoutEvent struct{ w *worker }
+	killTimeoutEvent  struct{ w *worker }
+	respawnEvent      struct {
+		s     *slot
+		token int
+	}
+)
+
+func (startReq) isMessage()          {}
+func (stopReq) isMessage()           {}
+func (restartReq) isMessage()        {}
+func (reloadReq) isMessage()         {}
+func (scaleReq) isMessage()          {}
+func (statusReq) isMessage()         {}
+func (killReq) isMessage()           {}
+func (exitEvent) isMessage()         {}
+func (noteEvent) isMessage()         {}
+func (readyTimeoutEvent) isMessage() {}
+func (killTimeoutEvent) isMessage()  {}
+func (respawnEvent) isMessage()      {}
+
+func (r startReq) refuse(err error)   { r.reply <- err }
+func (r stopReq) refuse(err error)    { r.reply <- err }
+func (r restartReq) refuse(err error) { r.reply <- err }
+func (r reloadReq) refuse(err error)  { r.reply <- err }
+func (r scaleReq) refuse(err error)   { r.reply <- err }
+func (killReq) refuse(error)          {}
+
+// statusReq is answered in every phase before any refusal; should one ever
+// be refused, its caller still hears, with an empty status.
+func (r statusReq) refuse(error) { r.reply <- ServiceStatus{} }

@@ -1,0 +1,70 @@
+package runner
+
+import "time"
+
+// slot is one worker id of the current generation: its worker, a
+// replacement the worker asked for (STOPPING=1), and what survives the
+// worker: its restarts, last exit and respawn delay.
+type slot struct {
+	id          int
+	worker      *worker // nil while waiting to respawn
+	replacement *worker
+	restarts    int
+	lastExit    *ExitStatus
+	delay       time.Duration
+	timer       *time.Timer
+	token       int // tells the live respawn timer from stale ones
+	backoff     bool
+}
+
+// scheduleRespawn waits the slot's delay, then refills it: respawn at
+// first, doubling with each death up to backoff, back to respawn once a
+// worker stayed up for backoff. Each slot backs off on its own.
+func (c *cluster) scheduleRespawn(s *slot, w *worker, st ExitStatus) {
+	spec := c.current.spec
+	uptime := time.Since(w.started)
+	switch {
+	case s.delay == 0 || (spec.Backoff > 0 && uptime >= spec.Backoff):
+		s.delay = spec.Respawn
+	case spec.Backoff > 0:
+		s.delay = min(2*s.delay, spec.Backoff)
+	default:
+		s.delay = spec.Respawn
+	}
+	s.token++
+	s.backoff = true
+	s.timer = c.after(s.delay, respawnEvent{s, s.token})
+	if spec.LogRespawns {
+		c.logf("%s (pid %d) ended: %s; respawning in %s", w.ref, w.pid, st, s.delay)
+	}
+	c.emit(EventBackoff, w, s.delay.String())
+}
+
+// respawn refills a slot whose delay has passed, unless the slot has been
+// dropped (scale), refilled or its timer cancelled since.
+func (c *cluster) respawn(s *slot, token int) {
+	if s.token != token || c.phase != phaseServing || s.id >= len(c.slots) || c.slots[s.id] != s || s.worker != nil {
+		return
+	}
+	s.backoff = false
+	s.worker = c.spawn(c.current, s.id)
+}
+
+func (s *slot) cancelRespawn() {
+	s.token++
+	s.backoff = false
+	stopTimer(s.timer)
+	s.timer = nil
+}
+
+// refill starts a worker in every slot of the current generation that has
+// none, as after a failed reload, during which old workers that died were
+// not respawned.
+func (c *cluster) refill() {
+	for _, s := range c.slots {
+		if s.worker == nil {
+			s.cancelRespawn()
+			s.worker = c.spawn(c.current, s.id)
+		}
+	}
+}
