@@ -2,44 +2,60 @@ package runner
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/internal/private"
 )
 
-// GroupLog records the process group of every live worker in a small file,
-// so that the next `recluster up` for the same config can end the groups a
-// crashed (SIGKILLed) recluster left: the parent-death signal reaches only
-// each group's leader. The file is an append-only list of "+ PGID START"
-// and "- PGID" lines, rewritten when it grows.
+// GroupLog records the process group of every live worker in a small
+// file, so that the next `recluster up` for the same config can end the
+// groups a crashed (SIGKILLed) recluster left: the parent-death signal
+// reaches only each group's leader, and not even that one once it has
+// exec'd a setuid program. The file starts with the boot it belongs to,
+// then holds "+ PGID START UID" and "- PGID" lines, and is rewritten when
+// it grows.
 type GroupLog struct {
 	mu    sync.Mutex
 	path  string
 	f     *os.File
-	live  map[int]uint64
+	live  map[int]groupEntry
 	lines int
 }
 
-// OpenGroupLog starts an empty log at path.
+type groupEntry struct {
+	start uint64 // the leader's start time, in clock ticks after boot
+	uid   int    // the leader's real uid
+}
+
+// OpenGroupLog starts an empty log at path, a file private to the user.
 func OpenGroupLog(path string) (*GroupLog, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := private.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND)
 	if err != nil {
 		return nil, err
 	}
-	return &GroupLog{path: path, f: f, live: map[int]uint64{}}, nil
+	g := &GroupLog{path: path, f: f, live: map[int]groupEntry{}}
+	g.write(groupHeader())
+	return g, nil
 }
+
+func groupHeader() string { return "# recluster groups boot=" + bootID() + "\n" }
 
 // Add records a new group led by pgid.
 func (g *GroupLog) Add(pgid int) {
-	start, _ := processStart(pgid)
+	e := groupEntry{uid: os.Getuid()}
+	e.start, _ = processStart(pgid)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.live[pgid] = start
-	g.write(fmt.Sprintf("+ %d %d\n", pgid, start))
+	g.live[pgid] = e
+	g.write(fmt.Sprintf("+ %d %d %d\n", pgid, e.start, e.uid))
 }
 
 // Remove records that the group is gone.
@@ -64,22 +80,28 @@ func (g *GroupLog) write(line string) {
 // that a crash mid-way leaves one whole file or the other.
 func (g *GroupLog) compact() {
 	tmp := g.path + ".tmp"
+	os.Remove(tmp) // whatever it is, even a planted link: we make our own
+	f, err := private.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY)
+	if err != nil {
+		return
+	}
 	var b strings.Builder
-	for pgid, start := range g.live {
-		fmt.Fprintf(&b, "+ %d %d\n", pgid, start)
+	b.WriteString(groupHeader())
+	for pgid, e := range g.live {
+		fmt.Fprintf(&b, "+ %d %d %d\n", pgid, e.start, e.uid)
 	}
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+	_, err = f.WriteString(b.String())
+	f.Close()
+	if err != nil || os.Rename(tmp, g.path) != nil {
+		os.Remove(tmp)
 		return
 	}
-	if err := os.Rename(tmp, g.path); err != nil {
-		return
-	}
-	f, err := os.OpenFile(g.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err = private.OpenFile(g.path, os.O_WRONLY|os.O_APPEND)
 	if err != nil {
 		return
 	}
 	g.f.Close()
-	g.f, g.lines = f, len(g.live)
+	g.f, g.lines = f, len(g.live)+1
 }
 
 // Close removes the log: a clean exit leaves nothing to end.
@@ -94,23 +116,29 @@ func (g *GroupLog) Close() error {
 	return os.Remove(g.path)
 }
 
-// EndLeftoverGroups kills the process groups a previous run recorded in the
-// log at path and did not see end, and waits for them to go. A group is
-// ended only while it is provably the one recorded: its leader still has
-// the recorded start time, or its leader is gone but members remain (Linux
-// does not reuse a pid while a group carries its number). It returns the
-// groups it ended.
+// EndLeftoverGroups kills what remains of the process groups that a
+// previous run recorded in the log at path and did not see end, and waits
+// for it to go. Nothing there is trusted: the file must be the user's own
+// and private, belong to this boot, and each process is killed only when
+// it is provably one the run started: a live leader with the recorded
+// start time and real uid (then its whole group), or, once the leader is
+// gone, each member of the group that runs as the recorded uid and started
+// no earlier than its leader did. It returns the groups it acted on.
 func EndLeftoverGroups(path string) ([]int, error) {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
+	f, err := private.OpenFile(path, os.O_RDONLY)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	live := map[int]uint64{}
+	live := map[int]groupEntry{}
 	sc := bufio.NewScanner(f)
+	if !sc.Scan() || strings.TrimSpace(sc.Text()) != strings.TrimSpace(groupHeader()) {
+		// Another boot's (pids mean nothing now), or not ours at all.
+		return nil, os.Remove(path)
+	}
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 2 {
@@ -120,23 +148,20 @@ func EndLeftoverGroups(path string) ([]int, error) {
 		if err != nil || pgid <= 1 {
 			continue
 		}
-		switch fields[0] {
-		case "+":
-			var start uint64
-			if len(fields) > 2 {
-				start, _ = strconv.ParseUint(fields[2], 10, 64)
+		switch {
+		case fields[0] == "+" && len(fields) == 4:
+			start, err1 := strconv.ParseUint(fields[2], 10, 64)
+			uid, err2 := strconv.Atoi(fields[3])
+			if err1 == nil && err2 == nil && start > 0 {
+				live[pgid] = groupEntry{start, uid}
 			}
-			live[pgid] = start
-		case "-":
+		case fields[0] == "-":
 			delete(live, pgid)
 		}
 	}
 	var ended []int
-	for pgid, start := range live {
-		if now, ok := processStart(pgid); ok && start != 0 && now != start {
-			continue // the pid was reused; that group is not ours
-		}
-		if syscall.Kill(-pgid, syscall.SIGKILL) == nil {
+	for pgid, e := range live {
+		if endGroupIfOurs(pgid, e) {
 			ended = append(ended, pgid)
 		}
 	}
@@ -144,4 +169,25 @@ func EndLeftoverGroups(path string) ([]int, error) {
 		waitGroupGone(pgid, 5*time.Second)
 	}
 	return ended, os.Remove(path)
+}
+
+// endGroupIfOurs kills what of group pgid is provably the recorded one.
+func endGroupIfOurs(pgid int, e groupEntry) bool {
+	if start, ok := processStart(pgid); ok {
+		uid, _ := realUID(pgid)
+		if start != e.start || uid != e.uid {
+			return false // the pid was reused: that group is not ours
+		}
+		return syscall.Kill(-pgid, syscall.SIGKILL) == nil
+	}
+	killed := false
+	for _, pr := range scanProcs() {
+		if pr.pgid != pgid || pr.start < e.start {
+			continue
+		}
+		if uid, ok := realUID(pr.pid); ok && uid == e.uid && syscall.Kill(pr.pid, syscall.SIGKILL) == nil {
+			killed = true
+		}
+	}
+	return killed
 }

@@ -253,6 +253,9 @@ func (c *cluster) noted(w *worker, n Notification) {
 	if _, alive := c.live[w]; !alive {
 		return
 	}
+	if n.Refused != "" {
+		c.logf("%s: %s", w.ref, n.Refused)
+	}
 	if n.HasStatus {
 		w.status = n.Status
 	}

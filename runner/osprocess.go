@@ -148,6 +148,7 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("notify socket: %w", err)
 		}
+		passCredentials(p.notify)
 		var readyW *os.File
 		if readyR, readyW, err = pipe(); err != nil {
 			return nil, err
@@ -245,18 +246,45 @@ func (p *osProcess) copyOutput(r *os.File, w io.Writer) {
 // means every message the worker sent has been read.
 var endOfNotify = []byte("\x00recluster-end")
 
+// readNotify reads the worker's datagrams until recluster's own end
+// marker. The socket's folder is private to the user, but any process of
+// the user could still write to it; as systemd's NotifyAccess= does, a
+// datagram counts only when the kernel says its sender is a process of
+// the worker's group (senderOK).
 func (p *osProcess) readNotify() {
 	defer p.notes.Done()
 	buf := make([]byte, 4096)
+	oob := make([]byte, credSpace)
+	refused := false
 	for {
-		n, _, err := p.notify.ReadFrom(buf)
-		if err != nil || string(buf[:n]) == string(endOfNotify) {
+		n, oobn, _, _, err := p.notify.ReadMsgUnix(buf, oob)
+		if err != nil {
 			return
+		}
+		sender, known := senderPid(oob[:oobn])
+		if string(buf[:n]) == string(endOfNotify) && (!known || sender == os.Getpid()) {
+			return
+		}
+		if known && !p.senderOK(sender) {
+			if !refused {
+				refused = true
+				p.spec.Notify(Notification{Refused: fmt.Sprintf("ignored a notification from pid %d, which is not a process of %s (pid %d's group)", sender, p.spec.Worker, p.pid)})
+			}
+			continue
 		}
 		if note := ParseNotification(buf[:n]); note.Ready || note.Stopping || note.HasStatus {
 			p.spec.Notify(note)
 		}
 	}
+}
+
+// senderOK accepts the worker's leader and any process of its group.
+func (p *osProcess) senderOK(pid int) bool {
+	if pid == p.pid {
+		return true
+	}
+	pgid, err := syscall.Getpgid(pid)
+	return err == nil && pgid == p.pid
 }
 
 func (p *osProcess) readReadyFD(r *os.File) {
@@ -289,6 +317,7 @@ func (p *osProcess) awaitListening() {
 }
 
 func (p *osProcess) Wait() ExitStatus {
+	awaitExit(p.pid)
 	state, err := p.proc.Wait()
 	status := ExitStatus{Err: err}
 	if err == nil {

@@ -73,6 +73,9 @@ type Notification struct {
 	// Status is set when HasStatus: the worker's STATUS= text.
 	Status    string
 	HasStatus bool
+	// Refused says that a notification from a process outside the worker
+	// was ignored, and why; said once per worker.
+	Refused string
 }
 
 // ParseNotification reads an sd_notify datagram: newline-separated

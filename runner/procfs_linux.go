@@ -329,3 +329,27 @@ func blockedInAccept(dir string, fdInode map[string]uint64, inherited map[uint64
 	}
 	return false
 }
+
+// realUID returns a process's real uid, which a setuid exec leaves as it
+// was: the user who started it.
+func realUID(pid int) (int, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				uid, err := strconv.Atoi(f[0])
+				return uid, err == nil
+			}
+		}
+	}
+	return 0, false
+}
+
+// bootID names this boot: pids and start times mean nothing in another.
+func bootID() string {
+	data, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(data))
+}

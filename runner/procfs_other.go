@@ -12,7 +12,22 @@ import (
 // for it; zombies cannot be told apart.
 func groupAlive(pgid int) bool { return syscall.Kill(-pgid, 0) != syscall.ESRCH }
 
-func processStart(pid int) (uint64, bool) { return 0, syscall.Kill(pid, 0) == nil }
+// Outside Linux there is no cheap way to read a process's start time or
+// real uid: a leftover group is ended only while its leader lives, and the
+// leader is trusted by its pid alone (start time 1, uid our own).
+func processStart(pid int) (uint64, bool) { return 1, syscall.Kill(pid, 0) == nil }
+
+func realUID(pid int) (int, bool) { return os.Getuid(), syscall.Kill(pid, 0) == nil }
+
+func bootID() string { return "unknown" }
+
+type procInfo struct {
+	pid, ppid, pgid int
+	state           byte
+	start           uint64
+}
+
+func scanProcs() []procInfo { return nil }
 
 // listenWatcher: only Linux shows which sockets a process listens on;
 // `recluster check` refuses readyWhen: listening elsewhere.

@@ -20,7 +20,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "sleep", "serve | crash | exit | ignoreterm | grandchild | listen | lines | env | fds | closeout | bigline | noready | stopping | sleep")
+	mode := flag.String("mode", "sleep", "serve | crash | exit | ignoreterm | grandchild | listen | lines | env | fds | sendnotify | closeout | bigline | noready | stopping | sleep")
 	after := flag.Duration("after", 0, "delay before the mode's action")
 	code := flag.Int("code", 1, "exit code for crash")
 	n := flag.Int("n", 10, "lines to print")
@@ -29,6 +29,8 @@ func main() {
 	readyFD := flag.Bool("readyfd", false, "tell recluster through RECLUSTER_READY_FD")
 	bind := flag.String("bind", "", "serve: bind this address itself instead of taking fd 3")
 	once := flag.String("once", "", "stopping: ask only if this file does not exist yet, then create it")
+	to := flag.String("to", "", "sendnotify: the notify socket to send -msg to")
+	msg := flag.String("msg", "READY=1", "sendnotify: the datagram")
 	flag.Parse()
 	id := os.Getenv("WORKER_ID")
 	gen := os.Getenv("RECLUSTER_GENERATION")
@@ -93,7 +95,7 @@ func main() {
 		w.Flush()
 		time.Sleep(*after)
 	case "env":
-		for _, k := range []string{"WORKER_ID", "RECLUSTER_SERVICE", "RECLUSTER_GENERATION", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "FROM_CONFIG"} {
+		for _, k := range []string{"WORKER_ID", "RECLUSTER_SERVICE", "RECLUSTER_GENERATION", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "FROM_CONFIG"} {
 			fmt.Printf("%s=%s\n", k, os.Getenv(k))
 		}
 		fmt.Printf("PID=%d\n", os.Getpid())
@@ -118,6 +120,15 @@ func main() {
 		w.WriteString("\nafter the big line\n")
 		w.Flush()
 		waitTerm()
+	case "sendnotify":
+		// A process that is not the worker writes to a worker's socket.
+		c, err := net.Dial("unixgram", *to)
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(2)
+		}
+		c.Write([]byte(*msg))
+		c.Close()
 	case "fds":
 		// What each open descriptor points at, one a line, then wait.
 		entries, _ := os.ReadDir("/proc/self/fd")

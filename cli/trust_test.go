@@ -1,0 +1,233 @@
+package cli_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/internal/testbin"
+)
+
+// procStart reads a process's start time (field 22 of /proc/PID/stat).
+func procStart(t *testing.T, pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
+	return f[19]
+}
+
+// TestPlantedGroupsAreNotKilled: entries in the group log that do not
+// provably name a group of the last run (no start time, another start
+// time, another uid) are not acted on.
+func TestPlantedGroupsAreNotKilled(t *testing.T) {
+	dir := stack(t, simpleStack)
+	victim := exec.Command("sleep", "100")
+	victim.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { victim.Process.Kill(); victim.Wait() }()
+	pid := victim.Process.Pid
+	start := procStart(t, pid)
+
+	paths, _ := control.PathsFor(filepath.Join(dir, "recluster.yml"), func(k string) string {
+		if k == "XDG_RUNTIME_DIR" {
+			return runtimeDir(t)
+		}
+		return os.Getenv(k)
+	})
+	if err := paths.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	planted := fmt.Sprintf("# recluster groups boot=%s\n+ %d\n+ %d 1 %d\n+ %d %s 4242\n",
+		strings.TrimSpace(string(boot)), pid, pid, os.Getuid(), pid, start)
+	if err := os.WriteFile(paths.Groups, []byte(planted), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	if err := syscall.Kill(pid, 0); err != nil || !alive(pid) {
+		t.Errorf("up killed the unrelated group %d that a planted log named", pid)
+	}
+	if strings.Contains(u.output(), "ended 1 process group") {
+		t.Errorf("up says it ended a group:\n%s", u.output())
+	}
+}
+
+// asNobody prepares a folder that uid nobody can use, with a copy of the
+// recluster binary it can run, and returns the folder, the binary and the
+// environment for it.
+func asNobody(t *testing.T) (top, bin string, env []string) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run recluster as another uid")
+	}
+	top, err := os.MkdirTemp("", "recluster-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(top) })
+	os.Chmod(top, 0o755)
+	data, err := os.ReadFile(testbin.Recluster(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(top, "recluster")
+	os.WriteFile(bin, data, 0o755)
+	xdg := filepath.Join(top, "xdg")
+	os.Mkdir(xdg, 0o700)
+	os.Chown(xdg, 65534, 65534)
+	env = []string{"XDG_RUNTIME_DIR=" + xdg, "NO_COLOR=1", "PATH=/usr/bin:/bin", "HOME=" + top}
+	return top, bin, env
+}
+
+func nobody(cmd *exec.Cmd) *exec.Cmd {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	return cmd
+}
+
+// readUntil reads r's lines until one contains want, and returns them.
+func readUntil(t *testing.T, sc *bufio.Scanner, want string) string {
+	t.Helper()
+	var b strings.Builder
+	found := make(chan bool, 1)
+	// Owned by this call; ends at want or at the end of the output.
+	go func() {
+		for sc.Scan() {
+			b.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), want) {
+				found <- true
+				return
+			}
+		}
+		found <- false
+	}()
+	select {
+	case ok := <-found:
+		if !ok {
+			t.Fatalf("output ended before %q:\n%s", want, b.String())
+		}
+	case <-time.After(deadline):
+		t.Fatalf("no %q in time", want)
+	}
+	return b.String()
+}
+
+// TestSetuidWorkerIsEndedByTheNextUp: a worker that exec'd a setuid
+// program loses its parent-death signal (the kernel clears it), so it
+// outlives a SIGKILLed recluster; the next `up` for the file ends it.
+func TestSetuidWorkerIsEndedByTheNextUp(t *testing.T) {
+	top, bin, env := asNobody(t)
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep")
+	}
+	data, _ := os.ReadFile(sleep)
+	suid := filepath.Join(top, "suid-sleep")
+	os.WriteFile(suid, data, 0o755)
+	os.Chmod(suid, 0o4755|os.ModeSetuid)
+	app := filepath.Join(top, "app")
+	os.Mkdir(app, 0o755)
+	os.WriteFile(filepath.Join(app, "recluster.yml"), []byte("services:\n  su:\n    command: ["+suid+", \"1000\"]\n    workers: 1\n"), 0o644)
+
+	run := func() (*exec.Cmd, *bufio.Scanner) {
+		cmd := nobody(exec.Command(bin, "up"))
+		cmd.Dir, cmd.Env = app, env
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = cmd.Stdout
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, bufio.NewScanner(out)
+	}
+	first, out := run()
+	readUntil(t, out, "every service is ready")
+	leader := findProcess(t, suid)
+	first.Process.Kill()
+	first.Wait()
+	if !alive(leader) {
+		t.Logf("the setuid worker died with recluster: this kernel kept its parent-death signal")
+	}
+	second, out := run()
+	defer func() { second.Process.Signal(syscall.SIGTERM); second.Wait() }()
+	said := readUntil(t, out, "every service is ready")
+	waitGone(t, leader, deadline)
+	if alive(leader) {
+		t.Errorf("the setuid worker %d of the crashed run still runs:\n%s", leader, said)
+	}
+}
+
+// findProcess returns the pid of the process running exe.
+func findProcess(t *testing.T, exe string) int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); target == exe {
+			return pid
+		}
+	}
+	t.Fatalf("no process runs %s", exe)
+	return 0
+}
+
+// TestUpSurvivesAProcessLimit: under a per-user process limit, the
+// workers that cannot be forked fail with the reason and are retried; up
+// goes on, with few threads of its own.
+func TestUpSurvivesAProcessLimit(t *testing.T) {
+	_, bin, env := asNobody(t)
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("no prlimit")
+	}
+	sleep, _ := exec.LookPath("sleep")
+	app, _ := os.MkdirTemp(filepath.Dir(bin), "app")
+	os.Chmod(app, 0o755)
+	os.WriteFile(filepath.Join(app, "recluster.yml"), []byte("services:\n  many:\n    command: ["+sleep+", \"1000\"]\n    workers: 200\n    log: {respawns: true}\n"), 0o644)
+	cmd := nobody(exec.Command("prlimit", "--nproc=120:120", bin, "up"))
+	cmd.Dir, cmd.Env = app, env
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	said := readUntil(t, sc, "resource temporarily unavailable")
+	// Owned by the test; keeps up's output moving until it ends.
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	st := nobody(exec.Command(bin, "status", "--json"))
+	st.Dir, st.Env = app, env
+	if outb, err := st.CombinedOutput(); err != nil || !strings.Contains(string(outb), `"name": "many"`) {
+		t.Fatalf("status under the limit: %v\n%s\n%s", err, outb, said)
+	}
+	threads := 0
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "Threads:" {
+			threads, _ = strconv.Atoi(f[1])
+		}
+	}
+	if threads == 0 || threads > 64 {
+		t.Errorf("recluster runs %d threads for 200 workers", threads)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("up under the limit ended with %v", err)
+	}
+}

@@ -1,0 +1,135 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/recluster/recluster/internal/testbin"
+)
+
+// TestLiveUnixSocketIsNotTaken: a unix socket another program listens on
+// is refused by name, and left alone; a stale one is replaced.
+func TestLiveUnixSocketIsNotTaken(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "theirs.sock")
+	theirs, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer theirs.Close()
+	h := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, serve, -ready]
+    workers: 1
+    listen: "unix:`+path+`"
+    readyWhen: ready
+`)
+	err = h.m.Start(context.Background(), []string{"web"})
+	if !errors.Is(err, ErrLiveSocket) || !strings.Contains(err.Error(), path) {
+		t.Errorf("start on a live socket: %v", err)
+	}
+	h.shutdown()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("the other program's socket was taken: %v", err)
+	}
+	c.Close()
+
+	// A socket file nothing listens on is a crashed run's: replaced.
+	stale := filepath.Join(dir, "stale.sock")
+	ln, _ := net.Listen("unix", stale)
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	h2 := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, serve, -ready]
+    workers: 1
+    listen: "unix:`+stale+`"
+    readyWhen: ready
+`)
+	h2.waitEvent("ready on a stale socket's path", is(EventAllReady, "web"))
+}
+
+// TestRemovedServiceClosesItsSocket: a reload that removes a listening
+// service closes its socket once its workers are gone, so clients are
+// refused at once instead of hanging, and the port is free again.
+func TestRemovedServiceClosesItsSocket(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	h := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, serve, -ready]
+    workers: 1
+    listen: "`+addr+`"
+    readyWhen: ready
+  other:
+    command: [WORKER]
+    workers: 1
+`)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	h.write(`
+services:
+  other:
+    command: [WORKER]
+    workers: 1
+`)
+	if err := h.m.Reload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Errorf("the removed service's socket %s still accepts", addr)
+	}
+	again, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Errorf("the port is not free: %v", err)
+	} else {
+		again.Close()
+	}
+}
+
+// TestForeignNotificationIsIgnored: a process outside a worker's group
+// that writes READY=1 to the worker's notify socket does not make it
+// ready, and the log says who was ignored.
+func TestForeignNotificationIsIgnored(t *testing.T) {
+	h := startHarness(t, `
+services:
+  w:
+    command: [WORKER, -mode, env]
+    workers: 1
+    readyWhen: ready
+    readyTimeout: 1h
+`)
+	m := h.waitLine(`w.0 \| NOTIFY_SOCKET=(\S+)`)
+	out, err := exec.Command(testbin.Worker(t), "-mode", "sendnotify", "-to", m[1], "-msg", "READY=1\nSTATUS=forged").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sending: %v %s", err, out)
+	}
+	h.waitLine(`w.0: ignored a notification from pid \d+, which is not a process of w.0`)
+	st := h.status("w")
+	if len(st.Workers) != 1 || st.Workers[0].State != Starting || st.Workers[0].Status == "forged" {
+		t.Errorf("a foreign notification counted: %+v", st.Workers)
+	}
+}
+
+// waitLine waits for an output line matching re and returns its groups.
+func (h *harness) waitLine(re string) []string {
+	h.t.Helper()
+	rx := regexp.MustCompile(re)
+	var m []string
+	h.waitFor("a line matching "+re, func() bool {
+		m = rx.FindStringSubmatch(h.text())
+		return m != nil
+	})
+	return m
+}
