@@ -334,3 +334,36 @@ func TestTheInstanceIsTheResolvedFile(t *testing.T) {
 		t.Errorf("status without XDG_RUNTIME_DIR: %v\n%s", err, outb)
 	}
 }
+
+// TestStatusTableEscapesWhatWorkersSay: a worker's STATUS= text with
+// escape sequences shows escaped in the table, never acted on.
+func TestStatusTableEscapesWhatWorkersSay(t *testing.T) {
+	dir := stack(t, `
+services:
+  w:
+    command: [WORKER, -ready, -status, "\e[2J\e[31mred\a\rgone"]
+    workers: 1
+    readyWhen: ready
+`)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	end := time.Now().Add(deadline)
+	for {
+		r := verb(t, dir, "status")
+		if strings.Contains(r.stdout, "red") {
+			if strings.ContainsAny(r.stdout, "\x1b\a\r") {
+				t.Errorf("the table holds raw control characters: %q", r.stdout)
+			}
+			if !strings.Contains(r.stdout, `\x1b[2J\x1b[31mred\a\rgone`) {
+				t.Errorf("the status text is not shown escaped: %q", r.stdout)
+			}
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the status text never showed: %q", r.stdout)
+		}
+	}
+	if r := verb(t, dir, "scale", "w=100001"); r.code != 2 || !strings.Contains(r.err, "from 1 to 100000") {
+		t.Errorf("scale past the limit: exit %d %s", r.code, r.err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/recluster/recluster/control"
 	"github.com/recluster/recluster/logmux"
@@ -101,8 +102,8 @@ func runScale(io IO, c *common, args []string) error {
 	for _, a := range rest {
 		name, num, ok := strings.Cut(a, "=")
 		n, err := strconv.Atoi(num)
-		if !ok || name == "" || err != nil || n < 1 {
-			return usagef("%q: want SERVICE=N with N a whole number of at least 1", a)
+		if !ok || name == "" || err != nil || n < 1 || n > control.MaxScale {
+			return usagef("%q: want SERVICE=N with N a whole number from 1 to %d", a, control.MaxScale)
 		}
 		if _, dup := counts[name]; dup {
 			return usagef("%s is named twice", name)
@@ -149,7 +150,7 @@ func runStatus(io IO, c *common, args []string) error {
 			if s.Running {
 				state = "running"
 			}
-			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t-\t-\t-\t\n", s.Name, state, s.Generation)
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t-\t-\t-\t\n", printable(s.Name), state, s.Generation)
 			continue
 		}
 		for _, w := range s.Workers {
@@ -164,10 +165,29 @@ func runStatus(io IO, c *common, args []string) error {
 			if last == "" {
 				last = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", s.Name, w.ID, pid, w.State, w.Generation, uptime, w.Restarts, last, w.Status)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts, printable(last), printable(w.Status))
 		}
 	}
 	return tw.Flush()
+}
+
+// printable escapes what a terminal would act on rather than show:
+// control characters (escape sequences, bells, carriage returns, tabs that
+// would break the table) and invalid UTF-8. Workers choose their STATUS=
+// text, and nothing they say may rewrite the user's screen.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
 }
 
 func runLogs(io IO, c *common, args []string) error {

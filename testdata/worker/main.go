@@ -31,6 +31,7 @@ func main() {
 	once := flag.String("once", "", "stopping: ask only if this file does not exist yet, then create it")
 	to := flag.String("to", "", "sendnotify: the notify socket to send -msg to")
 	msg := flag.String("msg", "READY=1", "sendnotify: the datagram")
+	statusText := flag.String("status", "", "default mode: send STATUS= with this text when ready")
 	flag.Parse()
 	id := os.Getenv("WORKER_ID")
 	gen := os.Getenv("RECLUSTER_GENERATION")
@@ -155,6 +156,9 @@ func main() {
 	default:
 		if *ready {
 			notify("READY=1")
+		}
+		if *statusText != "" {
+			notify("STATUS=" + *statusText)
 		}
 		waitTerm()
 	}
