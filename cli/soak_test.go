@@ -40,7 +40,6 @@ type soakModel struct {
 	u       *upProcess
 	target  map[string]int
 	running map[string]bool
-	config  string
 	step    int
 	seed    uint64
 	ops     []string // what each step did, for failure reports

@@ -17,7 +17,22 @@ type fakeStarter struct {
 	mu     sync.Mutex
 	starts []fakeStart
 	procs  map[int]*fakeProc
+	specs  map[int]StartSpec
 	next   int
+	// hold keeps signalled processes alive until release.
+	hold bool
+	held []*fakeProc
+}
+
+// release ends every process held since hold was set, and stops holding.
+func (s *fakeStarter) release() {
+	s.mu.Lock()
+	held := s.held
+	s.hold, s.held = false, nil
+	s.mu.Unlock()
+	for _, p := range held {
+		p.end(ExitStatus{Code: -1, Signal: syscall.SIGTERM})
+	}
 }
 
 type fakeStart struct {
@@ -27,15 +42,34 @@ type fakeStart struct {
 }
 
 type fakeProc struct {
-	pid  int
-	exit chan ExitStatus
-	once sync.Once
+	s       *fakeStarter
+	pid     int
+	exit    chan ExitStatus
+	once    sync.Once
+	mu      sync.Mutex
+	signals []syscall.Signal
 }
 
 func (p *fakeProc) Pid() int { return p.pid }
 func (p *fakeProc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	p.signals = append(p.signals, sig)
+	p.mu.Unlock()
+	p.s.mu.Lock()
+	if p.s.hold {
+		p.s.held = append(p.s.held, p)
+		p.s.mu.Unlock()
+		return nil
+	}
+	p.s.mu.Unlock()
 	p.end(ExitStatus{Code: -1, Signal: sig})
 	return nil
+}
+
+func (p *fakeProc) signalled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.signals) > 0
 }
 func (p *fakeProc) Wait() ExitStatus { return <-p.exit }
 func (p *fakeProc) end(st ExitStatus) {
@@ -46,11 +80,13 @@ func (s *fakeStarter) Start(spec StartSpec) (Process, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.next++
-	p := &fakeProc{pid: s.next, exit: make(chan ExitStatus, 1)}
+	p := &fakeProc{s: s, pid: s.next, exit: make(chan ExitStatus, 1)}
 	if s.procs == nil {
 		s.procs = map[int]*fakeProc{}
+		s.specs = map[int]StartSpec{}
 	}
 	s.procs[p.pid] = p
+	s.specs[p.pid] = spec
 	s.starts = append(s.starts, fakeStart{id: spec.Worker.ID, at: time.Now(), pid: p.pid})
 	spec.Stdout.Close()
 	spec.Stderr.Close()

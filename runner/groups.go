@@ -48,8 +48,8 @@ func OpenGroupLog(path string) (*GroupLog, error) {
 
 func groupHeader() string { return "# recluster groups boot=" + bootID() + "\n" }
 
-// Add records a new group led by pgid.
-func (g *GroupLog) Add(pgid int) {
+// add records a new group led by pgid.
+func (g *GroupLog) add(pgid int) {
 	e := groupEntry{uid: os.Getuid()}
 	e.start, _ = processStart(pgid)
 	g.mu.Lock()
@@ -58,8 +58,8 @@ func (g *GroupLog) Add(pgid int) {
 	g.write(fmt.Sprintf("+ %d %d %d\n", pgid, e.start, e.uid))
 }
 
-// Remove records that the group is gone.
-func (g *GroupLog) Remove(pgid int) {
+// remove records that the group is gone.
+func (g *GroupLog) remove(pgid int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.live, pgid)

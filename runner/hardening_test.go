@@ -32,7 +32,7 @@ services:
     readyWhen: ready
 `)
 	err = h.m.Start(context.Background(), []string{"web"})
-	if !errors.Is(err, ErrLiveSocket) || !strings.Contains(err.Error(), path) {
+	if !errors.Is(err, errLiveSocket) || !strings.Contains(err.Error(), path) {
 		t.Errorf("start on a live socket: %v", err)
 	}
 	h.shutdown()

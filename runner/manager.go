@@ -134,7 +134,7 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 	m.wg.Wait()
 	m.sockets.closeAll()
 	if s, ok := m.opts.Starter.(*OSStarter); ok {
-		s.Close()
+		s.close()
 	}
 	if m.ownRun != "" {
 		os.RemoveAll(m.ownRun)
@@ -496,9 +496,7 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 		cs = append(cs, j.c)
 		byCluster[j.c] = j
 	}
-	for _, c := range removed {
-		cs = append(cs, c)
-	}
+	cs = append(cs, removed...)
 	return each(cs, func(c *cluster) error {
 		j, ok := byCluster[c]
 		switch {

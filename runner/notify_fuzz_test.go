@@ -6,11 +6,11 @@ import (
 )
 
 func TestParseNotification(t *testing.T) {
-	n := ParseNotification([]byte("READY=1\nSTATUS=serving 12 requests\nMAINPID=4\nWATCHDOG=1"))
+	n := parseNotification([]byte("READY=1\nSTATUS=serving 12 requests\nMAINPID=4\nWATCHDOG=1"))
 	if !n.Ready || !n.HasStatus || n.Status != "serving 12 requests" || n.Stopping {
 		t.Errorf("got %+v", n)
 	}
-	if n := ParseNotification([]byte("READY=0\nSTOPPING=1")); n.Ready || !n.Stopping {
+	if n := parseNotification([]byte("READY=0\nSTOPPING=1")); n.Ready || !n.Stopping {
 		t.Errorf("got %+v", n)
 	}
 	if n := readyLine([]byte("ready\n")); !n.Ready {
@@ -28,7 +28,7 @@ func FuzzParseNotification(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		n := ParseNotification(msg)
+		n := parseNotification(msg)
 		if n.Ready && !strings.Contains("\n"+string(msg)+"\n", "\nREADY=1\n") {
 			t.Fatalf("ready without READY=1 in %q", msg)
 		}

@@ -33,13 +33,13 @@ const outputDrainCap = 2 * time.Second
 // with the parent-death signal, its output on pipes recluster owns, and the
 // sockets and notify channels of SPEC.md.
 type OSStarter struct {
-	// RunDir is a private folder (0700) for notify sockets.
-	RunDir string
-	// Groups, when set, records each worker's process group so that the next
-	// run can end what a crashed recluster left.
-	Groups *GroupLog
-	// ShimPath is recluster's own binary, re-executed to set LISTEN_PID.
-	ShimPath string
+	// runDir is a private folder (0700) for notify sockets.
+	runDir string
+	// groups, when set, records each worker's process group so that the
+	// next run can end what a crashed recluster left.
+	groups *GroupLog
+	// shimPath is recluster's own binary, re-executed to set LISTEN_PID.
+	shimPath string
 
 	seq     atomic.Int64
 	watcher listenWatcher
@@ -51,12 +51,12 @@ func NewOSStarter(runDir string, groups *GroupLog) *OSStarter {
 	if runtime.GOOS != "linux" {
 		shim, _ = os.Executable()
 	}
-	return &OSStarter{RunDir: runDir, Groups: groups, ShimPath: shim}
+	return &OSStarter{runDir: runDir, groups: groups, shimPath: shim}
 }
 
-// Close waits for the starter's own goroutines; call it after every
-// process it started has been waited for.
-func (s *OSStarter) Close() { s.watcher.wait() }
+// close waits for the starter's own goroutines; the Manager calls it after
+// every process it started has been waited for.
+func (s *OSStarter) close() { s.watcher.wait() }
 
 type osProcess struct {
 	spec StartSpec
@@ -142,7 +142,7 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 	}
 	var readyR *os.File
 	if spec.ReadyWhen == config.ReadyNotified {
-		addr := filepath.Join(s.RunDir, fmt.Sprintf("n%d-%d", os.Getpid(), s.seq.Add(1)))
+		addr := filepath.Join(s.runDir, fmt.Sprintf("n%d-%d", os.Getpid(), s.seq.Add(1)))
 		os.Remove(addr)
 		p.notify, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
 		if err != nil {
@@ -165,7 +165,7 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 		}
 		env = append(env, shimEnv+"="+strconv.Itoa(len(files)))
 		files = append(files, shimW)
-		path, argv = s.ShimPath, append([]string{"recluster-exec"}, spec.Argv...)
+		path, argv = s.shimPath, append([]string{"recluster-exec"}, spec.Argv...)
 	} else if path, err = lookPath(spec.Argv[0], getenv(env, "PATH"), spec.Dir); err != nil {
 		return nil, err
 	}
@@ -195,8 +195,8 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 			}
 		}()
 	}
-	if s.Groups != nil {
-		s.Groups.Add(p.pid)
+	if s.groups != nil {
+		s.groups.add(p.pid)
 	}
 	p.pipes = []*os.File{outR, errR}
 	p.outputs.Add(2)
@@ -272,7 +272,7 @@ func (p *osProcess) readNotify() {
 			}
 			continue
 		}
-		if note := ParseNotification(buf[:n]); note.Ready || note.Stopping || note.HasStatus {
+		if note := parseNotification(buf[:n]); note.Ready || note.Stopping || note.HasStatus {
 			p.spec.Notify(note)
 		}
 	}
@@ -337,8 +337,8 @@ func (p *osProcess) Wait() ExitStatus {
 	p.mu.Lock()
 	p.gone = true
 	p.mu.Unlock()
-	if p.s.Groups != nil {
-		p.s.Groups.Remove(p.pid)
+	if p.s.groups != nil {
+		p.s.groups.remove(p.pid)
 	}
 	if p.watch != nil {
 		p.s.watcher.remove(p.watch)

@@ -78,10 +78,10 @@ type Notification struct {
 	Refused string
 }
 
-// ParseNotification reads an sd_notify datagram: newline-separated
+// parseNotification reads an sd_notify datagram: newline-separated
 // KEY=VALUE fields. READY=1, STATUS=… and STOPPING=1 count; the rest of the
 // protocol (MAINPID, WATCHDOG, …) is ignored, as unknown fields must be.
-func ParseNotification(msg []byte) Notification {
+func parseNotification(msg []byte) Notification {
 	var n Notification
 	for _, line := range strings.Split(string(msg), "\n") {
 		key, value, ok := strings.Cut(line, "=")
@@ -104,7 +104,7 @@ func ParseNotification(msg []byte) Notification {
 // one, and readiness otherwise, so `echo ready >&$RECLUSTER_READY_FD`
 // works.
 func readyLine(line []byte) Notification {
-	n := ParseNotification(line)
+	n := parseNotification(line)
 	if !n.Ready && !n.Stopping && !n.HasStatus {
 		n.Ready = true
 	}

@@ -169,8 +169,8 @@ func inodeAt(path string) (uint64, bool) {
 	return uint64(st.Ino), true
 }
 
-// ErrLiveSocket refuses a unix socket path that another program listens on.
-var ErrLiveSocket = errors.New("another program listens on it; choose another path, or stop that program")
+// errLiveSocket refuses a unix socket path that another program listens on.
+var errLiveSocket = errors.New("another program listens on it; choose another path, or stop that program")
 
 // freeUnixPath readies path for bind: nothing there, or a socket left by a
 // crashed run, which it removes once a connect to it is refused. A live
@@ -189,7 +189,7 @@ func freeUnixPath(path string) error {
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("%s: %w", path, ErrLiveSocket)
+		return fmt.Errorf("%s: %w", path, errLiveSocket)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("%s: cannot tell whether something listens on it: %w", path, err)

@@ -110,8 +110,6 @@ var (
 	ErrSuperseded     = errors.New("superseded by a newer reload")
 	ErrStopped        = errors.New("the service was stopped")
 	ErrShuttingDown   = errors.New("recluster is shutting down")
-	// errRemoved ends a cluster whose service left the config file.
-	errRemoved = errors.New("the service was removed from the config file")
 )
 
 // WorkerFailedError says why a worker that was to become ready did not.
