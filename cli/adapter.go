@@ -14,8 +14,9 @@ import (
 // API's codes, so that the runner may change without changing the API.
 type controller struct{ m *runner.Manager }
 
-func (c controller) Reload(ctx context.Context, names []string) error {
-	return apiError(c.m.Reload(ctx, names))
+func (c controller) Reload(ctx context.Context, names []string) ([]string, error) {
+	notes, err := c.m.Reload(ctx, names)
+	return notes, apiError(err)
 }
 
 func (c controller) Restart(ctx context.Context, names []string) error {
@@ -42,10 +43,11 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 	out := make([]control.ServiceStatus, len(sts))
 	for i, s := range sts {
 		out[i] = control.ServiceStatus{Name: s.Name, Generation: s.Generation, Running: s.Running,
-			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Workers: make([]control.WorkerStatus, len(s.Workers))}
+			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Proxy: s.Proxy, Workers: make([]control.WorkerStatus, len(s.Workers))}
 		for j, w := range s.Workers {
 			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
-				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status}
+				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status,
+				Port: w.Port, InFlight: w.InFlight}
 		}
 	}
 	return out, nil

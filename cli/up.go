@@ -19,6 +19,7 @@ import (
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/control"
 	"github.com/recluster/recluster/logmux"
+	"github.com/recluster/recluster/proxy"
 	"github.com/recluster/recluster/runner"
 )
 
@@ -132,9 +133,10 @@ func runUp(io IO, c *common, args []string) error {
 
 	opts := config.Options{Getenv: io.Getenv, PortBase: *port}
 	m, err := runner.New(cfg, runner.Options{
-		Starter: runner.NewOSStarter(paths.Dir, groups),
-		Output:  runner.MuxOutput(mux),
-		Load:    func() (*config.Config, error) { return opts.Load(cfg.Path) },
+		Starter:   runner.NewOSStarter(paths.Dir, groups),
+		Output:    runner.MuxOutput(mux),
+		Load:      func() (*config.Config, error) { return opts.Load(cfg.Path) },
+		NewRouter: newProxy,
 	})
 	if err != nil {
 		return err
@@ -295,7 +297,7 @@ func reloadOnRequest(ctx context.Context, reloads <-chan struct{}, ctl control.C
 			go func() {
 				defer running.Done()
 				mux.System("", "SIGUSR2: reloading every service")
-				if err := ctl.Reload(ctx, nil); err != nil && ctx.Err() == nil {
+				if _, err := ctl.Reload(ctx, nil); err != nil && ctx.Err() == nil {
 					mux.System("", "reload (SIGUSR2) failed: "+err.Error())
 				}
 			}()
@@ -345,4 +347,9 @@ func signalName(sig os.Signal) string {
 		}
 	}
 	return sig.String()
+}
+
+// newProxy makes the proxy of a service that has one.
+func newProxy(spec runner.RouterSpec) (runner.Router, error) {
+	return proxy.New(spec.Listener, proxy.Options{Protocol: spec.Proxy.Protocol, ProxyProtocol: spec.Proxy.ProxyProtocol, Log: spec.Log}), nil
 }

@@ -23,7 +23,7 @@ import (
 const defaultWait = 15 * time.Minute
 
 func init() {
-	change := func(name, args, summary, done string, op func(*control.Client, context.Context, []string) error, needNames bool) {
+	change := func(name, args, summary, done string, op func(*control.Client, context.Context, []string) ([]string, error), needNames bool) {
 		register(&verb{name: name, args: args, summary: summary, services: true, run: func(io IO, c *common, argv []string) error {
 			wait := c.fs.Duration("wait", defaultWait, "give up waiting for the change after this long")
 			names, err := c.parse(argv)
@@ -40,7 +40,8 @@ func init() {
 			ctx, cancel := context.WithTimeout(context.Background(), *wait)
 			defer cancel()
 			start := time.Now()
-			if err := op(client, ctx, names); err != nil {
+			notes, err := op(client, ctx, names)
+			if err != nil {
 				return err
 			}
 			what := "every service"
@@ -48,18 +49,26 @@ func init() {
 				what = strings.Join(names, ", ")
 			}
 			fmt.Fprintf(io.Out, "%s %s (%.1fs)\n", done, what, time.Since(start).Seconds())
+			for _, n := range notes {
+				fmt.Fprintf(io.Out, "  note: %s\n", printable(n))
+			}
 			return nil
 		}})
+	}
+	noNotes := func(op func(*control.Client, context.Context, []string) error) func(*control.Client, context.Context, []string) ([]string, error) {
+		return func(c *control.Client, ctx context.Context, names []string) ([]string, error) {
+			return nil, op(c, ctx, names)
+		}
 	}
 	change("reload", "[SERVICE…]",
 		"Replace the services' workers (all when none named) with a new generation, with zero downtime.\nThe config file is read again; an invalid one changes nothing. Returns when the old workers are gone.",
 		"reloaded", (*control.Client).Reload, false)
 	change("restart", "[SERVICE…]", "Stop, then start the services (all when none named): not zero-downtime.",
-		"restarted", (*control.Client).Restart, false)
+		"restarted", noNotes((*control.Client).Restart), false)
 	change("stop", "SERVICE…", "Stop the named services' workers; the services stay known and can be started again.",
-		"stopped", (*control.Client).Stop, true)
+		"stopped", noNotes((*control.Client).Stop), true)
 	change("start", "SERVICE…", "Start stopped services; returns once every worker is ready.",
-		"started", (*control.Client).Start, true)
+		"started", noNotes((*control.Client).Start), true)
 
 	register(&verb{name: "scale", args: "SERVICE=N…", services: true, summary: "Change worker counts live: new ids start, the highest ids stop gracefully.", run: runScale})
 	register(&verb{name: "status", aliases: []string{"ps"}, summary: "Show every service's workers: pid, state, generation, uptime, restarts.", run: runStatus})

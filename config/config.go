@@ -73,9 +73,13 @@ type Service struct {
 	// Env is what the file adds to recluster's own environment, in order of
 	// precedence (a later entry wins): top-level env, env files, the
 	// service's env. Names are unique.
-	Env          []EnvVar
-	Workers      int
-	Listen       []Listen
+	Env     []EnvVar
+	Workers int
+	Listen  []Listen
+	// Proxy, when set, is the public address recluster serves for the
+	// service, sending connections or requests on to workers that each
+	// listen on a port of their own ($PORT).
+	Proxy        *Proxy
 	ReadyWhen    ReadyWhen
 	ReadyTimeout time.Duration
 	Timeout      time.Duration

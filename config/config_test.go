@@ -213,7 +213,17 @@ func TestProcfile(t *testing.T) {
 		if want := 7000 + 100*i; env["PORT"] != strconv.Itoa(want) {
 			t.Errorf("%s: PORT=%s, want %d", s.Name, env["PORT"], want)
 		}
-		if env["FROM_DOTENV"] != "yes" || s.Workers != 1 || s.ReadyWhen != ReadyStarted {
+		wantReady := ReadyStarted
+		if s.Name == "web" {
+			// web is proxied on foreman's port; its workers get their own.
+			wantReady = ReadyListening
+			if s.Proxy == nil || s.Proxy.Address.Address != ":7000" || s.Proxy.Protocol != ProtocolHTTP {
+				t.Errorf("web is not proxied on :7000: %+v", s.Proxy)
+			}
+		} else if s.Proxy != nil {
+			t.Errorf("%s is proxied", s.Name)
+		}
+		if env["FROM_DOTENV"] != "yes" || s.Workers != 1 || s.ReadyWhen != wantReady {
 			t.Errorf("%s: %+v", s.Name, s)
 		}
 	}

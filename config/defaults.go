@@ -24,7 +24,7 @@ func (o Options) newService(name, dir string) *Service {
 func derive(svc *Service) {
 	if svc.ReadyWhen == "" {
 		svc.ReadyWhen = ReadyStarted
-		if len(svc.Listen) > 0 {
+		if len(svc.Listen) > 0 || svc.Proxy != nil {
 			svc.ReadyWhen = ReadyListening
 		}
 	}

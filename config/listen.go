@@ -103,3 +103,23 @@ func hostsOverlap(a, b string) bool {
 	}
 	return false
 }
+
+// Proxy is a service's proxied public address. It is comparable, so it
+// can key the proxy serving it.
+type Proxy struct {
+	// Address is a tcp address, as a listen entry.
+	Address Listen
+	// Protocol is ProtocolTCP (connections move whole) or ProtocolHTTP
+	// (each request goes to a worker).
+	Protocol string
+	// ProxyProtocol is 0, or the version (1 or 2) of the PROXY protocol
+	// header that tells a tcp worker the client's address.
+	ProxyProtocol int
+}
+
+const (
+	ProtocolTCP  = "tcp"
+	ProtocolHTTP = "http"
+)
+
+func (p Proxy) String() string { return p.Protocol + "://" + p.Address.String() }

@@ -11,12 +11,19 @@ type printedLog struct {
 	Respawns bool `yaml:"respawns"`
 }
 
+type printedProxy struct {
+	Address       string `yaml:"address"`
+	Protocol      string `yaml:"protocol"`
+	ProxyProtocol int    `yaml:"proxyProtocol,omitempty"`
+}
+
 type printedService struct {
 	Command      any               `yaml:"command"`
 	Dir          string            `yaml:"dir"`
 	Env          map[string]string `yaml:"env,omitempty"`
 	Workers      int               `yaml:"workers"`
 	Listen       []string          `yaml:"listen,omitempty"`
+	Proxy        *printedProxy     `yaml:"proxy,omitempty"`
 	ReadyWhen    ReadyWhen         `yaml:"readyWhen"`
 	ReadyTimeout string            `yaml:"readyTimeout"`
 	Timeout      string            `yaml:"timeout"`
@@ -55,6 +62,9 @@ func Print(w io.Writer, cfg *Config) error {
 			for _, e := range s.Env {
 				ps.Env[e.Name] = e.Value
 			}
+		}
+		if p := s.Proxy; p != nil {
+			ps.Proxy = &printedProxy{Address: p.Address.String(), Protocol: p.Protocol, ProxyProtocol: p.ProxyProtocol}
 		}
 		for _, l := range s.Listen {
 			addr := l.String()

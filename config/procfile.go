@@ -20,6 +20,9 @@ func IsProcfile(path string) bool {
 // parseProcfile reads foreman's format: one `name: command` a line. Each
 // service gets one worker, readyWhen started and PORT = base + 100 × index,
 // foreman's rule, so a Procfile app finds the same ports as under foreman.
+// The `web` line is served there by recluster's http proxy instead, and
+// its workers get ports of their own: so `reload web` loses nothing and
+// `scale web=3` works.
 func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -73,6 +76,10 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 		svc.Command = cmd
 		svc.Env = mergeEnv(dotenv, []EnvVar{{Name: "PORT", Value: strconv.Itoa(port)}})
 		svc.Workers = 1
+		if name == "web" {
+			svc.Proxy = &Proxy{Address: Listen{Name: name, Network: "tcp", Address: ":" + strconv.Itoa(port)}, Protocol: ProtocolHTTP}
+			svc.ReadyWhen = ReadyListening
+		}
 		derive(svc)
 		cfg.Services = append(cfg.Services, svc)
 	}

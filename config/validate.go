@@ -96,9 +96,17 @@ func (d *decoder) checkAddresses(sources []*serviceSource) {
 	unixPaths := map[string]claimed{}
 	ports := map[string][]claimed{}
 	for _, s := range sources {
-		for i, l := range s.svc.Listen {
-			n := s.listenNodes[i]
-			path := "services." + s.svc.Name + ".listen"
+		addrs, nodes, paths := s.svc.Listen, s.listenNodes, []string{}
+		for range addrs {
+			paths = append(paths, "services."+s.svc.Name+".listen")
+		}
+		if s.svc.Proxy != nil {
+			addrs = append(append([]Listen(nil), addrs...), s.svc.Proxy.Address)
+			nodes = append(append([]*yaml.Node(nil), nodes...), s.proxyNode)
+			paths = append(paths, "services."+s.svc.Name+".proxy")
+		}
+		for i, l := range addrs {
+			n, path := nodes[i], paths[i]
 			if l.Network == "unix" {
 				if prev, ok := unixPaths[l.Address]; ok {
 					d.errorf(n, path, "%s is already the address of %s (line %d); each address belongs to one service", l, describe(prev.service, s.svc.Name), prev.node.Line)

@@ -20,6 +20,7 @@ type ServiceStatus struct {
 	Reloading  bool           `json:"reloading"`
 	Size       int            `json:"size"`
 	Listen     []string       `json:"listen,omitempty"`
+	Proxy      string         `json:"proxy,omitempty"`
 	Workers    []WorkerStatus `json:"workers"`
 }
 
@@ -34,6 +35,10 @@ type WorkerStatus struct {
 	Started    time.Time `json:"started,omitzero"`
 	LastExit   string    `json:"lastExit,omitempty"`
 	Status     string    `json:"status,omitempty"`
+	// Port and InFlight, for a service behind a proxy: the worker's own
+	// PORT and the connections (tcp) or requests (http) in flight to it.
+	Port     int `json:"port,omitempty"`
+	InFlight int `json:"inFlight"`
 }
 
 // Info describes the running instance: GET /v1/info.
@@ -60,6 +65,9 @@ type scaleRequest struct {
 
 type okResponse struct {
 	OK bool `json:"ok"`
+	// Notes say what a successful change had to cut short: a worker
+	// killed at the end of its timeout.
+	Notes []string `json:"notes,omitempty"`
 }
 
 type statusResponse struct {

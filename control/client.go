@@ -184,9 +184,12 @@ func (c *Client) Status(ctx context.Context) ([]ServiceStatus, error) {
 	return st.Services, err
 }
 
-// Reload reloads services (all when none).
-func (c *Client) Reload(ctx context.Context, services []string) error {
-	return c.do(ctx, "POST", "/v1/reload", servicesRequest{services}, nil)
+// Reload reloads services (all when none), and returns notes on what the
+// old workers' stop cut short.
+func (c *Client) Reload(ctx context.Context, services []string) ([]string, error) {
+	var resp okResponse
+	err := c.do(ctx, "POST", "/v1/reload", servicesRequest{services}, &resp)
+	return resp.Notes, err
 }
 
 // Restart restarts services (all when none).

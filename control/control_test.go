@@ -30,7 +30,9 @@ func (f *fakeController) record(op string, names []string) error {
 	f.calls = append(f.calls, op+" "+strings.Join(names, ","))
 	return f.err
 }
-func (f *fakeController) Reload(_ context.Context, n []string) error  { return f.record("reload", n) }
+func (f *fakeController) Reload(_ context.Context, n []string) ([]string, error) {
+	return nil, f.record("reload", n)
+}
 func (f *fakeController) Restart(_ context.Context, n []string) error { return f.record("restart", n) }
 func (f *fakeController) Start(_ context.Context, n []string) error   { return f.record("start", n) }
 func (f *fakeController) Stop(_ context.Context, n []string) error    { return f.record("stop", n) }
@@ -93,7 +95,7 @@ func TestRoutesAndErrorsAcrossTheSocket(t *testing.T) {
 	}
 	for _, sentinel := range []error{ErrUnknownService, ErrSuperseded, ErrStopped, ErrWorkerFailed, ErrInvalidConfig} {
 		ctl.err = fmt.Errorf("api: %w", sentinel)
-		err := c.Reload(ctx, []string{"api"})
+		_, err := c.Reload(ctx, []string{"api"})
 		if !errors.Is(err, sentinel) || !strings.Contains(err.Error(), "api: ") {
 			t.Errorf("%v did not cross the socket: %v", sentinel, err)
 		}
@@ -380,7 +382,7 @@ func TestClientRefusesASquatter(t *testing.T) {
 	os.Chown(sock, 0, 0)
 	os.Chmod(sock, 0o600)
 	c = NewClient("/x/recluster.yml", Paths{Socket: sock})
-	err = c.Reload(context.Background(), nil)
+	_, err = c.Reload(context.Background(), nil)
 	if err == nil || !errors.Is(err, ErrForeignPeer) {
 		t.Errorf("a squatter's process: %v", err)
 	}

@@ -22,7 +22,8 @@ import (
 // error it returns is answered with the code of the *Error or sentinel it
 // wraps (api.go), else as internal.
 type Controller interface {
-	Reload(ctx context.Context, services []string) error
+	// Reload returns notes on what the old workers' stop cut short.
+	Reload(ctx context.Context, services []string) ([]string, error)
 	Restart(ctx context.Context, services []string) error
 	Start(ctx context.Context, services []string) error
 	Stop(ctx context.Context, services []string) error
@@ -75,9 +76,9 @@ func NewServer(ctl Controller, logs Logs, info Info, down func(ctx context.Conte
 	mux.HandleFunc("GET /v1/info", s.handleInfo)
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /v1/reload", s.change(ctl.Reload))
-	mux.HandleFunc("POST /v1/restart", s.change(ctl.Restart))
-	mux.HandleFunc("POST /v1/start", s.change(ctl.Start))
-	mux.HandleFunc("POST /v1/stop", s.change(ctl.Stop))
+	mux.HandleFunc("POST /v1/restart", s.change(noNotes(ctl.Restart)))
+	mux.HandleFunc("POST /v1/start", s.change(noNotes(ctl.Start)))
+	mux.HandleFunc("POST /v1/stop", s.change(noNotes(ctl.Stop)))
 	mux.HandleFunc("POST /v1/scale", s.handleScale)
 	mux.HandleFunc("POST /v1/down", s.handleDown)
 	mux.HandleFunc("GET /v1/logs", s.handleLogs)
@@ -244,19 +245,24 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, statusResponse{Services: st})
 }
 
-func (s *Server) change(op func(context.Context, []string) error) http.HandlerFunc {
+func (s *Server) change(op func(context.Context, []string) ([]string, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req servicesRequest
 		if err := s.decode(w, r, &req); err != nil {
 			writeError(w, err)
 			return
 		}
-		if err := op(r.Context(), req.Services); err != nil {
+		notes, err := op(r.Context(), req.Services)
+		if err != nil {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, okResponse{OK: true})
+		writeJSON(w, http.StatusOK, okResponse{OK: true, Notes: notes})
 	}
+}
+
+func noNotes(op func(context.Context, []string) error) func(context.Context, []string) ([]string, error) {
+	return func(ctx context.Context, services []string) ([]string, error) { return nil, op(ctx, services) }
 }
 
 // MaxScale is the most workers `scale` may ask for, as the config file

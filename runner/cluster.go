@@ -3,8 +3,9 @@ package runner
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/config"
 )
 
 // phase is where a cluster is in its life; the loop switches on it first
@@ -63,6 +64,11 @@ type cluster struct {
 	onStopped []func()     // run when phaseStopping ends
 	restartAt *restartReq  // a restart waiting for its stop to end
 	readyOnce bool
+	// routers serve the proxy settings of live generations;
+	// closedRouters are closed ones whose Serve run waits for.
+	routers       map[config.Proxy]*routerHandle
+	closedRouters []*routerHandle
+	ports         map[int]bool // the PORTs of live proxied workers
 }
 
 func newCluster(spec *serviceSpec, opts *Options, s *sockets) *cluster {
@@ -115,10 +121,23 @@ func (c *cluster) Restart(ctx context.Context, spec *serviceSpec) error {
 	return c.call(ctx, restartReq{spec, reply}, reply)
 }
 
-// Reload replaces the serving generation with one of spec (reload.go).
-func (c *cluster) Reload(ctx context.Context, spec *serviceSpec) error {
-	reply := make(chan error, 1)
-	return c.call(ctx, reloadReq{spec, reply}, reply)
+// Reload replaces the serving generation with one of spec (reload.go). On
+// success it returns notes on what the old generation's stop cut short.
+func (c *cluster) Reload(ctx context.Context, spec *serviceSpec) ([]string, error) {
+	reply := make(chan reloadResult, 1)
+	select {
+	case c.reqs <- reloadReq{spec, reply}:
+	case <-c.done:
+		return nil, ErrShuttingDown
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-reply:
+		return r.notes, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (c *cluster) Scale(ctx context.Context, n int) error {
@@ -157,6 +176,11 @@ func (c *cluster) Kill() {
 func (c *cluster) run(ctx context.Context) {
 	defer close(c.done)
 	defer func() { c.held.release() }()
+	defer func() {
+		for _, h := range c.closedRouters {
+			<-h.served
+		}
+	}()
 	ctxDone := ctx.Done()
 	for {
 		select {
@@ -212,11 +236,11 @@ func (c *cluster) whileStopped(r request) {
 	case reloadReq:
 		// Nothing serves, and a stopped service stays stopped.
 		if err := c.adopt(r.spec); err != nil {
-			r.reply <- err
+			r.refuse(err)
 			return
 		}
 		c.logf("%s is stopped; its new settings apply when it starts", c.name)
-		r.reply <- nil
+		r.reply <- reloadResult{}
 	case scaleReq:
 		c.scale(r.n, r.reply)
 	default:
@@ -268,11 +292,11 @@ func (c *cluster) whileStopping(r request) {
 		c.onStopped = append(c.onStopped, func() { r.reply <- nil })
 	case reloadReq:
 		if err := c.adopt(r.spec); err != nil {
-			r.reply <- err
+			r.refuse(err)
 			return
 		}
 		c.logf("%s is stopping; its new settings apply when it starts", c.name)
-		r.reply <- nil
+		r.reply <- reloadResult{}
 	case scaleReq:
 		c.scale(r.n, r.reply)
 	case startReq, restartReq:
@@ -291,9 +315,9 @@ func (c *cluster) handleEvent(e message) {
 	case readyTimeoutEvent:
 		c.readyTimedOut(e.w)
 	case killTimeoutEvent:
-		if _, alive := c.live[e.w]; alive && e.w.proc != nil {
-			e.w.proc.Signal(syscall.SIGKILL)
-		}
+		c.killTimedOut(e.w)
+	case drainedEvent:
+		c.drained(e.w, e.timedOut)
 	case respawnEvent:
 		c.respawn(e.s, e.token)
 	}

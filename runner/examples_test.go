@@ -62,7 +62,7 @@ services:
 			load := startLoad(addr, 4)
 			load.waitServed(t, 20)
 			t0 := time.Now()
-			if err := h.m.Reload(context.Background(), nil); err != nil {
+			if err := h.reload(context.Background(), nil); err != nil {
 				t.Fatal(err)
 			}
 			if time.Since(t0) > 5*time.Second {

@@ -9,8 +9,11 @@ type generation struct {
 	num     int
 	spec    *serviceSpec
 	lease   *lease
+	router  *routerHandle // the proxy its ready workers serve behind, if any
 	live    map[*worker]struct{}
 	retired bool
+	// release gives back the lease and the router, once.
+	release func()
 }
 
 func (c *cluster) newGeneration(spec *serviceSpec) (*generation, error) {
@@ -18,8 +21,21 @@ func (c *cluster) newGeneration(spec *serviceSpec) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
+	gen := &generation{num: c.maxGen + 1, spec: spec, lease: l, live: map[*worker]struct{}{}}
+	if gen.router, err = c.routerFor(gen); err != nil {
+		l.release()
+		return nil, err
+	}
 	c.maxGen++
-	return &generation{num: c.maxGen, spec: spec, lease: l, live: map[*worker]struct{}{}}, nil
+	released := false
+	gen.release = func() {
+		if !released {
+			released = true
+			l.release()
+			c.releaseRouter(gen.router)
+		}
+	}
+	return gen, nil
 }
 
 // retire says no worker will join the generation any more.
@@ -35,6 +51,6 @@ func (g *generation) workerGone(w *worker) {
 
 func (g *generation) releaseIfDone() {
 	if g.retired && len(g.live) == 0 {
-		g.lease.release()
+		g.release()
 	}
 }

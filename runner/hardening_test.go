@@ -83,7 +83,7 @@ services:
     command: [WORKER]
     workers: 1
 `)
-	if err := h.m.Reload(context.Background(), nil); err != nil {
+	if err := h.reload(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if c, err := net.Dial("tcp", addr); err == nil {
@@ -132,4 +132,41 @@ func (h *harness) waitLine(re string) []string {
 		return m != nil
 	})
 	return m
+}
+
+// TestListeningSocketsFromTheKernel: sock_diag and /proc agree on where a
+// listener listens, for tcp (v4 and v6) and unix sockets.
+func TestListeningSocketsFromTheKernel(t *testing.T) {
+	var lns []net.Listener
+	for _, a := range [][2]string{{"tcp", "127.0.0.1:0"}, {"tcp", "[::1]:0"}, {"unix", filepath.Join(t.TempDir(), "s.sock")}} {
+		ln, err := net.Listen(a[0], a[1])
+		if err != nil {
+			t.Skipf("%s %s: %v", a[0], a[1], err)
+		}
+		defer ln.Close()
+		lns = append(lns, ln)
+	}
+	diag, err := listeningDiag()
+	if err != nil {
+		t.Skipf("no sock_diag here: %v", err)
+	}
+	proc := listeningProc()
+	for _, ln := range lns {
+		want := ln.Addr().String()
+		if ln.Addr().Network() == "unix" {
+			want = "unix:" + want
+		}
+		found := 0
+		for ino, addr := range diag {
+			if addr == want {
+				found++
+				if proc[ino] != addr {
+					t.Errorf("%s: /proc says %q", want, proc[ino])
+				}
+			}
+		}
+		if found != 1 {
+			t.Errorf("sock_diag finds %s %d times", want, found)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/testbin"
 	"github.com/recluster/recluster/logmux"
+	"github.com/recluster/recluster/proxy"
 )
 
 func TestMain(m *testing.M) {
@@ -82,11 +83,14 @@ func startHarness(t *testing.T, yaml string, names ...string) *harness {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	mux := logmux.New(h.out, logmux.Options{Services: cfg.Names(), MaxWorkers: 8})
+	mux := logmux.New(h.out, logmux.Options{Services: cfg.Names(), MaxWorkers: 8, Timestamps: os.Getenv("TS") != ""})
 	h.m, err = New(cfg, Options{
 		Starter: NewOSStarter(h.dir, nil),
 		Output:  MuxOutput(mux),
 		Load:    func() (*config.Config, error) { return opts.Load(path) },
+		NewRouter: func(spec RouterSpec) (Router, error) {
+			return proxy.New(spec.Listener, proxy.Options{Protocol: spec.Proxy.Protocol, ProxyProtocol: spec.Proxy.ProxyProtocol, Log: spec.Log}), nil
+		},
 		OnEvent: func(e Event) {
 			select {
 			case h.events <- e:
@@ -230,4 +234,10 @@ func workerProcesses(t *testing.T) []int {
 		}
 	}
 	return out
+}
+
+// reload reloads through the Manager, for tests that need only its error.
+func (h *harness) reload(ctx context.Context, names []string) error {
+	_, err := h.m.Reload(ctx, names)
+	return err
 }

@@ -30,7 +30,7 @@ func (c *cluster) adopt(spec *serviceSpec) error {
 
 // acquire takes a lease on spec's sockets, saying which ones it opened.
 func (c *cluster) acquire(spec *serviceSpec) (*lease, error) {
-	l, err := c.sockets.acquire(spec.Listen)
+	l, err := c.sockets.acquire(spec.sockets())
 	if err != nil {
 		return nil, err
 	}
@@ -234,6 +234,7 @@ func (c *cluster) markReady(w *worker) {
 	w.state = Ready
 	stopTimer(w.readyTimer)
 	c.emit(EventReady, w, "")
+	defer c.syncBackends()
 	if c.reload != nil && w.gen == c.reload.gen {
 		c.reloadWorkerReady(w)
 		return
@@ -253,8 +254,11 @@ func (c *cluster) noted(w *worker, n Notification) {
 	if _, alive := c.live[w]; !alive {
 		return
 	}
-	if n.Refused != "" {
-		c.logf("%s: %s", w.ref, n.Refused)
+	if n.Notice != "" {
+		c.logf("%s: %s", w.ref, n.Notice)
+	}
+	if n.Listening != "" {
+		w.listening = n.Listening
 	}
 	if n.HasStatus {
 		w.status = n.Status
@@ -293,6 +297,9 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 	delete(c.live, w)
 	stopTimer(w.readyTimer)
 	stopTimer(w.killTimer)
+	stopTimer(w.drainTimer)
+	delete(c.ports, w.port)
+	defer c.syncBackends()
 	wasReady := w.state == Ready
 	w.gen.workerGone(w) // sockets nothing uses are released first
 	c.emit(EventExited, w, st.String())

@@ -30,6 +30,9 @@ type Options struct {
 	// Load re-reads the config file for a reload. Default: the config
 	// given to New, unchanged.
 	Load func() (*config.Config, error)
+	// NewRouter makes the proxy of a service that has one. Without it, a
+	// service with a proxy cannot start.
+	NewRouter func(RouterSpec) (Router, error)
 }
 
 // Manager runs every service of one config file, each as a cluster. Its
@@ -423,6 +426,11 @@ func (m *Manager) Status(ctx context.Context) ([]ServiceStatus, error) {
 				}
 			}
 		}
+		if sc != nil && sc.Proxy != nil {
+			if addr := m.sockets.boundAddr(sc.Proxy.Address); addr != "" {
+				st.Proxy = sc.Proxy.Protocol + "://" + addr
+			}
+		}
 		out = append(out, st)
 	}
 	return out, nil
@@ -431,20 +439,21 @@ func (m *Manager) Status(ctx context.Context) ([]ServiceStatus, error) {
 // Reload re-reads the config file and replaces the named services' workers
 // (every service when names is empty) with a new generation, with zero
 // downtime. An invalid file changes nothing. On a reload of all, services
-// added to the file start and removed ones stop.
-func (m *Manager) Reload(ctx context.Context, names []string) error {
+// added to the file start and removed ones stop. On success it returns
+// notes on what the old generations' stops cut short.
+func (m *Manager) Reload(ctx context.Context, names []string) ([]string, error) {
 	cfg, err := m.opts.Load()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m.mu.Lock()
 	if m.runCtx == nil {
 		m.mu.Unlock()
-		return errors.New("not running")
+		return nil, errors.New("not running")
 	}
 	if m.stopping {
 		m.mu.Unlock()
-		return ErrShuttingDown
+		return nil, ErrShuttingDown
 	}
 	all := len(names) == 0
 	if all {
@@ -454,9 +463,9 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 		if cfg.Service(n) == nil {
 			m.mu.Unlock()
 			if m.clusters[n] != nil {
-				return fmt.Errorf("%q is no longer in %s; `recluster reload` with no names stops removed services", n, cfg.Path)
+				return nil, fmt.Errorf("%q is no longer in %s; `recluster reload` with no names stops removed services", n, cfg.Path)
 			}
-			return unknownService(cfg, n)
+			return nil, unknownService(cfg, n)
 		}
 	}
 	type job struct {
@@ -497,7 +506,9 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 		byCluster[j.c] = j
 	}
 	cs = append(cs, removed...)
-	return each(cs, func(c *cluster) error {
+	var notesMu sync.Mutex
+	var notes []string
+	err = each(cs, func(c *cluster) error {
 		j, ok := byCluster[c]
 		switch {
 		case !ok: // removed from the file
@@ -510,7 +521,12 @@ func (m *Manager) Reload(ctx context.Context, names []string) error {
 				return ctx.Err()
 			}
 		default:
-			return c.Reload(ctx, j.spec)
+			n, err := c.Reload(ctx, j.spec)
+			notesMu.Lock()
+			notes = append(notes, n...)
+			notesMu.Unlock()
+			return err
 		}
 	})
+	return notes, err
 }

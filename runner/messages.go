@@ -22,7 +22,7 @@ type (
 	}
 	reloadReq struct {
 		spec  *serviceSpec
-		reply chan error
+		reply chan reloadResult
 	}
 	scaleReq struct {
 		n     int
@@ -44,7 +44,13 @@ type (
 	}
 	readyTimeoutEvent struct{ w *worker }
 	killTimeoutEvent  struct{ w *worker }
-	respawnEvent      struct {
+	// drainedEvent: a proxied worker has nothing in flight any more, or
+	// its drain timed out; either way its stop signal goes now.
+	drainedEvent struct {
+		w        *worker
+		timedOut bool
+	}
+	respawnEvent struct {
 		s     *slot
 		token int
 	}
@@ -61,15 +67,23 @@ func (exitEvent) isMessage()         {}
 func (noteEvent) isMessage()         {}
 func (readyTimeoutEvent) isMessage() {}
 func (killTimeoutEvent) isMessage()  {}
+func (drainedEvent) isMessage()      {}
 func (respawnEvent) isMessage()      {}
 
 func (r startReq) refuse(err error)   { r.reply <- err }
 func (r stopReq) refuse(err error)    { r.reply <- err }
 func (r restartReq) refuse(err error) { r.reply <- err }
-func (r reloadReq) refuse(err error)  { r.reply <- err }
+func (r reloadReq) refuse(err error)  { r.reply <- reloadResult{err: err} }
 func (r scaleReq) refuse(err error)   { r.reply <- err }
 func (killReq) refuse(error)          {}
 
 // statusReq is answered in every phase before any refusal; should one ever
 // be refused, its caller still hears, with an empty status.
 func (r statusReq) refuse(error) { r.reply <- ServiceStatus{} }
+
+// reloadResult answers a reload: why it failed, or what its old
+// generation's stop had to cut short (workers killed at their timeout).
+type reloadResult struct {
+	err   error
+	notes []string
+}

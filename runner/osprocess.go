@@ -208,7 +208,7 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 		go p.readReadyFD(readyR)
 	}
 	if spec.ReadyWhen == config.ReadyListening {
-		p.watch = s.watcher.add(p.pid, spec.Listeners)
+		p.watch = s.watcher.add(p.pid, spec.Listeners, spec.Port)
 		p.notes.Add(1)
 		go p.awaitListening()
 	}
@@ -268,7 +268,7 @@ func (p *osProcess) readNotify() {
 		if known && !p.senderOK(sender) {
 			if !refused {
 				refused = true
-				p.spec.Notify(Notification{Refused: fmt.Sprintf("ignored a notification from pid %d, which is not a process of %s (pid %d's group)", sender, p.spec.Worker, p.pid)})
+				p.spec.Notify(Notification{Notice: fmt.Sprintf("ignored a notification from pid %d, which is not a process of %s (pid %d's group)", sender, p.spec.Worker, p.pid)})
 			}
 			continue
 		}
@@ -311,8 +311,11 @@ func (p *osProcess) readReadyFD(r *os.File) {
 
 func (p *osProcess) awaitListening() {
 	defer p.notes.Done()
-	if p.watch.await() {
-		p.spec.Notify(Notification{Ready: true})
+	addr, ok := p.watch.await(func(elsewhere string) {
+		p.spec.Notify(Notification{Notice: listenNotice(elsewhere, p.spec.Port)})
+	})
+	if ok {
+		p.spec.Notify(Notification{Ready: true, Listening: addr})
 	}
 }
 

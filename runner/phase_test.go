@@ -71,6 +71,11 @@ func async(call func() error) chan error {
 	return out
 }
 
+func (f *phaseFixture) reload() error {
+	_, err := f.c.Reload(context.Background(), f.spec())
+	return err
+}
+
 func (f *phaseFixture) status() ServiceStatus {
 	st, err := f.c.Status(context.Background())
 	if err != nil {
@@ -109,7 +114,7 @@ func TestPhaseReloadPromotes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newPhaseFixture(t)
 		f.serving()
-		reloaded := async(func() error { return f.c.Reload(context.Background(), f.spec()) })
+		reloaded := async(f.reload)
 		if st := f.status(); !st.Reloading || len(f.procs(2)) != 2 {
 			t.Fatalf("reloading: %+v, %d new processes", st, len(f.procs(2)))
 		}
@@ -143,7 +148,7 @@ func TestPhaseReloadAbortsAndLeavesTheOldGeneration(t *testing.T) {
 		f := newPhaseFixture(t)
 		f.serving()
 		before := f.status()
-		reloaded := async(func() error { return f.c.Reload(context.Background(), f.spec()) })
+		reloaded := async(f.reload)
 		f.procs(2)[0].end(ExitStatus{Code: 3})
 		synctest.Wait()
 		var wf *WorkerFailedError
@@ -173,8 +178,8 @@ func TestPhaseReloadIsSuperseded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newPhaseFixture(t)
 		f.serving()
-		first := async(func() error { return f.c.Reload(context.Background(), f.spec()) })
-		second := async(func() error { return f.c.Reload(context.Background(), f.spec()) })
+		first := async(f.reload)
+		second := async(f.reload)
 		if err := <-first; !errors.Is(err, ErrSuperseded) {
 			t.Fatalf("the superseded reload: %v", err)
 		}
@@ -208,7 +213,7 @@ func TestPhaseStopDuringAReload(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newPhaseFixture(t)
 		f.serving()
-		reloaded := async(func() error { return f.c.Reload(context.Background(), f.spec()) })
+		reloaded := async(f.reload)
 		stopped := async(func() error { return f.c.Stop(context.Background()) })
 		if err := <-reloaded; !errors.Is(err, ErrStopped) {
 			t.Errorf("the reload under a stop: %v", err)
@@ -227,7 +232,7 @@ func TestPhaseStopDuringAReload(t *testing.T) {
 			t.Errorf("after the stop: %+v", st)
 		}
 		// Stopped, a reload only adopts the spec; a start runs it.
-		if err := <-async(func() error { return f.c.Reload(context.Background(), f.spec()) }); err != nil {
+		if err := <-async(f.reload); err != nil {
 			t.Errorf("reload while stopped: %v", err)
 		}
 		if n := len(f.procs(3)); n != 0 {

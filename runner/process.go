@@ -42,6 +42,9 @@ type StartSpec struct {
 	// LISTEN_FDNAMES, one per listener.
 	Listeners []*os.File
 	Names     []string
+	// Port, when not 0, is the worker's own PORT (a proxied service's):
+	// with readyWhen listening, it is ready when it listens there.
+	Port      int
 	ReadyWhen config.ReadyWhen
 	// Stdout and Stderr receive the worker's output; the starter closes
 	// them once the output is drained, before Wait returns.
@@ -73,9 +76,13 @@ type Notification struct {
 	// Status is set when HasStatus: the worker's STATUS= text.
 	Status    string
 	HasStatus bool
-	// Refused says that a notification from a process outside the worker
-	// was ignored, and why; said once per worker.
-	Refused string
+	// Listening is where the worker was seen listening, when readiness
+	// came from looking.
+	Listening string
+	// Notice is a line to log about the worker: a notification from a
+	// process outside it that was ignored, or a port it listens on that
+	// is not the one it was given. Each kind is said once per worker.
+	Notice string
 }
 
 // parseNotification reads an sd_notify datagram: newline-separated

@@ -38,12 +38,16 @@ type listenWait struct {
 	once   sync.Once
 }
 
-func (w *listenWait) await() bool { <-w.cancel; return false }
+func (w *listenWait) await(func(string)) (string, bool) { <-w.cancel; return "", false }
 
-func (lw *listenWatcher) add(pgid int, inherited []*os.File) *listenWait {
+func listenNotice(string, int) string { return "" }
+
+func (lw *listenWatcher) add(pgid int, inherited []*os.File, port int) *listenWait {
 	return &listenWait{cancel: make(chan struct{})}
 }
 
 func (lw *listenWatcher) remove(w *listenWait) { w.once.Do(func() { close(w.cancel) }) }
 
 func (lw *listenWatcher) wait() {}
+
+func portHolder(string) string { return "" }

@@ -26,17 +26,17 @@ type reloadOp struct {
 	gen     *generation
 	workers []*worker // by slot id
 	ready   int
-	replies []chan error
+	replies []chan reloadResult
 }
 
 // beginReload starts a generation of spec beside the serving one.
-func (c *cluster) beginReload(spec *serviceSpec, reply chan error) {
+func (c *cluster) beginReload(spec *serviceSpec, reply chan reloadResult) {
 	gen, err := c.newGeneration(spec)
 	if err != nil {
-		reply <- err
+		reply <- reloadResult{err: err}
 		return
 	}
-	op := &reloadOp{gen: gen, replies: []chan error{reply}}
+	op := &reloadOp{gen: gen, replies: []chan reloadResult{reply}}
 	c.reload = op
 	c.phase = phaseReloading
 	c.emit(EventReloading, nil, strconv.Itoa(gen.num))
@@ -87,6 +87,7 @@ func (c *cluster) promote() {
 	}
 	c.current = op.gen
 	c.adopt(op.gen.spec) // its sockets are held by the generation already: this cannot fail
+	c.syncBackends()     // new work goes to the new generation from here
 	if old != nil {
 		old.retire()
 	}
@@ -96,8 +97,14 @@ func (c *cluster) promote() {
 	c.logf("%s generation %d is ready; stopping %d old worker(s)", c.name, op.gen.num, len(retiring))
 	c.emit(EventReloaded, nil, strconv.Itoa(op.gen.num))
 	c.whenGone(retiring, func() {
+		var notes []string
+		for _, w := range retiring {
+			if w.killed != "" {
+				notes = append(notes, w.killed)
+			}
+		}
 		for _, r := range op.replies {
-			r <- nil
+			r <- reloadResult{notes: notes}
 		}
 	})
 	c.checkAllReady()
@@ -126,13 +133,13 @@ func (c *cluster) abortReload(err error) {
 	}
 	c.whenGone(op.workers, func() {
 		for _, r := range op.replies {
-			r <- err
+			r <- reloadResult{err: err}
 		}
 	})
 }
 
 // supersede replaces the reload under way with a newer one.
-func (c *cluster) supersede(spec *serviceSpec, reply chan error) {
+func (c *cluster) supersede(spec *serviceSpec, reply chan reloadResult) {
 	c.abortReload(ErrSuperseded)
 	c.beginReload(spec, reply)
 	if c.phase == phaseServing {

@@ -21,18 +21,23 @@ import (
 // loadClient sends requests, one per connection, from several goroutines
 // until stopped, and classifies every failure.
 type loadClient struct {
-	addr     string
-	ok       atomic.Int64
-	mu       sync.Mutex
-	failures map[string]int
-	examples []string
-	stop     chan struct{}
-	served   chan struct{} // signalled after every success
-	wg       sync.WaitGroup
+	addr      string
+	keepAlive bool
+	ok        atomic.Int64
+	mu        sync.Mutex
+	failures  map[string]int
+	examples  []string
+	stop      chan struct{}
+	served    chan struct{} // signalled after every success
+	wg        sync.WaitGroup
 }
 
-func startLoad(addr string, conns int) *loadClient {
-	l := &loadClient{addr: addr, failures: map[string]int{}, stop: make(chan struct{}), served: make(chan struct{}, 1)}
+func startLoad(addr string, conns int) *loadClient { return startLoadWith(addr, conns, false) }
+
+// startLoadWith is startLoad, with keep-alive connections when asked: a
+// client that never retries a request on a connection the server closed.
+func startLoadWith(addr string, conns int, keepAlive bool) *loadClient {
+	l := &loadClient{addr: addr, keepAlive: keepAlive, failures: map[string]int{}, stop: make(chan struct{}), served: make(chan struct{}, 1)}
 	for i := 0; i < conns; i++ {
 		l.wg.Add(1)
 		go l.run()
@@ -43,8 +48,13 @@ func startLoad(addr string, conns int) *loadClient {
 func (l *loadClient) run() {
 	defer l.wg.Done()
 	client := &http.Client{
-		Transport: &http.Transport{DisableKeepAlives: true},
+		Transport: &http.Transport{DisableKeepAlives: !l.keepAlive, MaxIdleConnsPerHost: 1},
 		Timeout:   20 * time.Second,
+	}
+	if l.keepAlive {
+		// Go's client retries an idempotent request once on a keep-alive
+		// connection that turns out closed; a POST it never retries.
+		defer client.CloseIdleConnections()
 	}
 	for {
 		select {
@@ -52,7 +62,13 @@ func (l *loadClient) run() {
 			return
 		default:
 		}
-		resp, err := client.Get("http://" + l.addr + "/")
+		var resp *http.Response
+		var err error
+		if l.keepAlive {
+			resp, err = client.Post("http://"+l.addr+"/", "text/plain", strings.NewReader("x"))
+		} else {
+			resp, err = client.Get("http://" + l.addr + "/")
+		}
 		if err != nil {
 			l.fail(classify(err), err.Error())
 			continue
@@ -147,7 +163,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	load.waitServed(t, 50)
 	ctx := context.Background()
 	for i := 0; i < 20; i++ {
-		if err := h.m.Reload(ctx, []string{"web"}); err != nil {
+		if err := h.reload(ctx, []string{"web"}); err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}
 		load.waitServed(t, 10)
@@ -211,7 +227,7 @@ func TestFailedReloadChangesNothing(t *testing.T) {
 
 	// A new version that exits before it is ready.
 	h.write(strings.Replace(servingStack, "-mode, serve, -ready", "-mode, crash, -code, \"7\"", 1))
-	err := h.m.Reload(ctx, []string{"web"})
+	err := h.reload(ctx, []string{"web"})
 	var wf *WorkerFailedError
 	if !errors.As(err, &wf) || wf.Exit == nil || wf.Exit.Code != 7 {
 		t.Fatalf("reload of a crashing version: %v", err)
@@ -222,14 +238,14 @@ func TestFailedReloadChangesNothing(t *testing.T) {
 
 	// A new version that never says it is ready.
 	h.write(strings.Replace(strings.Replace(servingStack, "-mode, serve, -ready", "-mode, noready", 1), "timeout: 10s", "timeout: 10s\n    readyTimeout: 500ms", 1))
-	err = h.m.Reload(ctx, []string{"web"})
+	err = h.reload(ctx, []string{"web"})
 	if !errors.As(err, &wf) || wf.Timeout != 500*time.Millisecond {
 		t.Fatalf("reload of a never-ready version: %v", err)
 	}
 
 	// An invalid file.
 	h.write("services: {web: {command: x, workers: 0}}\n")
-	if err := h.m.Reload(ctx, nil); err == nil || !strings.Contains(err.Error(), "workers") {
+	if err := h.reload(ctx, nil); err == nil || !strings.Contains(err.Error(), "workers") {
 		t.Fatalf("reload of an invalid file: %v", err)
 	}
 
@@ -262,7 +278,7 @@ func TestConcurrentReloadsConverge(t *testing.T) {
 	load.waitServed(t, 20)
 	errs := make(chan error, 5)
 	for i := 0; i < 5; i++ {
-		go func() { errs <- h.m.Reload(context.Background(), []string{"web"}) }()
+		go func() { errs <- h.reload(context.Background(), []string{"web"}) }()
 	}
 	succeeded := 0
 	for i := 0; i < 5; i++ {
@@ -316,7 +332,7 @@ func TestSlowRequestIsAnsweredAcrossAReload(t *testing.T) {
 	}()
 	// The worker says when the request is in; then the reload retires it.
 	h.waitFor("the slow request to arrive", func() bool { return strings.Contains(h.text(), "request in, answering in 1500 ms") })
-	if err := h.m.Reload(context.Background(), []string{"web"}); err != nil {
+	if err := h.reload(context.Background(), []string{"web"}); err != nil {
 		t.Fatal(err)
 	}
 	a := <-got
@@ -352,12 +368,12 @@ func TestReloadsLeakNoFdsOrGoroutines(t *testing.T) {
 	h := startHarness(t, servingStack)
 	h.waitEvent("ready", is(EventAllReady, "web"))
 	ctx := context.Background()
-	if err := h.m.Reload(ctx, nil); err != nil { // warm up the pools
+	if err := h.reload(ctx, nil); err != nil { // warm up the pools
 		t.Fatal(err)
 	}
 	fds, goroutines := countFDs(), runtime.NumGoroutine()
 	for i := 0; i < 30; i++ {
-		if err := h.m.Reload(ctx, nil); err != nil {
+		if err := h.reload(ctx, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -396,7 +412,7 @@ services:
     workers: 1
     after: [a]
 `)
-	if err := h.m.Reload(context.Background(), nil); err != nil {
+	if err := h.reload(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	sts, _ := h.m.Status(context.Background())
@@ -434,7 +450,7 @@ services:
     listen: "unix:` + dir + `/two.sock"
     readyWhen: ready
 `)
-	if err := h.m.Reload(context.Background(), nil); err != nil {
+	if err := h.reload(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(dir + "/one.sock"); !os.IsNotExist(err) {
@@ -464,7 +480,7 @@ func TestStoppedNewWorkerIsCleanedUp(t *testing.T) {
 	h.write(strings.Replace(strings.Replace(servingStack, "-mode, serve, -ready", "-mode, noready", 1),
 		"timeout: 10s", "timeout: 500ms\n    readyTimeout: 1s", 1))
 	result := make(chan error, 1)
-	go func() { result <- h.m.Reload(context.Background(), []string{"web"}) }()
+	go func() { result <- h.reload(context.Background(), []string{"web"}) }()
 	spawned := h.waitEvent("a new worker", func(e Event) bool { return e.Kind == EventSpawned && e.Generation == 2 })
 	syscall.Kill(spawned.Pid, syscall.SIGSTOP)
 	var wf *WorkerFailedError

@@ -77,7 +77,7 @@ services:
 	// The worker sleeps 500ms before it listens and then keeps listening:
 	// when recluster says ready, the socket must be there. A readiness
 	// reported early would find the worker still asleep.
-	if !isListening([]int{ready.Pid}, listeningInodes(), nil) {
+	if ok, _, _ := (&listenWait{}).check([]int{ready.Pid}, listeningSockets()); !ok {
 		t.Errorf("ready, but pid %d holds no listening socket", ready.Pid)
 	}
 }

@@ -151,6 +151,11 @@ func (s *sockets) boundAddr(l config.Listen) string {
 
 func openListener(l config.Listen) (*socket, error) {
 	fd, err := listenFD(l)
+	if errors.Is(err, syscall.EADDRINUSE) && l.Network == "tcp" {
+		if holder := portHolder(l.Address); holder != "" {
+			err = fmt.Errorf("%w (held by %s)", err, holder)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", l, err)
 	}

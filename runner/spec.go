@@ -21,6 +21,7 @@ type serviceSpec struct {
 	Env          []string // complete worker environment but the per-worker variables
 	Workers      int
 	Listen       []config.Listen
+	Proxy        *config.Proxy
 	ReadyWhen    config.ReadyWhen
 	ReadyTimeout time.Duration
 	StopTimeout  time.Duration
@@ -42,6 +43,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 		Env:          env,
 		Workers:      s.Workers,
 		Listen:       s.Listen,
+		Proxy:        s.Proxy,
 		ReadyWhen:    s.ReadyWhen,
 		ReadyTimeout: s.ReadyTimeout,
 		StopTimeout:  s.Timeout,
@@ -141,4 +143,24 @@ func (e *WorkerFailedError) Error() string {
 		}
 	}
 	return b.String()
+}
+
+// sockets lists every address the spec's generation holds: its listen
+// sockets, then its proxy's public address.
+func (s *serviceSpec) sockets() []config.Listen {
+	if s.Proxy == nil {
+		return s.Listen
+	}
+	return append(append([]config.Listen(nil), s.Listen...), s.Proxy.Address)
+}
+
+// withoutVar returns env without the entries of name.
+func withoutVar(env []string, name string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != name {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

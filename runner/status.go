@@ -13,6 +13,7 @@ type ServiceStatus struct {
 	Reloading  bool
 	Size       int
 	Listen     []string
+	Proxy      string // the proxy's public address, when there is one
 	Workers    []WorkerStatus
 }
 
@@ -27,6 +28,10 @@ type WorkerStatus struct {
 	Started    time.Time
 	LastExit   string
 	Status     string
+	// Port and InFlight, for a proxied service: the worker's PORT and
+	// the connections or requests in flight to it through the proxy.
+	Port     int
+	InFlight int
 }
 
 func (c *cluster) status() ServiceStatus {
@@ -37,6 +42,9 @@ func (c *cluster) status() ServiceStatus {
 	}
 	for _, l := range c.spec.Listen {
 		st.Listen = append(st.Listen, l.String())
+	}
+	if p := c.spec.Proxy; p != nil {
+		st.Proxy = p.String()
 	}
 	history := func(id int) (int, string) {
 		if id < len(c.slots) {
@@ -50,8 +58,12 @@ func (c *cluster) status() ServiceStatus {
 	}
 	for w := range c.live {
 		n, last := history(w.ref.ID)
-		st.Workers = append(st.Workers, WorkerStatus{ID: w.ref.ID, Pid: w.pid, State: w.state, Generation: w.ref.Generation,
-			Restarts: n, Started: w.started, LastExit: last, Status: w.status})
+		ws := WorkerStatus{ID: w.ref.ID, Pid: w.pid, State: w.state, Generation: w.ref.Generation,
+			Restarts: n, Started: w.started, LastExit: last, Status: w.status, Port: w.port}
+		if h := w.gen.router; h != nil {
+			ws.InFlight = h.router.InFlight(backendKey(w))
+		}
+		st.Workers = append(st.Workers, ws)
 	}
 	for _, s := range c.slots {
 		if s.worker == nil && s.backoff {

@@ -1,9 +1,13 @@
 package runner
 
 import (
+	"fmt"
+	"net"
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // State is a worker's state, as `status` shows it.
@@ -42,8 +46,42 @@ type worker struct {
 	status  string // its last STATUS= text
 	// stopAsked: recluster asked it to stop, so its exit is no crash.
 	stopAsked  bool
+	signalled  bool // its stop signal went (after a drain, for a proxied worker)
 	readyTimer *time.Timer
 	killTimer  *time.Timer
+	drainTimer *time.Timer
+	// port is its PORT, for a proxied service; listening is where it was
+	// seen listening, when readiness looked.
+	port      int
+	listening string
+	// killed says how its stop ended in SIGKILL, for the reload's answer.
+	killed string
+}
+
+// backendAddr is where the proxy reaches the worker: where it was seen
+// listening (an app that binds ::1 only is reached there), else
+// 127.0.0.1:PORT.
+func (w *worker) backendAddr() string {
+	if a := loopback(w.listening); a != "" {
+		return a
+	}
+	return "127.0.0.1:" + strconv.Itoa(w.port)
+}
+
+// loopback turns a listening address into one to connect to: every
+// interface (0.0.0.0, ::) is reached on loopback.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	switch host {
+	case "0.0.0.0", "":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // spawn starts one worker of gen in slot id. A worker that cannot start
@@ -56,6 +94,12 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 	gen.live[w] = struct{}{}
 	env := append(append([]string(nil), spec.Env...),
 		"WORKER_ID="+strconv.Itoa(id), "RECLUSTER_SERVICE="+c.name, "RECLUSTER_GENERATION="+strconv.Itoa(gen.num))
+	if spec.Proxy != nil {
+		// Its own PORT replaces any other: runtimes differ on which of
+		// two entries they read.
+		w.port = c.freePort()
+		env = append(withoutVar(env, "PORT"), "PORT="+strconv.Itoa(w.port))
+	}
 	stdout, stderr := c.opts.Output.Open(w.ref)
 	argv, err := spec.Command.Argv(func(k string) string { return getenv(env, k) })
 	var proc Process
@@ -65,7 +109,8 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 			Argv:        argv,
 			Dir:         spec.Dir,
 			Env:         env,
-			Listeners:   gen.lease.files,
+			Listeners:   gen.lease.files[:len(spec.Listen)],
+			Port:        w.port,
 			Names:       listenNames(spec),
 			ReadyWhen:   spec.ReadyWhen,
 			Stdout:      stdout,
@@ -111,14 +156,85 @@ func listenNames(spec *serviceSpec) []string {
 }
 
 // stopWorker asks a worker to stop: its stop signal to the group, SIGKILL
-// after its timeout. Its exit is then no crash.
+// after its timeout. Its exit is then no crash. A worker behind a proxy is
+// first taken out of the proxy's backends and gets its signal only once
+// nothing it serves is in flight (or after its timeout), so an app that
+// handles no signal at all loses nothing.
 func (c *cluster) stopWorker(w *worker) {
 	if w.stopAsked {
 		return
 	}
 	w.stopAsked = true
 	stopTimer(w.readyTimer)
+	if h := w.gen.router; h != nil && w.proc != nil && w.state == Ready {
+		w.state = Stopping
+		c.syncBackends()
+		h.router.Drain(backendKey(w), func() {
+			// Owned by the loop: delivers the drain's end, or gives up
+			// once run has returned.
+			go func() {
+				select {
+				case c.events <- drainedEvent{w: w}:
+				case <-c.done:
+				}
+			}()
+		})
+		if w.gen.spec.StopTimeout > 0 {
+			w.drainTimer = c.after(w.gen.spec.StopTimeout, drainedEvent{w: w, timedOut: true})
+		}
+		return
+	}
 	c.signalStop(w)
+}
+
+// drained sends a proxied worker its stop signal once its drain has ended.
+func (c *cluster) drained(w *worker, timedOut bool) {
+	if _, alive := c.live[w]; !alive || w.signalled {
+		return
+	}
+	stopTimer(w.drainTimer)
+	if timedOut {
+		c.logf("%s still had %d connection(s) in flight after %s; sending %s anyway", w.ref, w.gen.router.router.InFlight(backendKey(w)), w.gen.spec.StopTimeout, unix.SignalName(w.gen.spec.StopSignal))
+	}
+	c.signalStop(w)
+}
+
+// killTimedOut kills a worker that outlived its stop signal by its
+// timeout, and says so: which worker, after how long, and what it still
+// held.
+func (c *cluster) killTimedOut(w *worker) {
+	if _, alive := c.live[w]; !alive || w.proc == nil {
+		return
+	}
+	spec := w.gen.spec
+	w.killed = fmt.Sprintf("%s (pid %d) did not exit within %s of %s: killed", w.ref, w.pid, spec.StopTimeout, unix.SignalName(spec.StopSignal))
+	if h := w.gen.router; h != nil {
+		if n := h.router.InFlight(backendKey(w)); n > 0 {
+			w.killed += fmt.Sprintf(" with %d connection(s) still in flight", n)
+		}
+	}
+	c.logf("%s", w.killed)
+	w.proc.Signal(syscall.SIGKILL)
+}
+
+// freePort picks a port for a proxied worker: one the kernel has free now
+// and no live worker of this service holds.
+func (c *cluster) freePort() int {
+	if c.ports == nil {
+		c.ports = map[int]bool{}
+	}
+	for tries := 0; ; tries++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0 // the worker binds PORT=0 and fails, saying why
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !c.ports[port] || tries > 100 {
+			c.ports[port] = true
+			return port
+		}
+	}
 }
 
 // retireWorker stops a worker whose place another has taken, marking its
@@ -133,6 +249,7 @@ func (c *cluster) retireWorker(w *worker) {
 // stopped for failing to get ready dies as a crash and is respawned.
 func (c *cluster) signalStop(w *worker) {
 	w.state = Stopping
+	w.signalled = true
 	if w.proc == nil {
 		return // never ran; its exit event is on its way
 	}

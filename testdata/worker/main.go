@@ -20,7 +20,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "sleep", "serve | crash | exit | ignoreterm | grandchild | listen | lines | env | fds | sendnotify | closeout | bigline | noready | stopping | sleep")
+	mode := flag.String("mode", "sleep", "serve | naive | crash | exit | ignoreterm | grandchild | listen | lines | env | fds | sendnotify | closeout | bigline | noready | stopping | sleep")
 	after := flag.Duration("after", 0, "delay before the mode's action")
 	code := flag.Int("code", 1, "exit code for crash")
 	n := flag.Int("n", 10, "lines to print")
@@ -130,6 +130,23 @@ func main() {
 		}
 		c.Write([]byte(*msg))
 		c.Close()
+	case "naive":
+		// An app written the usual way: it binds $PORT itself after a slow
+		// boot and handles no signal at all (SIGTERM ends it at once).
+		time.Sleep(*after)
+		ln, err := net.Listen("tcp", ":"+os.Getenv("PORT"))
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+		fmt.Printf("naive listening on %s\n", ln.Addr())
+		http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
+				fmt.Printf("request in, answering in %d ms\n", ms)
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+			}
+			fmt.Fprintf(w, "gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
+		}))
 	case "fds":
 		// What each open descriptor points at, one a line, then wait.
 		entries, _ := os.ReadDir("/proc/self/fd")

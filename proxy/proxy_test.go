@@ -1,0 +1,224 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// backendServer is an HTTP server on a free port that answers with its
+// name, and with ?hold=1 waits until released.
+type backendServer struct {
+	name    string
+	ln      net.Listener
+	release chan struct{}
+	arrived chan struct{}
+	srv     *http.Server
+}
+
+func startBackend(t *testing.T, name string) *backendServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backendServer{name: name, ln: ln, release: make(chan struct{}), arrived: make(chan struct{}, 100)}
+	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("hold") == "1" {
+			b.arrived <- struct{}{}
+			<-b.release
+		}
+		fmt.Fprintf(w, "%s xff=%s", b.name, r.Header.Get("X-Forwarded-For"))
+	})}
+	go b.srv.Serve(ln)
+	t.Cleanup(func() { b.srv.Close() })
+	return b
+}
+
+func (b *backendServer) addr() string { return b.ln.Addr().String() }
+
+func startProxy(t *testing.T, opts Options) (*Proxy, string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(ln, opts)
+	served := make(chan struct{})
+	go func() { p.Serve(); close(served) }()
+	t.Cleanup(func() { p.Close(); <-served })
+	return p, ln.Addr().String()
+}
+
+func get(t *testing.T, c *http.Client, url string) string {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+func TestRequestsGoToTheBackendsGiven(t *testing.T) {
+	for _, protocol := range []string{"tcp", "http"} {
+		t.Run(protocol, func(t *testing.T) {
+			a, b := startBackend(t, "a"), startBackend(t, "b")
+			p, addr := startProxy(t, Options{Protocol: protocol})
+			p.SetBackends(map[string]string{"a": a.addr(), "b": b.addr()})
+			c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			seen := map[string]int{}
+			for i := 0; i < 20; i++ {
+				seen[strings.Fields(get(t, c, "http://"+addr+"/"))[0]]++
+			}
+			if seen["a"] == 0 || seen["b"] == 0 {
+				t.Errorf("work was not spread: %v", seen)
+			}
+			p.SetBackends(map[string]string{"b": b.addr()})
+			for i := 0; i < 5; i++ {
+				if got := get(t, c, "http://"+addr+"/"); !strings.HasPrefix(got, "b ") {
+					t.Errorf("after a was taken out: %q", got)
+				}
+			}
+			if protocol == "http" {
+				if got := get(t, c, "http://"+addr+"/"); !strings.Contains(got, "xff=127.0.0.1") {
+					t.Errorf("no X-Forwarded-For: %q", got)
+				}
+			}
+		})
+	}
+}
+
+// TestDrainWaitsForWorkInFlight: Drain calls back only when the request
+// in flight has ended, and new work goes elsewhere meanwhile.
+func TestDrainWaitsForWorkInFlight(t *testing.T) {
+	for _, protocol := range []string{"tcp", "http"} {
+		t.Run(protocol, func(t *testing.T) {
+			a, b := startBackend(t, "a"), startBackend(t, "b")
+			p, addr := startProxy(t, Options{Protocol: protocol})
+			p.SetBackends(map[string]string{"a": a.addr()})
+			c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			held := make(chan string)
+			go func() {
+				resp, err := c.Get("http://" + addr + "/?hold=1")
+				if err != nil {
+					held <- err.Error()
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				held <- string(body)
+			}()
+			<-a.arrived
+			if n := p.InFlight("a"); n != 1 {
+				t.Errorf("in flight to a: %d", n)
+			}
+			p.SetBackends(map[string]string{"b": b.addr()})
+			drained := make(chan struct{})
+			p.Drain("a", func() { close(drained) })
+			if got := get(t, c, "http://"+addr+"/"); !strings.HasPrefix(got, "b ") {
+				t.Errorf("new work during a's drain went to %q", got)
+			}
+			select {
+			case <-drained:
+				t.Fatalf("drained while a request was in flight")
+			default:
+			}
+			close(a.release)
+			if got := <-held; !strings.HasPrefix(got, "a ") {
+				t.Errorf("the request in flight: %q", got)
+			}
+			select {
+			case <-drained:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("never drained")
+			}
+			if n := p.InFlight("a"); n != 0 {
+				t.Errorf("in flight after drain: %d", n)
+			}
+		})
+	}
+}
+
+// TestWorkWaitsForABackend: with none ready, a connection waits, and is
+// served once one is given; a backend that refuses is skipped.
+func TestWorkWaitsForABackend(t *testing.T) {
+	for _, protocol := range []string{"tcp", "http"} {
+		t.Run(protocol, func(t *testing.T) {
+			p, addr := startProxy(t, Options{Protocol: protocol})
+			dead, _ := net.Listen("tcp", "127.0.0.1:0")
+			deadAddr := dead.Addr().String()
+			dead.Close()
+			p.SetBackends(map[string]string{"dead": deadAddr})
+			got := make(chan string, 1)
+			go func() {
+				c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+				resp, err := c.Get("http://" + addr + "/")
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got <- string(body)
+			}()
+			b := startBackend(t, "b")
+			p.SetBackends(map[string]string{"dead": deadAddr, "b": b.addr()})
+			select {
+			case body := <-got:
+				if !strings.HasPrefix(body, "b ") {
+					t.Errorf("got %q", body)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the waiting request was never served")
+			}
+		})
+	}
+}
+
+// TestTCPHalfCloseAndProxyProtocol: the backend sees the client's address
+// in a PROXY header first, and a client that shuts its writing side still
+// gets the answer.
+func TestTCPHalfCloseAndProxyProtocol(t *testing.T) {
+	for version, want := range map[int]string{1: "PROXY TCP4 127.0.0.1 127.0.0.1 ", 2: "\r\n\r\n\x00\r\nQUIT\n\x21\x11"} {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer ln.Close()
+		var mu sync.Mutex
+		var header string
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			all, _ := io.ReadAll(c) // until the client's half-close
+			mu.Lock()
+			header = string(all)
+			mu.Unlock()
+			c.Write([]byte("answer after EOF"))
+		}()
+		p, addr := startProxy(t, Options{ProxyProtocol: version})
+		p.SetBackends(map[string]string{"x": ln.Addr().String()})
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("hello"))
+		c.(*net.TCPConn).CloseWrite()
+		reply, _ := io.ReadAll(bufio.NewReader(c))
+		c.Close()
+		if string(reply) != "answer after EOF" {
+			t.Errorf("v%d: reply %q", version, reply)
+		}
+		mu.Lock()
+		if !strings.HasPrefix(header, want) || !strings.HasSuffix(header, "hello") {
+			t.Errorf("v%d: the backend read %q", version, header)
+		}
+		mu.Unlock()
+	}
+}
