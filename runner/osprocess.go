@@ -64,9 +64,15 @@ type osProcess struct {
 	pid  int
 	s    *OSStarter
 
-	mu     sync.Mutex // guards gone against Signal racing the end of Wait
+	mu     sync.Mutex // guards the fields below against Signal racing the shim and Wait
 	gone   bool
 	stopAt time.Time // when the first stop (or kill) signal was sent
+	// inShim is true while the process is still recluster's exec shim;
+	// held is the signal asked for meanwhile, sent once the exec is done.
+	inShim bool
+	held   syscall.Signal
+	// kill signals a process group; syscall.Kill, but for tests.
+	kill func(pid int, sig syscall.Signal) error
 
 	outputs sync.WaitGroup // the stdout and stderr copiers
 	pipes   []*os.File     // read ends, closed once drained
@@ -78,6 +84,23 @@ type osProcess struct {
 
 func (p *osProcess) Pid() int { return p.pid }
 
+// shimDone records that the exec shim has exec'd (or ended), and sends the
+// stop signal held meanwhile.
+func (p *osProcess) shimDone() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inShim = false
+	if p.held != 0 && !p.gone {
+		p.kill(-p.pid, p.held)
+	}
+}
+
+// Signal sends sig to the worker's group. While the process is still the
+// exec shim, a stop signal is held and sent once the exec is done: a Go
+// program that execs can lose a signal that one of its threads was
+// handling when the exec ended every other thread, and the worker would
+// then never hear that it was to stop. SIGKILL goes at once: the kernel
+// delivers it whatever the process does.
 func (p *osProcess) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -87,7 +110,11 @@ func (p *osProcess) Signal(sig syscall.Signal) error {
 	if p.stopAt.IsZero() {
 		p.stopAt = time.Now()
 	}
-	if err := syscall.Kill(-p.pid, sig); err != nil && err != syscall.ESRCH {
+	if p.inShim && sig != syscall.SIGKILL {
+		p.held = sig
+		return nil
+	}
+	if err := p.kill(-p.pid, sig); err != nil && err != syscall.ESRCH {
 		return err
 	}
 	return nil
@@ -96,7 +123,7 @@ func (p *osProcess) Signal(sig syscall.Signal) error {
 // Start forks and execs one worker. It returns once the program runs (the
 // exec succeeded) or with the reason it could not.
 func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
-	p := &osProcess{spec: spec, s: s}
+	p := &osProcess{spec: spec, s: s, kill: syscall.Kill}
 	var parentEnds, childEnds []*os.File
 	defer func() {
 		for _, f := range childEnds {
@@ -185,9 +212,11 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 		// time; a failure comes out of Wait as the worker's exit. The
 		// goroutine ends at EOF, by the exec or by the shim's exit.
 		p.execErr = make(chan error, 1)
+		p.inShim = true
 		go func() {
 			msg, _ := io.ReadAll(shimR)
 			shimR.Close()
+			p.shimDone()
 			if len(msg) > 0 {
 				p.execErr <- errors.New(string(msg))
 			} else {

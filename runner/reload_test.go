@@ -304,7 +304,7 @@ func TestConcurrentReloadsConverge(t *testing.T) {
 	}
 	_, failures, examples := load.finish()
 	if len(failures) > 0 {
-		t.Errorf("requests failed: %v %q", failures, examples)
+		t.Errorf("requests failed: %v %q\n%s", failures, examples, h.text())
 	}
 	if left := len(workerProcesses(t)); left != 4 {
 		t.Errorf("%d worker processes run, want 4", left)
