@@ -65,9 +65,15 @@ func runtimeDir(t *testing.T) string {
 
 func startUp(t *testing.T, dir string, args ...string) *upProcess {
 	t.Helper()
+	return startUpIn(t, dir, testEnv(t), args...)
+}
+
+// startUpIn is startUp with the environment given.
+func startUpIn(t *testing.T, dir string, env []string, args ...string) *upProcess {
+	t.Helper()
 	cmd := exec.Command(testbin.Recluster(t), append([]string{"up"}, args...)...)
 	cmd.Dir = dir
-	cmd.Env = testEnv(t)
+	cmd.Env = env
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -160,9 +166,15 @@ func (u *upProcess) waitExit() error {
 // verb runs another recluster command against the running instance.
 func verb(t *testing.T, dir string, args ...string) result {
 	t.Helper()
+	return verbEnv(t, dir, testEnv(t), args...)
+}
+
+// verbEnv is verb with the environment given.
+func verbEnv(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(testbin.Recluster(t), args...)
 	cmd.Dir = dir
-	cmd.Env = testEnv(t)
+	cmd.Env = env
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -177,14 +189,18 @@ func verb(t *testing.T, dir string, args ...string) result {
 
 type statusJSON struct {
 	Services []struct {
-		Name       string `json:"name"`
-		Generation int    `json:"generation"`
+		Name       string   `json:"name"`
+		Generation int      `json:"generation"`
+		Listen     []string `json:"listen"`
+		Proxy      string   `json:"proxy"`
 		Workers    []struct {
 			ID         int    `json:"id"`
 			Pid        int    `json:"pid"`
 			State      string `json:"state"`
 			Generation int    `json:"generation"`
 			Restarts   int    `json:"restarts"`
+			Port       int    `json:"port"`
+			InFlight   int    `json:"inFlight"`
 		} `json:"workers"`
 	} `json:"services"`
 }

@@ -133,7 +133,7 @@ func runScale(io IO, c *common, args []string) error {
 }
 
 func runStatus(io IO, c *common, args []string) error {
-	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, workers: [{id, pid, state, generation, restarts}]}]}")
+	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, listen, proxy, workers: [{id, pid, state, generation, restarts, port, inFlight}]}]}")
 	if err := c.noArgs(args, ""); err != nil {
 		return err
 	}
@@ -151,7 +151,15 @@ func runStatus(io IO, c *common, args []string) error {
 		return enc.Encode(map[string]any{"services": st})
 	}
 	tw := tabwriter.NewWriter(io.Out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tLAST EXIT\tSTATUS")
+	proxied := false
+	for _, s := range st {
+		proxied = proxied || s.Proxy != ""
+	}
+	header := "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tLAST EXIT\tSTATUS"
+	if proxied {
+		header = "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tPORT\tIN FLIGHT\tLAST EXIT\tSTATUS"
+	}
+	fmt.Fprintln(tw, header)
 	now := time.Now()
 	for _, s := range st {
 		if len(s.Workers) == 0 {
@@ -159,22 +167,33 @@ func runStatus(io IO, c *common, args []string) error {
 			if s.Running {
 				state = "running"
 			}
-			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t-\t-\t-\t\n", printable(s.Name), state, s.Generation)
+			dashes := "-\t-\t-"
+			if proxied {
+				dashes = "-\t-\t-\t-\t-"
+			}
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t%s\t\n", printable(s.Name), state, s.Generation, dashes)
 			continue
 		}
 		for _, w := range s.Workers {
-			uptime, pid := "-", "-"
+			uptime, pid, port := "-", "-", "-"
 			if !w.Started.IsZero() {
 				uptime = now.Sub(w.Started).Round(time.Second).String()
 			}
 			if w.Pid > 0 {
 				pid = strconv.Itoa(w.Pid)
 			}
+			if w.Port > 0 {
+				port = strconv.Itoa(w.Port)
+			}
 			last := w.LastExit
 			if last == "" {
 				last = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts, printable(last), printable(w.Status))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts)
+			if proxied {
+				fmt.Fprintf(tw, "%s\t%d\t", port, w.InFlight)
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", printable(last), printable(w.Status))
 		}
 	}
 	return tw.Flush()

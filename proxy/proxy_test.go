@@ -222,3 +222,67 @@ func TestTCPHalfCloseAndProxyProtocol(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestHTTPUpgradesAndStreamsPassThrough: a WebSocket-style upgrade gets a
+// two-way connection to the backend, and a streaming response arrives in
+// pieces as the backend flushes them, each request counted in flight
+// until it ends.
+func TestHTTPUpgradesAndStreamsPassThrough(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	flushed := make(chan struct{})
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "echo" {
+			c, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+			rw.Flush()
+			line, _ := rw.ReadString('\n')
+			rw.WriteString("echo: " + line)
+			rw.Flush()
+			return
+		}
+		fmt.Fprint(w, "first\n")
+		http.NewResponseController(w).Flush()
+		<-flushed
+		fmt.Fprint(w, "second\n")
+	}))
+	defer ln.Close()
+	p, addr := startProxy(t, Options{Protocol: "http"})
+	p.SetBackends(map[string]string{"b": ln.Addr().String()})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	if n := p.InFlight("b"); n != 1 {
+		t.Errorf("an upgraded connection in flight: %d", n)
+	}
+	fmt.Fprint(c, "ping\n")
+	if line, _ := br.ReadString('\n'); line != "echo: ping\n" {
+		t.Errorf("through the upgrade: %q", line)
+	}
+
+	resp, err = http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr := bufio.NewReader(resp.Body)
+	if line, _ := sr.ReadString('\n'); line != "first\n" {
+		t.Errorf("the first piece: %q", line)
+	}
+	close(flushed) // the first piece came before the backend was done
+	if line, _ := sr.ReadString('\n'); line != "second\n" {
+		t.Errorf("the second piece: %q", line)
+	}
+	resp.Body.Close()
+}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -201,5 +203,28 @@ func TestAStopSignalWaitsForTheShimsExec(t *testing.T) {
 	q.Signal(syscall.SIGKILL)
 	if len(sent) != 3 || sent[2] != "-7 SIGKILL" {
 		t.Errorf("SIGKILL waited for the shim: %v", sent)
+	}
+}
+
+// TestATakenPortSaysWhoHoldsIt: a listen address another process holds
+// fails with the process named; once it is free, a start takes it.
+func TestATakenPortSaysWhoHoldsIt(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := taken.Addr().String()
+	h := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, serve, -ready]
+    workers: 1
+    listen: "`+addr+`"
+    readyWhen: ready
+`)
+	h.waitLine(`web is not ready: listen ` + regexp.QuoteMeta(addr) + `: address already in use \(held by pid ` + strconv.Itoa(os.Getpid()) + ` \(`)
+	taken.Close()
+	if err := h.m.Start(context.Background(), []string{"web"}); err != nil {
+		t.Fatalf("start once the port is free: %v", err)
 	}
 }

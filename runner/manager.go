@@ -204,7 +204,7 @@ func (m *Manager) startAfterDeps(ctx context.Context, c *cluster, deps []string,
 		}
 		err := c.Start(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrShuttingDown) {
-			m.opts.Output.System(c.name, fmt.Sprintf("not ready: %v", err))
+			m.opts.Output.System(c.name, fmt.Sprintf("%s is not ready: %v", c.name, err))
 		}
 		if done != nil {
 			done <- err

@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,129 +10,37 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/recluster/recluster/internal/load"
 )
 
-// loadClient sends requests, one per connection, from several goroutines
-// until stopped, and classifies every failure.
-type loadClient struct {
-	addr      string
-	keepAlive bool
-	ok        atomic.Int64
-	mu        sync.Mutex
-	failures  map[string]int
-	examples  []string
-	stop      chan struct{}
-	served    chan struct{} // signalled after every success
-	wg        sync.WaitGroup
-}
+// loadClient is the shared load client (internal/load) with the test's
+// ways of waiting and finishing.
+type loadClient struct{ *load.Client }
 
 func startLoad(addr string, conns int) *loadClient { return startLoadWith(addr, conns, false) }
 
 // startLoadWith is startLoad, with keep-alive connections when asked: a
 // client that never retries a request on a connection the server closed.
 func startLoadWith(addr string, conns int, keepAlive bool) *loadClient {
-	l := &loadClient{addr: addr, keepAlive: keepAlive, failures: map[string]int{}, stop: make(chan struct{}), served: make(chan struct{}, 1)}
-	for i := 0; i < conns; i++ {
-		l.wg.Add(1)
-		go l.run()
-	}
-	return l
-}
-
-func (l *loadClient) run() {
-	defer l.wg.Done()
-	client := &http.Client{
-		Transport: &http.Transport{DisableKeepAlives: !l.keepAlive, MaxIdleConnsPerHost: 1},
-		Timeout:   20 * time.Second,
-	}
-	if l.keepAlive {
-		// Go's client retries an idempotent request once on a keep-alive
-		// connection that turns out closed; a POST it never retries.
-		defer client.CloseIdleConnections()
-	}
-	for {
-		select {
-		case <-l.stop:
-			return
-		default:
-		}
-		var resp *http.Response
-		var err error
-		if l.keepAlive {
-			resp, err = client.Post("http://"+l.addr+"/", "text/plain", strings.NewReader("x"))
-		} else {
-			resp, err = client.Get("http://" + l.addr + "/")
-		}
-		if err != nil {
-			l.fail(classify(err), err.Error())
-			continue
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch {
-		case err != nil:
-			l.fail(classify(err), err.Error())
-		case resp.StatusCode != 200:
-			l.fail("non-200", fmt.Sprintf("%d %s", resp.StatusCode, body))
-		default:
-			l.ok.Add(1)
-			select {
-			case l.served <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-func classify(err error) string {
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "refused"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "eof"
-	case strings.Contains(err.Error(), "timeout"):
-		return "timeout"
-	}
-	return "other"
-}
-
-func (l *loadClient) fail(kind, msg string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.failures[kind]++
-	if len(l.examples) < 5 {
-		l.examples = append(l.examples, msg)
-	}
+	return &loadClient{load.Start(addr, load.Options{Conns: conns, KeepAlive: keepAlive})}
 }
 
 // finish stops the load and returns the failures by kind.
 func (l *loadClient) finish() (int64, map[string]int, []string) {
-	close(l.stop)
-	l.wg.Wait()
-	return l.ok.Load(), l.failures, l.examples
+	r := l.Finish()
+	return r.OK, r.Failures, r.Examples
 }
 
 // waitServed waits until n requests succeeded, so that a test knows the
 // load is flowing before it acts.
 func (l *loadClient) waitServed(t *testing.T, n int64) {
 	t.Helper()
-	start := l.ok.Load()
-	timeout := time.After(deadline)
-	for l.ok.Load() < start+n {
-		select {
-		case <-timeout:
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Fatalf("load client got no answers; failures %v", l.failures)
-		case <-l.served:
-		}
+	if !l.WaitServed(n, deadline) {
+		t.Fatalf("load client got no answers; failures %v", l.Snapshot().Failures)
 	}
 }
 

@@ -1,0 +1,232 @@
+package cli_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/recluster/recluster/internal/load"
+	"github.com/recluster/recluster/internal/testbin"
+)
+
+// The recipes of README.md, each a folder in testdata/recipes: a real
+// framework that nobody here wrote, as its users run it, reloaded five
+// times under load by clients that never retry, with nothing lost.
+
+const recipes = "../testdata/recipes"
+
+// recipeNeeds says what each recipe needs on the machine; .ci/run
+// installs it (Debian packages, and express from npm).
+var recipeNeeds = map[string][]string{
+	"gunicorn": {"gunicorn"},
+	"uvicorn":  {"/usr/bin/python3"},
+	"express":  {"node", "npm"},
+	"gohttp":   {"go"},
+	"puma":     {"puma"},
+}
+
+func TestRecipesReloadUnderLoadLosingNothing(t *testing.T) {
+	entries, err := os.ReadDir(recipes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		t.Run(name, func(t *testing.T) {
+			for _, need := range recipeNeeds[name] {
+				if _, err := exec.LookPath(need); err != nil {
+					t.Skipf("RECIPE NOT TESTED: %s needs %s, which is not installed (.ci/run installs it)", name, need)
+				}
+			}
+			if name == "uvicorn" && exec.Command("/usr/bin/python3", "-c", "import uvicorn").Run() != nil {
+				t.Skipf("RECIPE NOT TESTED: uvicorn needs python3-uvicorn (.ci/run installs it)")
+			}
+			dir := prepareRecipe(t, name)
+			u := startUpIn(t, dir, recipeEnv(t))
+			u.waitLine(`every service is ready`)
+			addr := publicAddr(t, dir)
+			oneShot := load.Start(addr, load.Options{Conns: 3})
+			keepAlive := load.Start(addr, load.Options{Conns: 3, KeepAlive: true})
+			for _, l := range []*load.Client{oneShot, keepAlive} {
+				if !l.WaitServed(20, deadline) {
+					t.Fatalf("no answers: %v\n%s", l.Snapshot().Failures, u.output())
+				}
+			}
+			for i := 0; i < 5; i++ {
+				if r := verbEnv(t, dir, recipeEnv(t), "reload"); r.code != 0 {
+					t.Fatalf("reload %d: exit %d: %s\n%s", i, r.code, r.err, tail(u.output(), 30))
+				}
+				oneShot.WaitServed(10, deadline)
+				keepAlive.WaitServed(10, deadline)
+			}
+			for kind, l := range map[string]*load.Client{"one request per connection": oneShot, "keep-alive": keepAlive} {
+				if r := l.Finish(); r.Failed() > 0 {
+					t.Errorf("%s: %d of %d requests failed through 5 reloads: %v, e.g. %q\n%s", kind, r.Failed(), int(r.OK)+r.Failed(), r.Failures, r.Examples, tail(u.output(), 30))
+				} else {
+					t.Logf("%s: %d requests through 5 reloads, none failed", kind, r.OK)
+				}
+			}
+		})
+	}
+}
+
+// prepareRecipe copies a recipe to a folder of its own, on free ports,
+// with what it needs built or installed.
+func prepareRecipe(t *testing.T, name string) string {
+	dir := t.TempDir()
+	src := filepath.Join(recipes, name)
+	files, _ := os.ReadDir(src)
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(src, f.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Name() == "recluster.yml" {
+			data = []byte(regexp.MustCompile(`(listen|address): \d+`).ReplaceAllStringFunc(string(data), func(m string) string {
+				key, _, _ := strings.Cut(m, ":")
+				_, port, _ := strings.Cut(freeAddr(t), ":")
+				return key + ": " + port
+			}))
+		}
+		os.WriteFile(filepath.Join(dir, f.Name()), data, 0o644)
+	}
+	switch name {
+	case "gohttp":
+		build := exec.Command("go", "build", "-o", "server", "main.go")
+		build.Dir = dir
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+	case "express":
+		os.Symlink(expressModules(t), filepath.Join(dir, "node_modules"))
+	}
+	return dir
+}
+
+// expressModules returns a node_modules folder that holds express:
+// $RECLUSTER_TEST_NODE_MODULES when .ci/run installed it, else one npm
+// fills once in the user's cache.
+func expressModules(t *testing.T) string {
+	if dir := os.Getenv("RECLUSTER_TEST_NODE_MODULES"); dir != "" {
+		return dir
+	}
+	cache, _ := os.UserCacheDir()
+	prefix := filepath.Join(cache, "recluster-test", "npm")
+	modules := filepath.Join(prefix, "node_modules")
+	if _, err := os.Stat(filepath.Join(modules, "express")); err == nil {
+		return modules
+	}
+	os.MkdirAll(prefix, 0o755)
+	install := exec.Command("npm", "install", "--prefix", prefix, "--no-audit", "--no-fund", "express@4")
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Skipf("RECIPE NOT TESTED: npm could not install express: %v\n%s", err, out)
+	}
+	return modules
+}
+
+// recipeEnv is the tests' environment with Debian's Python first, which
+// has the packages .ci/run installs (a pyenv python3 may be first on PATH).
+func recipeEnv(t *testing.T) []string {
+	return append(testEnv(t), "PATH=/usr/bin:"+os.Getenv("PATH"))
+}
+
+// publicAddr is where the recipe's service answers: its proxy, else its
+// first listen address.
+func publicAddr(t *testing.T, dir string) string {
+	st := status(t, dir)
+	for _, s := range st.Services {
+		if _, addr, ok := strings.Cut(s.Proxy, "://"); ok {
+			return addr
+		}
+		if len(s.Listen) > 0 {
+			return strings.Replace(s.Listen[0], "[::]", "127.0.0.1", 1)
+		}
+	}
+	t.Fatalf("no address in %+v", st)
+	return ""
+}
+
+// TestREADMERecipesAreTheTestedOnes: every recipe README.md shows is one
+// that the test above runs, as it is there.
+func TestREADMERecipesAreTheTestedOnes(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)<!-- recipe: ([a-z]+)/([a-z.]+) -->\n```[a-z]*\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	shown := map[string]bool{}
+	for _, b := range blocks {
+		want, err := os.ReadFile(filepath.Join(recipes, b[1], b[2]))
+		if err != nil {
+			t.Errorf("README shows %s/%s, which is not a tested recipe file: %v", b[1], b[2], err)
+			continue
+		}
+		if b[3] != string(want) {
+			t.Errorf("README's %s/%s differs from the tested file:\n--- README\n%s--- %s\n%s", b[1], b[2], b[3], filepath.Join(recipes, b[1], b[2]), want)
+		}
+		shown[b[1]] = true
+	}
+	entries, _ := os.ReadDir(recipes)
+	for _, e := range entries {
+		if !shown[e.Name()] {
+			t.Errorf("recipe %s is tested but README.md does not show it", e.Name())
+		}
+	}
+	if len(shown) == 0 {
+		t.Errorf("README.md shows no recipe")
+	}
+}
+
+// TestProcfileWebIsProxied: in Procfile mode web is served on foreman's
+// port by the proxy, so `reload web` under load loses nothing, and
+// `scale web=2` gives two ready workers on ports of their own.
+func TestProcfileWebIsProxied(t *testing.T) {
+	dir := t.TempDir()
+	worker := testbin.Worker(t)
+	os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: "+worker+" -mode naive -after 100ms\nclock: "+worker+"\n"), 0o644)
+	_, base, _ := strings.Cut(freeAddr(t), ":")
+	u := startUp(t, dir, "--port", base)
+	u.waitLine(`every service is ready`)
+	l := load.Start("127.0.0.1:"+base, load.Options{Conns: 4, KeepAlive: true})
+	if !l.WaitServed(20, deadline) {
+		t.Fatalf("web answers nothing on %s: %v", base, l.Snapshot().Failures)
+	}
+	for i := 0; i < 3; i++ {
+		if r := verb(t, dir, "reload", "web"); r.code != 0 {
+			t.Fatalf("reload web: %d %s", r.code, r.err)
+		}
+		l.WaitServed(10, deadline)
+	}
+	if r := verb(t, dir, "scale", "web=2"); r.code != 0 {
+		t.Fatalf("scale web=2: %d %s", r.code, r.err)
+	}
+	l.WaitServed(10, deadline)
+	if res := l.Finish(); res.Failed() > 0 {
+		t.Errorf("%d requests failed: %v %q", res.Failed(), res.Failures, res.Examples)
+	}
+	ports := map[int]bool{}
+	for _, s := range status(t, dir).Services {
+		if s.Name != "web" {
+			continue
+		}
+		for _, w := range s.Workers {
+			if w.State != "ready" || w.Port == 0 || w.Port == atoi(base) {
+				t.Errorf("web worker %+v", w)
+			}
+			ports[w.Port] = true
+		}
+	}
+	if len(ports) != 2 {
+		t.Errorf("two web workers on two ports: %v", ports)
+	}
+}
+
+func atoi(s string) int {
+	n := 0
+	fmt.Sscan(s, &n)
+	return n
+}
