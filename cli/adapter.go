@@ -42,7 +42,7 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 	}
 	out := make([]control.ServiceStatus, len(sts))
 	for i, s := range sts {
-		out[i] = control.ServiceStatus{Name: s.Name, Generation: s.Generation, Running: s.Running,
+		out[i] = control.ServiceStatus{Name: s.Name, State: s.State, Reason: s.Reason, Generation: s.Generation, Running: s.Running,
 			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Proxy: s.Proxy, Workers: make([]control.WorkerStatus, len(s.Workers))}
 		for j, w := range s.Workers {
 			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
@@ -68,6 +68,7 @@ func apiError(err error) error {
 		{func(e error) bool { return errors.Is(e, runner.ErrStopped) }, control.CodeStopped},
 		{func(e error) bool { return errors.Is(e, runner.ErrShuttingDown) }, control.CodeShuttingDown},
 		{func(e error) bool { var wf *runner.WorkerFailedError; return errors.As(e, &wf) }, control.CodeWorkerFailed},
+		{func(e error) bool { var bf *runner.BuildFailedError; return errors.As(e, &bf) }, control.CodeBuildFailed},
 	}
 	for _, c := range codes {
 		if c.is(err) {

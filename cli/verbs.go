@@ -163,15 +163,12 @@ func runStatus(io IO, c *common, args []string) error {
 	now := time.Now()
 	for _, s := range st {
 		if len(s.Workers) == 0 {
-			state := "stopped"
-			if s.Running {
-				state = "running"
-			}
 			dashes := "-\t-\t-"
 			if proxied {
 				dashes = "-\t-\t-\t-\t-"
 			}
-			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t%s\t\n", printable(s.Name), state, s.Generation, dashes)
+			reason, _, _ := strings.Cut(s.Reason, "\n")
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t%s\t%s\n", printable(s.Name), printable(s.State), s.Generation, dashes, printable(reason))
 			continue
 		}
 		for _, w := range s.Workers {

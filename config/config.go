@@ -20,6 +20,8 @@ const (
 	DefaultTimeout           = time.Second
 	DefaultProductionTimeout = time.Hour
 	DefaultReadyTimeout      = 60 * time.Second
+	DefaultBuildTimeout      = 10 * time.Minute
+	DefaultWatchDebounce     = 200 * time.Millisecond
 	DefaultStopSignal        = syscall.SIGTERM
 	DefaultProcfilePortBase  = 5000
 )
@@ -88,7 +90,34 @@ type Service struct {
 	StopSignal   syscall.Signal
 	After        []string
 	Log          LogOptions
+	// Build, when set, runs once per generation before its workers start,
+	// in Dir with the service's environment, for at most BuildTimeout.
+	Build        *Command
+	BuildTimeout time.Duration
+	// Watch, when set, reloads (or restarts) the service when files it
+	// names change.
+	Watch *Watch
 }
+
+// Watch says which files a service's reload follows.
+type Watch struct {
+	// Paths are globs relative to the service's Dir ("**" is any depth);
+	// a folder stands for everything below it.
+	Paths []string
+	// Ignore are globs of files that do not count, beside the defaults
+	// (.git, node_modules, editor swap and backup files) and what the
+	// nearest .gitignore files ignore.
+	Ignore   []string
+	Debounce time.Duration
+	// Action is WatchReload (zero downtime) or WatchRestart (for services
+	// that cannot run two generations side by side).
+	Action string
+}
+
+const (
+	WatchReload  = "reload"
+	WatchRestart = "restart"
+)
 
 // LogOptions are the service's `log` settings.
 type LogOptions struct {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,7 +21,8 @@ import (
 var (
 	topKeys     = []string{"env", "envFile", "services"}
 	serviceKeys = []string{"command", "dir", "env", "envFile", "workers", "listen", "proxy", "readyWhen",
-		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log"}
+		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log", "build", "buildTimeout", "watch"}
+	watchKeys   = []string{"paths", "ignore", "debounce", "action"}
 	logKeys     = []string{"respawns"}
 	proxyKeys   = []string{"address", "protocol", "proxyProtocol"}
 	serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
@@ -192,10 +194,88 @@ func (d *decoder) serviceKey(key string, v *yaml.Node, path string, src *service
 		svc.After, src.afterNodes = d.strs(v, path)
 	case "log":
 		d.logOptions(v, path, &svc.Log)
+	case "build":
+		if cmd := d.command(v, path); cmd.Line != "" || len(cmd.Args) > 0 {
+			svc.Build = &cmd
+		}
+	case "buildTimeout":
+		svc.BuildTimeout = d.duration(v, path, false, svc.BuildTimeout)
+	case "watch":
+		svc.Watch = d.watch(v, path)
 	default:
 		return false
 	}
 	return true
+}
+
+// watch reads `watch: true`, a glob, a list of globs, or
+// {paths, ignore, debounce, action}.
+func (d *decoder) watch(n *yaml.Node, path string) *Watch {
+	const allowed = `true, a glob ("**/*.py") or a list of globs relative to dir, or {paths: [...], ignore: [...], debounce: 200ms, action: reload|restart}`
+	w := &Watch{Debounce: DefaultWatchDebounce, Action: WatchReload}
+	switch {
+	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool":
+		if !d.boolean(n, path, false) {
+			return nil
+		}
+		w.Paths = []string{"."}
+	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str", n.Kind == yaml.SequenceNode:
+		w.Paths = d.globs(n, path)
+	case n.Kind == yaml.MappingNode:
+		for _, p := range d.pairs(n, path) {
+			k, v, kp := p.key.Value, p.value, join(path, p.key.Value)
+			switch k {
+			case "paths":
+				w.Paths = d.globs(v, kp)
+			case "ignore":
+				w.Ignore = d.globs(v, kp)
+			case "debounce":
+				w.Debounce = d.duration(v, kp, true, w.Debounce)
+			case "action":
+				if s, ok := d.str(v, kp); ok {
+					if s != WatchReload && s != WatchRestart {
+						d.errorf(v, kp, "unknown action %q; allowed: reload (zero downtime), restart (stop, then start)", s)
+					} else {
+						w.Action = s
+					}
+				}
+			default:
+				d.unknownKey(p.key, path, watchKeys)
+			}
+		}
+		if w.Paths == nil {
+			w.Paths = []string{"."}
+		}
+	default:
+		d.errorf(n, path, "must be %s, got %s", allowed, kindName(n))
+		return nil
+	}
+	return w
+}
+
+// globs reads one glob or a list, checking each is a usable pattern
+// relative to the service's folder.
+func (d *decoder) globs(n *yaml.Node, path string) []string {
+	out := []string{}
+	d.oneOrList(n, path, func(item *yaml.Node, p string) {
+		s, ok := d.str(item, p)
+		if !ok {
+			return
+		}
+		switch {
+		case s == "":
+			d.errorf(item, p, "is empty; a glob names files relative to the service's dir, such as \"**/*.py\"")
+		case filepath.IsAbs(s) || strings.HasPrefix(filepath.Clean(s), ".."):
+			d.errorf(item, p, "%q leaves the service's dir; a glob is relative to dir and stays below it", s)
+		default:
+			if _, err := filepath.Match(strings.ReplaceAll(s, "**", "*"), ""); err != nil {
+				d.errorf(item, p, "%q is not a glob: %v", s, err)
+				return
+			}
+			out = append(out, filepath.ToSlash(filepath.Clean(s)))
+		}
+	})
+	return out
 }
 
 func (d *decoder) unknownKey(k *yaml.Node, path string, allowed []string) {

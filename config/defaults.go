@@ -17,6 +17,7 @@ func (o Options) newService(name, dir string) *Service {
 		Backoff:      DefaultBackoff,
 		StopSignal:   DefaultStopSignal,
 		Log:          LogOptions{Respawns: true},
+		BuildTimeout: DefaultBuildTimeout,
 	}
 }
 

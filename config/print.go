@@ -32,6 +32,16 @@ type printedService struct {
 	StopSignal   string            `yaml:"stopSignal"`
 	After        []string          `yaml:"after,flow,omitempty"`
 	Log          printedLog        `yaml:"log"`
+	Build        any               `yaml:"build,omitempty"`
+	BuildTimeout string            `yaml:"buildTimeout,omitempty"`
+	Watch        *printedWatch     `yaml:"watch,omitempty"`
+}
+
+type printedWatch struct {
+	Paths    []string `yaml:"paths,flow"`
+	Ignore   []string `yaml:"ignore,flow,omitempty"`
+	Debounce string   `yaml:"debounce"`
+	Action   string   `yaml:"action"`
 }
 
 // Print writes cfg as YAML with every default filled in, so users can see
@@ -62,6 +72,15 @@ func Print(w io.Writer, cfg *Config) error {
 			for _, e := range s.Env {
 				ps.Env[e.Name] = e.Value
 			}
+		}
+		if b := s.Build; b != nil {
+			ps.Build, ps.BuildTimeout = b.Line, s.BuildTimeout.String()
+			if b.Args != nil {
+				ps.Build = b.Args
+			}
+		}
+		if w := s.Watch; w != nil {
+			ps.Watch = &printedWatch{Paths: w.Paths, Ignore: w.Ignore, Debounce: w.Debounce.String(), Action: w.Action}
 		}
 		if p := s.Proxy; p != nil {
 			ps.Proxy = &printedProxy{Address: p.Address.String(), Protocol: p.Protocol, ProxyProtocol: p.ProxyProtocol}

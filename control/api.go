@@ -14,7 +14,11 @@ import (
 
 // ServiceStatus is one service in GET /v1/status and `status --json`.
 type ServiceStatus struct {
-	Name       string         `json:"name"`
+	Name string `json:"name"`
+	// State is stopped, building, running, reloading, stopping, failed or
+	// shut down; Reason says why, when failed.
+	State      string         `json:"state"`
+	Reason     string         `json:"reason,omitempty"`
 	Generation int            `json:"generation"`
 	Running    bool           `json:"running"`
 	Reloading  bool           `json:"reloading"`
@@ -86,6 +90,7 @@ const (
 	CodeStopped        = "stopped"
 	CodeShuttingDown   = "shutting_down"
 	CodeWorkerFailed   = "worker_failed"
+	CodeBuildFailed    = "build_failed"
 	CodeInvalidConfig  = "invalid_config"
 	CodeBadRequest     = "bad_request"
 	CodeInternal       = "internal"
@@ -98,6 +103,7 @@ var (
 	ErrStopped        = errors.New("the service was stopped")
 	ErrShuttingDown   = errors.New("recluster is shutting down")
 	ErrWorkerFailed   = errors.New("a worker failed")
+	ErrBuildFailed    = errors.New("a build failed")
 	ErrInvalidConfig  = errors.New("the config file is invalid")
 )
 
@@ -107,6 +113,7 @@ var sentinels = map[string]error{
 	CodeStopped:        ErrStopped,
 	CodeShuttingDown:   ErrShuttingDown,
 	CodeWorkerFailed:   ErrWorkerFailed,
+	CodeBuildFailed:    ErrBuildFailed,
 	CodeInvalidConfig:  ErrInvalidConfig,
 }
 

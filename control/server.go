@@ -200,7 +200,7 @@ func writeError(w http.ResponseWriter, err error) {
 	switch e.Code {
 	case CodeUnknownService, CodeBadRequest, CodeInvalidConfig:
 		status = http.StatusBadRequest
-	case CodeSuperseded, CodeWorkerFailed, CodeStopped:
+	case CodeSuperseded, CodeWorkerFailed, CodeBuildFailed, CodeStopped:
 		status = http.StatusConflict
 	}
 	writeJSON(w, status, errorResponse{Error: e})

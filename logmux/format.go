@@ -21,8 +21,12 @@ type Source struct {
 	Generation int    `json:"generation"`
 }
 
-// System is the ID of recluster's own lines.
-const System = -1
+// System is the ID of recluster's own lines; Build that of a service's
+// build, whose lines show as SERVICE.build.
+const (
+	System = -1
+	Build  = -2
+)
 
 // Line is one whole line, without its newline.
 type Line struct {
@@ -103,8 +107,11 @@ func (f *Formatter) prefix(src Source, stderr, retiring bool) []byte {
 		return p
 	}
 	name := "recluster"
-	if src.ID >= 0 {
+	switch {
+	case src.ID >= 0:
 		name = src.Service + "." + strconv.Itoa(src.ID)
+	case src.ID == Build:
+		name = src.Service + ".build"
 	}
 	f.width = max(f.width, len(name))
 	padded := name

@@ -28,10 +28,13 @@ const (
 	// phaseShutDown: run's context ended. Everything stops, every request
 	// is refused, and run returns once the last worker is gone.
 	phaseShutDown
+	// phaseFailed: the service could not start (its build failed); no
+	// worker runs. A start, restart or reload tries again.
+	phaseFailed
 )
 
 func (p phase) String() string {
-	return [...]string{"stopped", "serving", "reloading", "stopping", "shut down"}[p]
+	return [...]string{"stopped", "serving", "reloading", "stopping", "shut down", "failed"}[p]
 }
 
 // cluster keeps one service's workers at their count. One goroutine, run,
@@ -59,16 +62,18 @@ type cluster struct {
 	slots     []*slot     // one per worker id of the current generation
 	live      map[*worker]struct{}
 	drains    []*drain
-	waiters   []chan error // callers waiting for every slot to be ready
-	deferred  []request    // held until a reload or a stop ends
-	onStopped []func()     // run when phaseStopping ends
-	restartAt *restartReq  // a restart waiting for its stop to end
+	waiters   []func(error) // callers waiting for every slot to be ready
+	deferred  []request     // held until a reload or a stop ends
+	onStopped []func()      // run when phaseStopping ends
+	restartAt *restartReq   // a restart waiting for its stop to end
 	readyOnce bool
 	// routers serve the proxy settings of live generations;
 	// closedRouters are closed ones whose Serve run waits for.
 	routers       map[config.Proxy]*routerHandle
 	closedRouters []*routerHandle
 	ports         map[int]bool // the PORTs of live proxied workers
+	builders      map[*builder]struct{}
+	failure       error // why the service is in phaseFailed
 }
 
 func newCluster(spec *serviceSpec, opts *Options, s *sockets) *cluster {
@@ -83,6 +88,7 @@ func newCluster(spec *serviceSpec, opts *Options, s *sockets) *cluster {
 		spec:       spec,
 		size:       spec.Workers,
 		live:       map[*worker]struct{}{},
+		builders:   map[*builder]struct{}{},
 	}
 }
 
@@ -192,9 +198,10 @@ func (c *cluster) run(ctx context.Context) {
 		case e := <-c.events:
 			c.handleEvent(e)
 		}
-		if c.phase == phaseShutDown && len(c.live) == 0 {
+		if c.phase == phaseShutDown && len(c.live) == 0 && len(c.builders) == 0 {
 			return
 		}
+		c.buildWhenIdle()
 	}
 }
 
@@ -218,19 +225,56 @@ func (c *cluster) handleRequest(r request) {
 		c.whileStopping(r)
 	case phaseShutDown:
 		r.refuse(ErrShuttingDown)
+	case phaseFailed:
+		c.whileFailed(r)
+	}
+}
+
+// buildWhenIdle starts a pending build once no request waits: a request
+// already sent (a newer reload, a stop) is handled first, so a generation
+// it cancels never builds.
+func (c *cluster) buildWhenIdle() {
+	for {
+		select {
+		case r := <-c.reqs:
+			c.handleRequest(r)
+			continue
+		default:
+		}
+		c.startPendingBuild()
+		return
+	}
+}
+
+func (c *cluster) whileFailed(r request) {
+	switch r := r.(type) {
+	case stopReq:
+		c.phase, c.failure = phaseStopped, nil
+		r.reply <- nil
+	case reloadReq:
+		// A reload of a service that could not start tries again.
+		if err := c.adopt(r.spec); err != nil {
+			r.refuse(err)
+			return
+		}
+		c.phase, c.failure = phaseStopped, nil
+		c.start(func(err error) { r.reply <- reloadResult{err: err} })
+	default:
+		c.phase, c.failure = phaseStopped, nil
+		c.whileStopped(r)
 	}
 }
 
 func (c *cluster) whileStopped(r request) {
 	switch r := r.(type) {
 	case startReq:
-		c.start(r.reply)
+		c.start(reply(r.reply))
 	case restartReq:
 		if err := c.adopt(r.spec); err != nil {
 			r.reply <- err
 			return
 		}
-		c.start(r.reply)
+		c.start(reply(r.reply))
 	case stopReq:
 		r.reply <- nil
 	case reloadReq:
@@ -251,7 +295,7 @@ func (c *cluster) whileStopped(r request) {
 func (c *cluster) whileServing(r request) {
 	switch r := r.(type) {
 	case startReq:
-		c.waiters = append(c.waiters, r.reply)
+		c.waiters = append(c.waiters, reply(r.reply))
 		c.checkAllReady()
 	case stopReq:
 		c.stopAll(ErrStopped, func() { r.reply <- nil })
@@ -320,6 +364,10 @@ func (c *cluster) handleEvent(e message) {
 		c.drained(e.w, e.timedOut)
 	case respawnEvent:
 		c.respawn(e.s, e.token)
+	case buildEvent:
+		c.buildEnded(e.b, e.status)
+	case buildTimeoutEvent:
+		c.buildTimedOut(e.b)
 	}
 }
 
@@ -361,3 +409,6 @@ func (c *cluster) emit(kind EventKind, w *worker, detail string) {
 func (c *cluster) logf(format string, args ...any) {
 	c.opts.Output.System(c.name, fmt.Sprintf(format, args...))
 }
+
+// reply answers a caller's channel.
+func reply(ch chan error) func(error) { return func(err error) { ch <- err } }

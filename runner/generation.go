@@ -12,6 +12,9 @@ type generation struct {
 	router  *routerHandle // the proxy its ready workers serve behind, if any
 	live    map[*worker]struct{}
 	retired bool
+	// build is its build under way; built, that the build succeeded.
+	build *builder
+	built bool
 	// release gives back the lease and the router, once.
 	release func()
 }
@@ -50,7 +53,7 @@ func (g *generation) workerGone(w *worker) {
 }
 
 func (g *generation) releaseIfDone() {
-	if g.retired && len(g.live) == 0 {
+	if g.retired && len(g.live) == 0 && g.build == nil {
 		g.release()
 	}
 }

@@ -40,20 +40,20 @@ func (c *cluster) acquire(spec *serviceSpec) (*lease, error) {
 	return l, nil
 }
 
-// start begins a generation of the spec in force, from phaseStopped; reply
+// start begins a generation of the spec in force, from phaseStopped; done
 // hears once every worker is ready, or why one was not.
-func (c *cluster) start(reply chan error) {
+func (c *cluster) start(done func(error)) {
 	if c.held == nil {
 		l, err := c.acquire(c.spec)
 		if err != nil {
-			reply <- err
+			done(err)
 			return
 		}
 		c.held = l
 	}
 	gen, err := c.newGeneration(c.spec)
 	if err != nil {
-		reply <- err
+		done(err)
 		return
 	}
 	c.current = gen
@@ -62,12 +62,24 @@ func (c *cluster) start(reply chan error) {
 	for i := range c.slots {
 		c.slots[i] = &slot{id: i}
 	}
-	c.waiters = append(c.waiters, reply)
-	for _, s := range c.slots {
-		s.worker = c.spawn(gen, s.id)
-	}
+	c.waiters = append(c.waiters, done)
 	c.emit(EventStarted, nil, "")
-	c.checkAllReady()
+	if gen.needsBuild() {
+		return // its workers start once it is built
+	}
+	c.spawnGeneration(gen)
+}
+
+// failStart ends a start that cannot succeed (its build failed): the
+// service waits in phaseFailed, saying why, until it is asked to try
+// again.
+func (c *cluster) failStart(err error) {
+	c.logf("%v; %s waits for a fix: save, reload or start to try again", err, c.name)
+	c.answerWaiters(err)
+	c.current.retire()
+	c.slots = nil
+	c.phase, c.failure = phaseFailed, err
+	c.replayDeferred()
 }
 
 // checkAllReady answers the waiters once every slot has a ready worker.
@@ -89,8 +101,8 @@ func (c *cluster) checkAllReady() {
 }
 
 func (c *cluster) answerWaiters(err error) {
-	for _, r := range c.waiters {
-		r <- err
+	for _, done := range c.waiters {
+		done(err)
 	}
 	c.waiters = nil
 }
@@ -108,6 +120,7 @@ func (c *cluster) stopAll(err error, stopped func()) {
 		s.cancelRespawn()
 	}
 	if c.current != nil {
+		c.stopBuild(c.current)
 		c.current.retire()
 	}
 	for w := range c.live {
@@ -119,7 +132,7 @@ func (c *cluster) stopAll(err error, stopped func()) {
 // checkStopped ends phaseStopping once the last worker is gone: the stop's
 // callers hear, a waiting restart starts, and deferred requests run.
 func (c *cluster) checkStopped() {
-	if c.phase != phaseStopping || len(c.live) > 0 {
+	if c.phase != phaseStopping || len(c.live) > 0 || len(c.builders) > 0 {
 		return
 	}
 	c.phase = phaseStopped
@@ -196,7 +209,7 @@ func (c *cluster) scale(n int, reply chan error) {
 			s := &slot{id: i, worker: c.spawn(c.current, i)}
 			c.slots = append(c.slots, s)
 		}
-		c.waiters = append(c.waiters, reply)
+		c.waiters = append(c.waiters, func(err error) { reply <- err })
 		c.checkAllReady()
 	case n < len(c.slots):
 		var stopping []*worker

@@ -40,8 +40,17 @@ func (c *cluster) beginReload(spec *serviceSpec, reply chan reloadResult) {
 	c.reload = op
 	c.phase = phaseReloading
 	c.emit(EventReloading, nil, strconv.Itoa(gen.num))
+	if gen.needsBuild() {
+		return // build.go starts the workers once it is built
+	}
+	c.spawnReload(op)
+}
+
+// spawnReload starts the new generation's workers.
+func (c *cluster) spawnReload(op *reloadOp) {
+	spec := op.gen.spec
 	for id := 0; id < spec.Workers && c.reload == op; id++ {
-		op.workers = append(op.workers, c.spawn(gen, id))
+		op.workers = append(op.workers, c.spawn(op.gen, id))
 	}
 	// Workers ready as they start (readyWhen: started) may have made
 	// every one ready already.
@@ -127,6 +136,7 @@ func (c *cluster) abortReload(err error) {
 	op := c.reload
 	c.reload = nil
 	c.phase = phaseServing
+	c.stopBuild(op.gen)
 	op.gen.retire()
 	for _, w := range op.workers {
 		c.stopWorker(w)

@@ -30,6 +30,8 @@ type serviceSpec struct {
 	Backoff      time.Duration
 	LogRespawns  bool
 	After        []string
+	Build        *config.Command
+	BuildTimeout time.Duration
 }
 
 // specFromConfig turns a config service into a spec, with base as
@@ -52,6 +54,8 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 		Backoff:      s.Backoff,
 		LogRespawns:  s.Log.Respawns,
 		After:        s.After,
+		Build:        s.Build,
+		BuildTimeout: s.BuildTimeout,
 	}
 }
 

@@ -7,7 +7,11 @@ import (
 
 // ServiceStatus is a snapshot of one service.
 type ServiceStatus struct {
-	Name       string
+	Name string
+	// State is stopped, building, running, reloading, stopping, failed
+	// or shut down; Reason says why, when failed.
+	State      string
+	Reason     string
 	Generation int
 	Running    bool
 	Reloading  bool
@@ -36,7 +40,15 @@ type WorkerStatus struct {
 
 func (c *cluster) status() ServiceStatus {
 	st := ServiceStatus{Name: c.name, Running: c.phase == phaseServing || c.phase == phaseReloading,
-		Reloading: c.phase == phaseReloading, Size: c.size}
+		Reloading: c.phase == phaseReloading, Size: c.size, State: c.phase.String()}
+	switch {
+	case c.phase == phaseServing && c.current != nil && c.current.build != nil:
+		st.State = "building"
+	case c.phase == phaseServing:
+		st.State = "running"
+	case c.phase == phaseFailed && c.failure != nil:
+		st.Reason = c.failure.Error()
+	}
 	if c.current != nil {
 		st.Generation = c.current.num
 	}

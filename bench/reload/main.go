@@ -2,23 +2,22 @@
 // service of N workers behind a recluster socket, a load client at
 // saturation (one request per connection, or keep-alive), and K reloads
 // spread over the run. It prints a Markdown row: requests, failures by
-// kind, throughput and latency. -mode restart does the same with
-// `recluster restart` (stop, then start), the way other tools reload;
-// -mode none is the baseline. -latency times `recluster reload` itself for
-// 1, 4 and 16 workers.
+// kind, throughput, latency, and the CPU the supervising process itself
+// used (recluster up, PM2's daemon, the Node recluster's master). -mode
+// restart does the same with `recluster restart` (stop, then start), the
+// way other tools reload; -mode none is the baseline. -proxy tcp|http runs
+// the Node server that binds $PORT (the one PM2 runs) behind recluster's
+// proxy. -latency times `recluster reload` itself for 1, 4 and 16 workers.
 //
 //	go run ./bench/reload -lang go -workers 4 -reloads 9 -duration 10s
 package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +26,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/bench/internal/proc"
+	"github.com/recluster/recluster/internal/load"
 )
 
 type options struct {
@@ -38,6 +40,7 @@ type options struct {
 	duration  time.Duration
 	keepalive bool
 	peer      string
+	proxy     string
 }
 
 func main() {
@@ -50,6 +53,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long the load runs")
 	flag.BoolVar(&o.keepalive, "keepalive", false, "reuse connections instead of one request per connection")
 	flag.StringVar(&o.peer, "peer", "", "run a peer instead of recluster: pm2 (cluster mode, pm2 reload) or node-recluster (the original library, reload on SIGUSR2); installs them with npm into ~/.cache/recluster-bench")
+	flag.StringVar(&o.proxy, "proxy", "", "tcp or http: the Node server that binds $PORT, behind recluster's proxy (implies -lang node)")
 	latency := flag.Bool("latency", false, "time `recluster reload` for 1, 4 and 16 workers instead")
 	flag.Parse()
 	var err error
@@ -91,7 +95,8 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func startStack(lang string, workers int) (*stack, error) {
+func startStack(o options) (*stack, error) {
+	lang, workers := o.lang, o.workers
 	dir, err := os.MkdirTemp("", "recluster-bench-reload-")
 	if err != nil {
 		return nil, err
@@ -106,6 +111,10 @@ func startStack(lang string, workers int) (*stack, error) {
 		command = fmt.Sprintf("[%s/worker, -mode, serve, -ready]", dir)
 	case "node":
 		command = fmt.Sprintf("[node, %s/node/server.js]", examples)
+		if o.proxy != "" {
+			peersDir, _ := filepath.Abs("bench/peers")
+			command = fmt.Sprintf("[node, %s/server.js]", peersDir)
+		}
 	case "python":
 		command = fmt.Sprintf("[python3, %s/python/server.py]", examples)
 	default:
@@ -116,6 +125,9 @@ func startStack(lang string, workers int) (*stack, error) {
 		return nil, err
 	}
 	cfg := fmt.Sprintf("services:\n  web:\n    command: %s\n    workers: %d\n    listen: %q\n    readyWhen: ready\n    timeout: 30s\n", command, workers, addr)
+	if o.proxy != "" {
+		cfg = fmt.Sprintf("services:\n  web:\n    command: %s\n    workers: %d\n    proxy: {address: %q, protocol: %s}\n    timeout: 30s\n", command, workers, addr, o.proxy)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
@@ -166,78 +178,17 @@ func (s *stack) stop() {
 	os.RemoveAll(s.dir)
 }
 
-type result struct {
-	latencies []time.Duration
-	failures  map[string]int
-}
-
-func classify(err error) string {
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "refused"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "eof"
-	case strings.Contains(err.Error(), "Timeout"), strings.Contains(err.Error(), "timeout"):
-		return "timeout"
-	}
-	return "other"
-}
-
-// load runs conns clients until ctx ends.
-func load(ctx context.Context, addr string, conns int, keepalive bool) result {
-	var mu sync.Mutex
-	res := result{failures: map[string]int{}}
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{
-				Transport: &http.Transport{DisableKeepAlives: !keepalive, MaxIdleConnsPerHost: 1},
-				Timeout:   10 * time.Second,
-			}
-			var lat []time.Duration
-			fails := map[string]int{}
-			for ctx.Err() == nil {
-				start := time.Now()
-				resp, err := client.Get("http://" + addr + "/")
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					if ctx.Err() == nil {
-						fails[classify(err)]++
-					}
-					continue
-				}
-				lat = append(lat, time.Since(start))
-			}
-			mu.Lock()
-			res.latencies = append(res.latencies, lat...)
-			for k, v := range fails {
-				res.failures[k] += v
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return res
-}
-
 // target is what the load runs against: recluster, or a peer.
 type target interface {
 	address() string
 	change(mode string) error // reload or restart
 	stop()
+	// managerPid is the supervising process, whose own CPU is measured.
+	managerPid() int
 }
 
 func (s *stack) address() string          { return s.addr }
+func (s *stack) managerPid() int          { return s.cmd.Process.Pid }
 func (s *stack) change(mode string) error { return s.verb(mode, "web") }
 
 func underLoad(o options) error {
@@ -245,7 +196,10 @@ func underLoad(o options) error {
 	var err error
 	switch o.peer {
 	case "":
-		s, err = startStack(o.lang, o.workers)
+		if o.proxy != "" {
+			o.lang = "node"
+		}
+		s, err = startStack(o)
 	case "pm2", "node-recluster":
 		o.lang = "node"
 		s, err = startPeer(o.peer, o.workers)
@@ -256,35 +210,39 @@ func underLoad(o options) error {
 		return err
 	}
 	defer s.stop()
-	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
-	defer cancel()
-	done := make(chan result)
-	go func() { done <- load(ctx, s.address(), o.conns, o.keepalive) }()
+	cpuBefore := proc.CPUSeconds(s.managerPid())
+	start := time.Now()
+	l := load.Start(s.address(), load.Options{Conns: o.conns, KeepAlive: o.keepalive, Latencies: true})
 	var verbErr error
 	if o.mode != "none" {
+		// The reloads are spread evenly over the run, each at its time
+		// whatever the last one took.
 		gap := o.duration / time.Duration(o.reloads+1)
-		for i := 0; i < o.reloads; i++ {
-			time.Sleep(gap)
+		for i := 1; i <= o.reloads; i++ {
+			time.Sleep(time.Until(start.Add(time.Duration(i) * gap)))
 			if err := s.change(o.mode); err != nil && verbErr == nil {
 				verbErr = err
 			}
 		}
 	}
-	res := <-done
+	time.Sleep(time.Until(start.Add(o.duration)))
+	res := l.Finish()
+	elapsed := time.Since(start)
+	cpu := proc.CPUSeconds(s.managerPid()) - cpuBefore
 	if verbErr != nil {
 		return verbErr
 	}
-	sort.Slice(res.latencies, func(i, j int) bool { return res.latencies[i] < res.latencies[j] })
+	lat := res.Latencies
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) time.Duration {
-		if len(res.latencies) == 0 {
+		if len(lat) == 0 {
 			return 0
 		}
-		return res.latencies[int(p*float64(len(res.latencies)-1))]
+		return lat[int(p*float64(len(lat)-1))]
 	}
-	failed := 0
+	failed := res.Failed()
 	var kinds []string
-	for k, v := range res.failures {
-		failed += v
+	for k, v := range res.Failures {
 		kinds = append(kinds, fmt.Sprintf("%s %d", k, v))
 	}
 	sort.Strings(kinds)
@@ -296,13 +254,17 @@ func underLoad(o options) error {
 	if o.peer != "" {
 		tool = o.peer
 	}
+	service := fmt.Sprintf("%s, %d workers", o.lang, o.workers)
+	if o.proxy != "" {
+		service = fmt.Sprintf("node ($PORT) behind %s proxy, %d workers", o.proxy, o.workers)
+	}
 	what := fmt.Sprintf("%d × %s %s", o.reloads, tool, o.mode)
 	if o.mode == "none" {
 		what = fmt.Sprintf("no reload (%s baseline)", tool)
 	}
-	fmt.Printf("| %s, %d workers | %s | %s | %d | %d %s | %.0f | %s | %s | %s |\n",
-		o.lang, o.workers, what, conn, len(res.latencies)+failed, failed, strings.Join(kinds, ", "),
-		float64(len(res.latencies))/o.duration.Seconds(), ms(pct(0.5)), ms(pct(0.99)), ms(pct(1)))
+	fmt.Printf("| %s | %s | %s | %d | %d %s | %.0f | %s | %s | %s | %.1f s |\n",
+		service, what, conn, len(lat)+failed, failed, strings.Join(kinds, ", "),
+		float64(len(lat))/elapsed.Seconds(), ms(pct(0.5)), ms(pct(0.99)), ms(pct(1)), cpu)
 	return nil
 }
 
@@ -310,7 +272,8 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Micros
 
 func reloadLatency(o options) error {
 	for _, n := range []int{1, 4, 16} {
-		s, err := startStack(o.lang, n)
+		o.workers = n
+		s, err := startStack(o)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -75,6 +76,16 @@ func (p *peer) pm2(args ...string) error {
 }
 
 func (p *peer) address() string { return p.addr }
+
+// managerPid is PM2's daemon, or the Node recluster's master.
+func (p *peer) managerPid() int {
+	if p.cmd != nil {
+		return p.cmd.Process.Pid
+	}
+	data, _ := os.ReadFile(filepath.Join(p.dir, "pm2", "pm2.pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
 
 func (p *peer) change(mode string) error {
 	switch {
