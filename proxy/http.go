@@ -40,7 +40,15 @@ func newHTTPMode(p *Proxy) *httpMode {
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
-	h.server = &http.Server{Handler: rp, ReadHeaderTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	// A proxy carries both directions at once: without full duplex, Go's
+	// HTTP/1 server swallows and closes the rest of a request body when
+	// the answer begins, and the transport, still sending that body to
+	// the worker, fails and cuts the answer off (golang/go#40747).
+	fullDuplex := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex() // HTTP/2 always is
+		rp.ServeHTTP(w, r)
+	})
+	h.server = &http.Server{Handler: fullDuplex, ReadHeaderTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return h
 }
 
@@ -74,8 +82,12 @@ func (h *httpMode) newTransport(addr string) *transport {
 			}
 			return c, nil
 		},
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost: 256,
+		// Shorter than the keep-alive of any common server (gunicorn 2 s,
+		// uvicorn and Node 5 s), so recluster, not the app, closes an idle
+		// connection, and a request never meets one the app is closing:
+		// a POST written to it could not be retried.
+		IdleConnTimeout:       time.Second,
 		ResponseHeaderTimeout: 0, // a slow request is the app's business
 		DisableCompression:    true,
 	}

@@ -286,3 +286,47 @@ func TestHTTPUpgradesAndStreamsPassThrough(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+const deadlineForTests = 30 * time.Second
+
+// TestHTTPRequestBodyStreamsAfterTheAnswerBegins: a backend may answer
+// before it has read the whole request (an upload with progress, or an
+// app that replies as soon as the headers arrive). Go's HTTP/1 server
+// would otherwise swallow and close the rest of the request body when
+// the proxy starts the answer, and the transport's read of that closed
+// body tears down the backend connection mid-answer (golang/go#40747):
+// the client got "unexpected EOF".
+func TestHTTPRequestBodyStreamsAfterTheAnswerBegins(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		fmt.Fprint(w, "started\n")
+		http.NewResponseController(w).Flush()
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %s\n", body)
+	}))
+	p, addr := startProxy(t, Options{Protocol: "http"})
+	p.SetBackends(map[string]string{"b": ln.Addr().String()})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(deadlineForTests))
+	fmt.Fprint(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the answer did not begin before the body ended: %v", err)
+	}
+	sr := bufio.NewReader(resp.Body)
+	if line, err := sr.ReadString('\n'); line != "started\n" {
+		t.Fatalf("the first piece: %q %v", line, err)
+	}
+	fmt.Fprint(c, "-last")
+	if line, err := sr.ReadString('\n'); line != "got first-last\n" {
+		t.Errorf("the body sent after the answer began: %q %v", line, err)
+	}
+}

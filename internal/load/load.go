@@ -119,7 +119,7 @@ func Classify(err error) string {
 		return "reset"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "eof"
-	case strings.Contains(err.Error(), "timeout"):
+	case strings.Contains(strings.ToLower(err.Error()), "timeout"):
 		return "timeout"
 	}
 	return "other"
