@@ -63,9 +63,18 @@ func TestRecipesReloadUnderLoadLosingNothing(t *testing.T) {
 				oneShot.WaitServed(10, deadline)
 				keepAlive.WaitServed(10, deadline)
 			}
+			if name == "gohttp" { // its recipe builds, and watches its code
+				src := filepath.Join(dir, "main.go")
+				data, _ := os.ReadFile(src)
+				os.WriteFile(src, append(data, "\n// saved\n"...), 0o644)
+				u.waitLine(`app: reloading: main.go changed`)
+				u.waitLine(`app generation 7 is ready`)
+				oneShot.WaitServed(10, deadline)
+				keepAlive.WaitServed(10, deadline)
+			}
 			for kind, l := range map[string]*load.Client{"one request per connection": oneShot, "keep-alive": keepAlive} {
 				if r := l.Finish(); r.Failed() > 0 {
-					t.Errorf("%s: %d of %d requests failed through 5 reloads: %v, e.g. %q\n%s", kind, r.Failed(), int(r.OK)+r.Failed(), r.Failures, r.Examples, tail(u.output(), 30))
+					t.Errorf("%s: %d of %d requests failed through 5 reloads: %v, e.g. %q\nup's output, access logs left out:\n%s", kind, r.Failed(), int(r.OK)+r.Failed(), r.Failures, r.Examples, reclusterLines(u.output()))
 				} else {
 					t.Logf("%s: %d requests through 5 reloads, none failed", kind, r.OK)
 				}
@@ -94,14 +103,7 @@ func prepareRecipe(t *testing.T, name string) string {
 		}
 		os.WriteFile(filepath.Join(dir, f.Name()), data, 0o644)
 	}
-	switch name {
-	case "gohttp":
-		build := exec.Command("go", "build", "-o", "server", "main.go")
-		build.Dir = dir
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build: %v\n%s", err, out)
-		}
-	case "express":
+	if name == "express" {
 		os.Symlink(expressModules(t), filepath.Join(dir, "node_modules"))
 	}
 	return dir
@@ -229,4 +231,59 @@ func atoi(s string) int {
 	n := 0
 	fmt.Sscan(s, &n)
 	return n
+}
+
+// TestTheExampleStack runs examples/recluster.yml, as README.md's first
+// command does (on free ports), and reloads its Go service by saving a
+// file, its build included.
+func TestTheExampleStack(t *testing.T) {
+	for _, need := range []string{"node", "python3", "go"} {
+		if _, err := exec.LookPath(need); err != nil {
+			t.Skipf("EXAMPLE NOT TESTED: it needs %s", need)
+		}
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("cp", "-r", "../examples/.", dir).CombinedOutput(); err != nil {
+		t.Fatalf("copying the examples: %v %s", err, out)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(dir, "recluster.yml"))
+	ports := map[string]string{}
+	cfg = regexp.MustCompile(`listen: (\d+)`).ReplaceAllFunc(cfg, func(m []byte) []byte {
+		_, port, _ := strings.Cut(freeAddr(t), ":")
+		ports[strings.TrimPrefix(string(m), "listen: ")] = port
+		return []byte("listen: " + port)
+	})
+	os.WriteFile(filepath.Join(dir, "recluster.yml"), cfg, 0o644)
+	// The copy is its own module's folder no more: build the Go example
+	// as a file list.
+	os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(strings.Replace(string(cfg), "go build -o .cache/example-go ./go", "go build -o .cache/example-go go/main.go", 1)), 0o644)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	for _, p := range []string{"8080", "8081", "8082"} {
+		if err := get("127.0.0.1:" + ports[p]); err != nil {
+			t.Errorf("the example on %s (was %s): %v", ports[p], p, err)
+		}
+	}
+	l := load.Start("127.0.0.1:"+ports["8082"], load.Options{Conns: 2})
+	l.WaitServed(10, deadline)
+	src := filepath.Join(dir, "go", "main.go")
+	data, _ := os.ReadFile(src)
+	os.WriteFile(src, append(data, []byte("\n// saved\n")...), 0o644)
+	u.waitLine(`go: reloading: go/main.go changed`)
+	u.waitLine(`go generation 2 is ready`)
+	l.WaitServed(10, deadline)
+	if r := l.Finish(); r.Failed() > 0 {
+		t.Errorf("%d requests failed through the save: %v %q", r.Failed(), r.Failures, r.Examples)
+	}
+}
+
+// reclusterLines are up's output without the frameworks' access logs.
+func reclusterLines(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.Contains(l, `HTTP/1.1" 200`) && !strings.Contains(l, "HTTP/1.1 200") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }

@@ -67,6 +67,7 @@ func runUp(io IO, c *common, args []string) error {
 	c.fs.Var(color, "color", "colour the output: auto, always or never")
 	timestamps := c.fs.Bool("timestamps", false, "start each line with the time")
 	port := c.fs.Int("port", config.DefaultProcfilePortBase, "the first PORT in Procfile mode")
+	noWatch := c.fs.Bool("no-watch", false, "watch no files, whatever the config's watch settings")
 	names, err := c.parse(args)
 	if err != nil {
 		return err
@@ -193,11 +194,20 @@ func runUp(io IO, c *common, args []string) error {
 		return nil
 	}, func(error) { stopSignals() })
 
-	reloadCtx, stopReloads := context.WithCancel(runCtx)
+	reloadCtx, stopReloads := context.WithCancel(context.Background())
 	g.add(func() error {
 		reloadOnRequest(reloadCtx, reloads, controller{m}, mux)
 		return nil
 	}, func(error) { stopReloads() })
+
+	if !*noWatch {
+		watchCtx, stopWatching := context.WithCancel(context.Background())
+		g.add(func() error {
+			watchFiles(watchCtx, cfg, m, mux)
+			<-watchCtx.Done()
+			return nil
+		}, func(error) { stopWatching() })
+	}
 
 	readyCtx, stopReady := context.WithCancel(context.Background())
 	g.add(func() error {

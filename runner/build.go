@@ -2,6 +2,7 @@ package runner
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"syscall"
@@ -89,6 +90,7 @@ func (c *cluster) startPendingBuild() {
 	ref := WorkerRef{Service: c.name, ID: BuildID, Generation: gen.num}
 	b := &builder{gen: gen, started: time.Now()}
 	gen.build = b
+	c.buildingUntil.Store(math.MaxInt64)
 	env := append(append([]string(nil), spec.Env...), "RECLUSTER_SERVICE="+c.name, "RECLUSTER_GENERATION="+strconv.Itoa(gen.num))
 	stdout, stderr := c.opts.Output.Open(ref)
 	argv, err := spec.Build.Argv(func(k string) string { return getenv(env, k) })
@@ -153,6 +155,9 @@ func (c *cluster) buildTimedOut(b *builder) {
 func (c *cluster) buildEnded(b *builder, st ExitStatus) {
 	stopTimer(b.timer)
 	delete(c.builders, b)
+	if len(c.builders) == 0 {
+		c.buildingUntil.Store(0)
+	}
 	gen := b.gen
 	gen.build = nil
 	if gen.retired {

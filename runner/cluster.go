@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/recluster/recluster/config"
@@ -74,6 +75,9 @@ type cluster struct {
 	ports         map[int]bool // the PORTs of live proxied workers
 	builders      map[*builder]struct{}
 	failure       error // why the service is in phaseFailed
+	// buildingUntil (unix nanoseconds) is read by the Manager's Building
+	// from any goroutine: far ahead while a build runs, else 0.
+	buildingUntil atomic.Int64
 }
 
 func newCluster(spec *serviceSpec, opts *Options, s *sockets) *cluster {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/recluster/recluster/config"
@@ -446,6 +448,32 @@ func (m *Manager) Reload(ctx context.Context, names []string) ([]string, error) 
 	if err != nil {
 		return nil, err
 	}
+	return m.reload(ctx, cfg, names, false)
+}
+
+// ReloadConfig re-reads the config file after it was saved: services
+// whose settings changed are reloaded, added ones start and removed ones
+// stop; the others are left alone. It returns the config now in force, or
+// why the file was refused (nothing changes then).
+func (m *Manager) ReloadConfig(ctx context.Context) (*config.Config, error) {
+	cfg, err := m.opts.Load()
+	if err != nil {
+		return nil, err
+	}
+	_, err = m.reload(ctx, cfg, nil, true)
+	return cfg, err
+}
+
+// Building says whether the named service is building now: files that
+// change then are the build's output.
+func (m *Manager) Building(name string) bool {
+	m.mu.Lock()
+	c := m.clusters[name]
+	m.mu.Unlock()
+	return c != nil && time.Now().UnixNano() < c.buildingUntil.Load()
+}
+
+func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string, onlyChanged bool) ([]string, error) {
 	m.mu.Lock()
 	if m.runCtx == nil {
 		m.mu.Unlock()
@@ -477,6 +505,9 @@ func (m *Manager) Reload(ctx context.Context, names []string) ([]string, error) 
 	for _, n := range names {
 		spec := m.spec(cfg.Service(n))
 		if c := m.clusters[n]; c != nil {
+			if onlyChanged && reflect.DeepEqual(m.cfg.Service(n), cfg.Service(n)) {
+				continue
+			}
 			jobs = append(jobs, job{c: c, spec: spec})
 			continue
 		}
@@ -508,7 +539,7 @@ func (m *Manager) Reload(ctx context.Context, names []string) ([]string, error) 
 	cs = append(cs, removed...)
 	var notesMu sync.Mutex
 	var notes []string
-	err = each(cs, func(c *cluster) error {
+	err := each(cs, func(c *cluster) error {
 		j, ok := byCluster[c]
 		switch {
 		case !ok: // removed from the file

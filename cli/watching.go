@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/logmux"
+	"github.com/recluster/recluster/runner"
+	"github.com/recluster/recluster/watch"
+)
+
+// configWatch is the watch name of the config file itself: no service can
+// have it.
+const configWatch = "recluster"
+
+// watchList is what `up` watches: every service that has watch, and the
+// config file itself when any has.
+func watchList(cfg *config.Config) []watch.Service {
+	var out []watch.Service
+	for _, s := range cfg.Services {
+		if s.Watch != nil {
+			out = append(out, watch.Service{Name: s.Name, Dir: s.Dir, Watch: *s.Watch})
+		}
+	}
+	if len(out) > 0 && !cfg.Procfile {
+		out = append(out, watch.Service{Name: configWatch, Dir: filepath.Dir(cfg.Path),
+			Watch: config.Watch{Paths: []string{filepath.Base(cfg.Path)}, Debounce: config.DefaultWatchDebounce, Action: config.WatchReload}})
+	}
+	return out
+}
+
+// watchFiles runs the watcher and acts on what it sees until ctx ends:
+// a service's changed files reload (or restart) it, with zero downtime;
+// a saved config file reloads the services whose settings changed. A
+// failure is said once, by the runner, with the failing output; the old
+// generation serves on and the next save tries again. Each change is
+// handled on a goroutine of its own, so that a newer save supersedes a
+// reload under way; all are joined before it returns.
+func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux *logmux.Mux) {
+	services := watchList(cfg)
+	if len(services) == 0 {
+		<-ctx.Done()
+		return
+	}
+	w := watch.New(watch.Options{Busy: m.Building, Log: mux.System})
+	changes := make(chan watch.Change)
+	var running sync.WaitGroup
+	defer running.Wait()
+	watched := make(chan struct{})
+	running.Add(1)
+	// Owned by watchFiles; ends when ctx does.
+	go func() {
+		defer running.Done()
+		defer close(watched)
+		if err := w.Run(ctx, services, changes); err != nil {
+			mux.System("", fmt.Sprintf("%v; files are not watched", err))
+		}
+	}()
+	for {
+		select {
+		case ch := <-changes:
+			running.Add(1)
+			// Owned by watchFiles, which joins it; ctx bounds it.
+			go func() {
+				defer running.Done()
+				if ch.Service == configWatch {
+					reloadConfig(ctx, m, w, mux)
+					return
+				}
+				act(ctx, ch, m, mux)
+			}()
+		case <-watched:
+			<-ctx.Done()
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func act(ctx context.Context, ch watch.Change, m *runner.Manager, mux *logmux.Mux) {
+	what := ch.File
+	if ch.Files > 1 {
+		what = fmt.Sprintf("%s and %d more", ch.File, ch.Files-1)
+	}
+	if ch.Action == config.WatchRestart {
+		mux.System(ch.Service, fmt.Sprintf("%s: restarting: %s changed", ch.Service, what))
+		err := m.Restart(ctx, []string{ch.Service})
+		switch {
+		case err == nil:
+			mux.System(ch.Service, fmt.Sprintf("%s: restarted", ch.Service))
+		case ctx.Err() == nil && !errors.Is(err, runner.ErrStopped):
+			mux.System(ch.Service, fmt.Sprintf("%s: restart failed: %v", ch.Service, err))
+		}
+		return
+	}
+	mux.System(ch.Service, fmt.Sprintf("%s: reloading: %s changed", ch.Service, what))
+	m.Reload(ctx, []string{ch.Service}) // the runner says how it ended
+}
+
+// reloadConfig applies a saved config file: only what changed is
+// reloaded; an invalid edit is reported with its problems and changes
+// nothing.
+func reloadConfig(ctx context.Context, m *runner.Manager, w *watch.Watcher, mux *logmux.Mux) {
+	cfg, err := m.ReloadConfig(ctx)
+	if problems := config.Problems(err); problems != nil {
+		lines := make([]string, len(problems))
+		for i, p := range problems {
+			lines[i] = p.Error()
+		}
+		mux.System("", "the config file was saved with problems; nothing changed:\n"+strings.Join(lines, "\n"))
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			mux.System("", fmt.Sprintf("the config file was saved; reloading it: %v", err))
+		}
+		return
+	}
+	mux.System("", "the config file was saved; what changed in it is in force")
+	w.Set(ctx, watchList(cfg))
+}

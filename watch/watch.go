@@ -1,0 +1,382 @@
+// Package watch tells when a service's files change, so that recluster
+// can reload it: fsnotify on the folders its globs reach, watches added for
+// new folders as they appear, what does not count left out (version
+// control, dependencies, editors' swap files, what .gitignore ignores,
+// and changes made while the service builds, which are the build's own
+// output), and each burst of changes (an editor's write, rename and
+// chmod; a git checkout) debounced into one.
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/recluster/recluster/config"
+)
+
+// maxBurst is the longest a burst of changes may postpone its reload.
+const maxBurst = 2 * time.Second
+
+// outputSettle is how long after its build a file the build wrote is
+// still taken for the build's output: its last events may come a moment
+// after the build has ended.
+const outputSettle = 500 * time.Millisecond
+
+// Service is what to watch for one service.
+type Service struct {
+	Name  string
+	Dir   string
+	Watch config.Watch
+}
+
+// Change is one burst of changes to a service's files, debounced.
+type Change struct {
+	Service string
+	// Action is config.WatchReload or config.WatchRestart.
+	Action string
+	// File is the first file that changed, relative to the service's
+	// folder; Files counts those that did.
+	File  string
+	Files int
+}
+
+// Options configure a Watcher; the zero value logs nothing and lets every
+// change count.
+type Options struct {
+	// Busy says whether a service is building now: its changes then are
+	// the build's own output, and do not count.
+	Busy func(service string) bool
+	// Log prints one of recluster's own lines about a service.
+	Log func(service, line string)
+	// MaxWatches bounds the folders watched in all; default half of the
+	// user's inotify limit (fs.inotify.max_user_watches).
+	MaxWatches int
+}
+
+// Watcher watches services' files. Run it; Set changes what it watches.
+type Watcher struct {
+	opts  Options
+	set   chan []Service
+	ready chan struct{} // closed once Run has its first watches in place
+	// dropped, set by tests, hears of each change left out while busy.
+	dropped func(rel string)
+}
+
+// New returns a Watcher.
+func New(opts Options) *Watcher {
+	if opts.Busy == nil {
+		opts.Busy = func(string) bool { return false }
+	}
+	if opts.Log == nil {
+		opts.Log = func(string, string) {}
+	}
+	if opts.MaxWatches <= 0 {
+		opts.MaxWatches = maxUserWatches() / 2
+	}
+	return &Watcher{opts: opts, set: make(chan []Service), ready: make(chan struct{})}
+}
+
+// Ready is closed once Run watches what it was given first.
+func (w *Watcher) Ready() <-chan struct{} { return w.ready }
+
+// Set replaces the services watched; it waits for Run to take them, or for
+// ctx to end.
+func (w *Watcher) Set(ctx context.Context, services []Service) {
+	select {
+	case w.set <- services:
+	case <-ctx.Done():
+	}
+}
+
+// state is one service being watched, owned by Run.
+type state struct {
+	Service
+	rules   *ignoreRules
+	pending Change
+	files   map[string]bool      // the files of the burst
+	first   time.Time            // when the burst began
+	outputs map[string]time.Time // files written while it built, and when last
+	timer   *time.Timer
+	full    bool // said that its tree is too big to watch whole
+}
+
+// run is what Run owns.
+type run struct {
+	w        *Watcher
+	fs       *fsnotify.Watcher
+	services map[string]*state
+	watched  map[string]bool // folders with an inotify watch
+	fire     chan string     // a service whose burst is over
+	changes  chan<- Change
+}
+
+// Run watches services until ctx ends, sending each burst of changes on
+// changes (it waits for the receiver). It returns once it has stopped
+// watching; every goroutine it started has ended by then.
+func (w *Watcher) Run(ctx context.Context, services []Service, changes chan<- Change) error {
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching files: %w", err)
+	}
+	defer fsw.Close()
+	r := &run{w: w, fs: fsw, services: map[string]*state{}, watched: map[string]bool{}, fire: make(chan string, 16), changes: changes}
+	defer r.stopTimers()
+	r.reset(services)
+	close(w.ready)
+	for {
+		select {
+		case ev, ok := <-fsw.Events:
+			if !ok {
+				return nil
+			}
+			r.event(ev)
+		case err, ok := <-fsw.Errors:
+			if !ok {
+				return nil
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				// Changes were lost: take it that every service changed.
+				for _, s := range r.services {
+					r.changed(s, "(more changes than the kernel could report)")
+				}
+			} else {
+				w.opts.Log("", fmt.Sprintf("watching files: %v", err))
+			}
+		case name := <-r.fire:
+			if s := r.services[name]; s != nil && s.pending.Files > 0 {
+				change := s.pending
+				s.pending, s.timer = Change{}, nil
+				select {
+				case changes <- change:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		case services := <-w.set:
+			r.reset(services)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (r *run) stopTimers() {
+	for _, s := range r.services {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+	}
+}
+
+// reset watches exactly the given services.
+func (r *run) reset(services []Service) {
+	r.stopTimers()
+	for d := range r.watched {
+		r.fs.Remove(d)
+	}
+	r.watched = map[string]bool{}
+	r.services = map[string]*state{}
+	for _, svc := range services {
+		s := &state{Service: svc, rules: newIgnoreRules(svc.Dir, svc.Watch.Ignore)}
+		r.services[svc.Name] = s
+		for _, g := range svc.Watch.Paths {
+			r.addRoot(s, filepath.Join(svc.Dir, filepath.FromSlash(root(g))))
+		}
+	}
+}
+
+// addRoot watches what a glob can match below dir: the folder and what is
+// below it, or, for a file, its folder alone, or, for what does not exist
+// yet, the nearest folder above it in the service's, whose new folders are
+// watched as they appear.
+func (r *run) addRoot(s *state, dir string) {
+	for {
+		st, err := os.Stat(dir)
+		switch {
+		case err == nil && st.IsDir():
+			r.addTree(s, dir)
+			return
+		case err == nil:
+			r.addOne(s, filepath.Dir(dir))
+			return
+		case dir == s.Dir || filepath.Dir(dir) == dir:
+			return
+		}
+		dir = filepath.Dir(dir)
+		r.addOne(s, dir)
+		return
+	}
+}
+
+// addOne watches one folder, not what is below it.
+func (r *run) addOne(s *state, dir string) {
+	if r.watched[dir] || len(r.watched) >= r.w.opts.MaxWatches {
+		return
+	}
+	if r.fs.Add(dir) == nil {
+		r.watched[dir] = true
+		s.rules.load(dir)
+	}
+}
+
+// addTree watches dir and every folder below it that counts, within the
+// bound on watches.
+func (r *run) addTree(s *state, dir string) {
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if p != s.Dir && s.rules.ignored(p, true) {
+			return filepath.SkipDir
+		}
+		if r.watched[p] {
+			return nil
+		}
+		if len(r.watched) >= r.w.opts.MaxWatches {
+			if !s.full {
+				s.full = true
+				r.w.opts.Log(s.Name, fmt.Sprintf("%s: %s has more folders than recluster may watch (%d, half of fs.inotify.max_user_watches): changes below the rest are not seen; leave big folders out with watch.ignore or .gitignore, or raise fs.inotify.max_user_watches", s.Name, dir, r.w.opts.MaxWatches))
+			}
+			return filepath.SkipAll
+		}
+		if err := r.fs.Add(p); err != nil {
+			if !s.full {
+				s.full = true
+				r.w.opts.Log(s.Name, fmt.Sprintf("%s: cannot watch %s: %v", s.Name, p, err))
+			}
+			return filepath.SkipAll
+		}
+		r.watched[p] = true
+		s.rules.load(p) // its .gitignore, if any, as it is now
+		return nil
+	})
+}
+
+func (r *run) event(ev fsnotify.Event) {
+	if ev.Op == fsnotify.Chmod {
+		return // a mode change alone changes no code
+	}
+	st, err := os.Lstat(ev.Name)
+	isDir := err == nil && st.IsDir()
+	names := make([]string, 0, len(r.services))
+	for name := range r.services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		s := r.services[name]
+		rel, err := filepath.Rel(s.Dir, ev.Name)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		rel = filepath.ToSlash(rel)
+		if filepath.Base(ev.Name) == ".gitignore" {
+			s.rules.load(filepath.Dir(ev.Name))
+		}
+		if s.rules.ignored(ev.Name, isDir) {
+			continue
+		}
+		if isDir && ev.Op&fsnotify.Create != 0 {
+			// A new folder: watch it, and take what was made in it
+			// before its watch for changes too.
+			r.addTree(s, ev.Name)
+			filepath.WalkDir(ev.Name, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					r.consider(s, p)
+				}
+				return nil
+			})
+			continue
+		}
+		r.consider(s, ev.Name)
+	}
+}
+
+// consider counts a changed file for s, if its globs name it, it is not
+// ignored, and s is not building (its build's own output).
+func (r *run) consider(s *state, abs string) {
+	rel, err := filepath.Rel(s.Dir, abs)
+	if err != nil {
+		return
+	}
+	rel = filepath.ToSlash(rel)
+	if s.rules.ignored(abs, false) || !matches(s.Watch.Paths, rel) {
+		return
+	}
+	now := time.Now()
+	last, wrote := s.outputs[rel]
+	if r.w.opts.Busy(s.Name) || (wrote && now.Sub(last) < outputSettle) {
+		if s.outputs == nil {
+			s.outputs = map[string]time.Time{}
+		}
+		for p, t := range s.outputs {
+			if now.Sub(t) >= outputSettle {
+				delete(s.outputs, p)
+			}
+		}
+		s.outputs[rel] = now
+		if r.w.dropped != nil {
+			r.w.dropped(rel)
+		}
+		return
+	}
+	r.changed(s, rel)
+}
+
+func matches(globs []string, rel string) bool {
+	for _, g := range globs {
+		if matchGlob(g, rel) {
+			return true
+		}
+	}
+	return false
+}
+
+// changed adds a file to the service's burst and waits for the burst to
+// be quiet for its debounce, but never longer than maxBurst in all.
+func (r *run) changed(s *state, rel string) {
+	now := time.Now()
+	if s.pending.Files == 0 {
+		s.pending = Change{Service: s.Name, Action: s.Watch.Action, File: rel}
+		s.files = map[string]bool{}
+		s.first = now
+	}
+	if !s.files[rel] {
+		s.files[rel] = true
+		s.pending.Files++
+	}
+	wait := s.Watch.Debounce
+	if left := maxBurst - now.Sub(s.first); wait > left {
+		wait = max(left, 0)
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	name := s.Name
+	s.timer = time.AfterFunc(wait, func() {
+		select {
+		case r.fire <- name:
+		default: // a fire for it is queued already
+		}
+	})
+}
+
+// maxUserWatches reads the user's inotify watch limit.
+func maxUserWatches() int {
+	data, err := os.ReadFile("/proc/sys/fs/inotify/max_user_watches")
+	if err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 8192
+}

@@ -1,0 +1,192 @@
+package watch
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/recluster/recluster/config"
+)
+
+func TestMatchGlob(t *testing.T) {
+	for _, c := range []struct {
+		pattern, rel string
+		want         bool
+	}{
+		{"**/*.py", "app.py", true},
+		{"**/*.py", "pkg/sub/mod.py", true},
+		{"**/*.py", "app.pyc", false},
+		{"*.go", "main.go", true},
+		{"*.go", "cmd/main.go", false},
+		{"templates", "templates/index.html", true},
+		{"templates", "templatesx/a", false},
+		{".", "anything/at/all", true},
+		{"src/**/test_*.py", "src/a/b/test_x.py", true},
+		{"src/**/test_*.py", "src/test_x.py", true},
+	} {
+		if got := matchGlob(c.pattern, c.rel); got != c.want {
+			t.Errorf("matchGlob(%q, %q) = %v", c.pattern, c.rel, got)
+		}
+	}
+}
+
+func TestIgnoreRules(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, ".git"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "svc", "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, ".gitignore"), []byte("/dist/\n*.out\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "svc", "sub", ".gitignore"), []byte("secret.txt\n"), 0o644)
+	r := newIgnoreRules(filepath.Join(dir, "svc"), []string{"**/gen_*.py"})
+	for rel, want := range map[string]bool{
+		"app.py":            false,
+		"x.out":             true,  // the repository's .gitignore
+		"sub/secret.txt":    true,  // a nested .gitignore
+		"secret.txt":        false, // only below sub
+		"node_modules/a.js": true,  // the defaults
+		"main.go.swp":       true,
+		"pkg/gen_models.py": true, // watch.ignore
+		".git/HEAD":         true,
+		"logs/server.log":   true,
+		"templates/x.html":  false,
+	} {
+		if got := r.ignored(filepath.Join(dir, "svc", rel), false); got != want {
+			t.Errorf("ignored(%s) = %v, want %v", rel, got, want)
+		}
+	}
+}
+
+// watching runs a Watcher over one service and returns its changes.
+func watching(t *testing.T, w config.Watch, busy func() bool) (string, chan Change) {
+	return watchingWith(t, w, busy, nil)
+}
+
+func watchingWith(t *testing.T, w config.Watch, busy func() bool, dropped func(string)) (string, chan Change) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "pkg"), 0o755)
+	changes := make(chan Change, 16)
+	opts := Options{}
+	if busy != nil {
+		opts.Busy = func(string) bool { return busy() }
+	}
+	wr := New(opts)
+	wr.dropped = dropped
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		wr.Run(ctx, []Service{{Name: "web", Dir: dir, Watch: w}}, changes)
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	<-wr.Ready()
+	os.WriteFile(filepath.Join(dir, "probe.py"), nil, 0o644)
+	waitChange(t, changes)
+	return dir, changes
+}
+
+func waitChange(t *testing.T, changes chan Change) Change {
+	t.Helper()
+	select {
+	case c := <-changes:
+		return c
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no change reported")
+	}
+	return Change{}
+}
+
+func TestABurstIsOneChange(t *testing.T) {
+	dir, changes := watching(t, config.Watch{Paths: []string{"**/*.py"}, Debounce: 100 * time.Millisecond, Action: "reload"}, nil)
+	for i := 0; i < 5; i++ {
+		os.WriteFile(filepath.Join(dir, "app.py"), []byte{byte(i)}, 0o644)
+	}
+	c := waitChange(t, changes)
+	if c.File != "app.py" || c.Files != 1 || c.Action != "reload" {
+		t.Errorf("the burst: %+v", c)
+	}
+	// What no glob names, or what is ignored, is no change: the next
+	// change reported is the one that counts.
+	os.WriteFile(filepath.Join(dir, "README.md"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "app.py.swp"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "pkg", "mod.py"), nil, 0o644)
+	if c := waitChange(t, changes); c.File != "pkg/mod.py" || c.Files != 1 {
+		t.Errorf("after unwatched files: %+v", c)
+	}
+	// A folder made after the start is watched too.
+	os.MkdirAll(filepath.Join(dir, "new", "deep"), 0o755)
+	os.WriteFile(filepath.Join(dir, "new", "deep", "x.py"), nil, 0o644)
+	if c := waitChange(t, changes); c.File != "new/deep/x.py" && c.File != "new" && c.File != "new/deep" {
+		t.Errorf("in a new folder: %+v", c)
+	}
+}
+
+func TestChangesWhileBuildingAreTheBuilds(t *testing.T) {
+	var building atomic.Bool
+	dropped := make(chan string, 16)
+	dir, changes := watchingWith(t, config.Watch{Paths: []string{"."}, Debounce: 50 * time.Millisecond, Action: "reload"}, building.Load,
+		func(rel string) { dropped <- rel })
+	building.Store(true)
+	os.WriteFile(filepath.Join(dir, "server"), []byte("binary"), 0o755)
+	// Events come in order: once a later file's change is dropped, every
+	// event of the build's output has been.
+	os.WriteFile(filepath.Join(dir, "sentinel"), nil, 0o644)
+	for rel := range dropped {
+		if rel == "sentinel" {
+			break
+		}
+	}
+	building.Store(false)
+	os.WriteFile(filepath.Join(dir, "main.go"), nil, 0o644)
+	if c := waitChange(t, changes); c.File != "main.go" || c.Files != 1 {
+		t.Errorf("the build's output counted: %+v", c)
+	}
+}
+
+// TestTheWatcherDoesNotGrow: a hundred changes leave its goroutines as
+// they were.
+func TestTheWatcherDoesNotGrow(t *testing.T) {
+	dir, changes := watching(t, config.Watch{Paths: []string{"."}, Debounce: time.Millisecond, Action: "reload"}, nil)
+	before := runtime.NumGoroutine()
+	for i := 0; i < 100; i++ {
+		os.WriteFile(filepath.Join(dir, "a.txt"), []byte{byte(i)}, 0o644)
+		waitChange(t, changes)
+	}
+	// A timer's goroutine ends right after it fires: the last may not
+	// have returned yet, which the margin allows for.
+	if after := runtime.NumGoroutine(); after > before+2 {
+		t.Errorf("goroutines grew from %d to %d over 100 changes", before, after)
+	}
+}
+
+// TestATreeTooBigIsSaidOnce: beyond the bound on watches, the log says
+// which tree is too big and what to do, once, and what is watched still
+// reports its changes.
+func TestATreeTooBigIsSaidOnce(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"a", "b", "c", "d"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	var said []string
+	w := New(Options{MaxWatches: 2, Log: func(_, line string) { said = append(said, line) }})
+	changes := make(chan Change, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		w.Run(ctx, []Service{{Name: "web", Dir: dir, Watch: config.Watch{Paths: []string{"."}, Debounce: time.Millisecond, Action: "reload"}}}, changes)
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	<-w.Ready() // Run has logged what it will about its first watches
+	if len(said) != 1 || !strings.Contains(said[0], "more folders than recluster may watch (2") ||
+		!strings.Contains(said[0], "fs.inotify.max_user_watches") {
+		t.Errorf("said %q", said)
+	}
+	os.WriteFile(filepath.Join(dir, "top.txt"), nil, 0o644)
+	if c := waitChange(t, changes); c.File != "top.txt" {
+		t.Errorf("the watched top folder: %+v", c)
+	}
+}
