@@ -73,10 +73,9 @@ func (h *httpMode) close() error {
 type transport = http.Transport
 
 func (h *httpMode) newTransport(addr string) *transport {
-	d := &net.Dialer{Timeout: dialTimeout}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, "tcp", addr)
+			c, err := backendDialer.DialContext(ctx, "tcp", addr)
 			if err != nil {
 				return nil, &dialError{err}
 			}
@@ -104,7 +103,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // it in flight until its response body is closed (for an upgrade, the
 // connection). A backend that refuses the connection is skipped.
 func (h *httpMode) RoundTrip(r *http.Request) (*http.Response, error) {
-	skip := map[string]bool{}
+	var skip map[string]bool // made on the first refusal
 	for {
 		b, err := h.p.pick(r.Context(), skip)
 		if err != nil {
@@ -113,6 +112,9 @@ func (h *httpMode) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp, err := b.tr.RoundTrip(r)
 		var de *dialError
 		if errors.As(err, &de) {
+			if skip == nil {
+				skip = map[string]bool{}
+			}
 			skip[b.key] = true
 			h.p.done(b)
 			continue

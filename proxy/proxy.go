@@ -27,6 +27,12 @@ const (
 	dialTimeout = 5 * time.Second
 )
 
+// backendDialer connects to workers, which are on this machine: TCP
+// keep-alive probes could find no lost peer there (a worker that dies is
+// reset by the kernel), and setting them up is four system calls of the
+// thirty-odd a proxied connection costs.
+var backendDialer = &net.Dialer{Timeout: dialTimeout, KeepAlive: -1}
+
 // Options configure a Proxy; the zero value proxies tcp, with no PROXY
 // protocol header, and logs nothing.
 type Options struct {
@@ -229,8 +235,7 @@ func (p *Proxy) forgetIfIdle(b *backend) {
 // flight, and waits for one while there is none, until ctx ends or the
 // proxy's Wait passes. skip lists backends that just failed to connect.
 func (p *Proxy) pick(ctx context.Context, skip map[string]bool) (*backend, error) {
-	deadline := time.NewTimer(p.opts.Wait)
-	defer deadline.Stop()
+	var deadline <-chan time.Time // made only once there is a wait
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -250,12 +255,17 @@ func (p *Proxy) pick(ctx context.Context, skip map[string]bool) (*backend, error
 			retry = time.After(retryPause)
 		}
 		p.mu.Unlock()
+		if deadline == nil {
+			t := time.NewTimer(p.opts.Wait)
+			defer t.Stop()
+			deadline = t.C
+		}
 		select {
 		case <-changed:
 			clear(skip) // a new set: try every one again
 		case <-retry:
 			clear(skip)
-		case <-deadline.C:
+		case <-deadline:
 			return nil, errNoBackend
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -15,7 +15,7 @@ import (
 // died) is skipped for another: nothing has been sent to it yet.
 func (p *Proxy) proxyTCP(client net.Conn) {
 	defer client.Close()
-	skip := map[string]bool{}
+	var skip map[string]bool // made on the first refusal
 	for {
 		b, err := p.pick(context.Background(), skip)
 		if err != nil {
@@ -24,8 +24,11 @@ func (p *Proxy) proxyTCP(client net.Conn) {
 			}
 			return
 		}
-		server, err := net.DialTimeout("tcp", b.addr, dialTimeout)
+		server, err := backendDialer.Dial("tcp", b.addr)
 		if err != nil {
+			if skip == nil {
+				skip = map[string]bool{}
+			}
 			skip[b.key] = true
 			p.done(b)
 			continue
