@@ -11,7 +11,13 @@ import (
 // through the proxy, beside the same requests sent to the backend direct:
 // a new connection, one small request and its answer, then close, which
 // is what a client without keep-alive does.
-func BenchmarkOneRequestPerConnection(b *testing.B) {
+func BenchmarkOneRequestPerConnection(b *testing.B) { benchmarkRequests(b, false) }
+
+// BenchmarkKeepAlive: the same requests over connections kept open, where
+// what the proxy costs is copying alone.
+func BenchmarkKeepAlive(b *testing.B) { benchmarkRequests(b, true) }
+
+func benchmarkRequests(b *testing.B, keepAlive bool) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello\n")
@@ -29,8 +35,9 @@ func BenchmarkOneRequestPerConnection(b *testing.B) {
 				defer p.Close()
 				addr = pln.Addr().String()
 			}
+			b.SetParallelism(16) // clients enough to keep every backend busy
 			b.RunParallel(func(pb *testing.PB) {
-				c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+				c := &http.Client{Transport: &http.Transport{DisableKeepAlives: !keepAlive}}
 				for pb.Next() {
 					resp, err := c.Get("http://" + addr + "/")
 					if err != nil {
