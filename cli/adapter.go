@@ -47,7 +47,7 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 		for j, w := range s.Workers {
 			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
 				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status,
-				Port: w.Port, InFlight: w.InFlight}
+				Port: w.Port, InFlight: w.InFlight, ExitCode: w.ExitCode}
 		}
 	}
 	return out, nil
@@ -69,6 +69,8 @@ func apiError(err error) error {
 		{func(e error) bool { return errors.Is(e, runner.ErrShuttingDown) }, control.CodeShuttingDown},
 		{func(e error) bool { var wf *runner.WorkerFailedError; return errors.As(e, &wf) }, control.CodeWorkerFailed},
 		{func(e error) bool { var bf *runner.BuildFailedError; return errors.As(e, &bf) }, control.CodeBuildFailed},
+		{func(e error) bool { var cl *runner.CrashLoopError; return errors.As(e, &cl) }, control.CodeWorkerFailed},
+		{func(e error) bool { var tf *runner.TaskFailedError; return errors.As(e, &tf) }, control.CodeWorkerFailed},
 	}
 	for _, c := range codes {
 		if c.is(err) {

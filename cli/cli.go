@@ -43,6 +43,16 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
+// exitError ends a verb with an exit code of its own: `up
+// --exit-on-failure` passes on the code of what failed, `run` its
+// command's. msg, when set, is printed as any error is.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
 // silentError is a failure the verb already reported in full.
 var errReported = errors.New("reported")
 
@@ -115,7 +125,13 @@ func (c *common) parse(args []string) ([]string, error) {
 			}
 			return nil, &usageError{err.Error()}
 		}
-		args = c.fs.Args()
+		rest := c.fs.Args()
+		// flag stops at "--" and drops it: all after it is positional,
+		// flags of a command to run included.
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		args = rest
 		if len(args) == 0 {
 			return positional, nil
 		}
@@ -202,9 +218,15 @@ func Main(args []string, io IO) int {
 	c := newCommon(io, v)
 	err := v.run(io, c, append(lead, rest...))
 	var ue *usageError
+	var ee *exitError
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintf(io.Err, "recluster %s: %s\n", v.name, ee.msg)
+		}
+		return ee.code
 	case errors.Is(err, flag.ErrHelp):
 		return ExitOK
 	case errors.As(err, &ue):

@@ -106,6 +106,7 @@ services:
     command: [WORKER, -mode, crash, -after, 50ms]
     workers: 1
     respawn: 10ms
+    startLimit: 0
     log: {respawns: true}
 `
 

@@ -68,6 +68,7 @@ func runUp(io IO, c *common, args []string) error {
 	timestamps := c.fs.Bool("timestamps", false, "start each line with the time")
 	port := c.fs.Int("port", config.DefaultProcfilePortBase, "the first PORT in Procfile mode")
 	noWatch := c.fs.Bool("no-watch", false, "watch no files, whatever the config's watch settings")
+	exitOnFailure := c.fs.Bool("exit-on-failure", false, "stop everything at the first failure (a worker's failing exit, a failed or blocked service) and exit with its code")
 	names, err := c.parse(args)
 	if err != nil {
 		return err
@@ -133,11 +134,25 @@ func runUp(io IO, c *common, args []string) error {
 	defer groups.Close()
 
 	opts := config.Options{Getenv: io.Getenv, PortBase: *port}
+	failures := make(chan runner.Event, 1) // the first failure, with --exit-on-failure
+	onEvent := func(e runner.Event) {
+		switch e.Kind {
+		case runner.EventCrashed, runner.EventFailed, runner.EventBlocked:
+			select {
+			case failures <- e:
+			default: // the first is what counts
+			}
+		}
+	}
+	if !*exitOnFailure {
+		onEvent = nil
+	}
 	m, err := runner.New(cfg, runner.Options{
 		Starter:   runner.NewOSStarter(paths.Dir, groups),
 		Output:    runner.MuxOutput(mux),
 		Load:      func() (*config.Config, error) { return opts.Load(cfg.Path) },
 		NewRouter: newProxy,
+		OnEvent:   onEvent,
 	})
 	if err != nil {
 		return err
@@ -209,6 +224,9 @@ func runUp(io IO, c *common, args []string) error {
 		}, func(error) { stopWatching() })
 	}
 
+	endCtx, stopEnding := context.WithCancel(context.Background())
+	g.add(func() error { return endWhenDone(endCtx, m, failures, mux) }, func(error) { stopEnding() })
+
 	readyCtx, stopReady := context.WithCancel(context.Background())
 	g.add(func() error {
 		select {
@@ -221,6 +239,46 @@ func runUp(io IO, c *common, args []string) error {
 	}, func(error) { stopReady() })
 
 	return g.run()
+}
+
+// endWhenDone ends `up` by itself: once nothing is left to run (every
+// service completed, failed or blocked), with exit 0 if every one
+// completed and 1 naming the others; or, with --exit-on-failure, at the
+// first failure, with its exit code. Its return stops every service.
+func endWhenDone(ctx context.Context, m *runner.Manager, failures <-chan runner.Event, mux *logmux.Mux) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case e := <-failures:
+		what := fmt.Sprintf("%s failed", e.Service)
+		switch e.Kind {
+		case runner.EventCrashed:
+			what = fmt.Sprintf("%s.%d (pid %d) ended: %s", e.Service, e.Worker, e.Pid, e.Detail)
+		case runner.EventBlocked:
+			what = fmt.Sprintf("%s is blocked: %s", e.Service, e.Detail)
+			e.Code = 1
+		}
+		mux.System("", fmt.Sprintf("%s; stopping every service (--exit-on-failure)", what))
+		return &exitError{code: max(e.Code, 1), msg: what}
+	case <-m.Settled():
+	}
+	sts, err := m.Status(ctx)
+	if err != nil {
+		return nil // stopping already
+	}
+	var failed []string
+	for _, s := range sts {
+		if s.State == "failed" || s.State == "blocked" {
+			failed = append(failed, s.Name+" "+s.State)
+		}
+	}
+	if len(failed) == 0 {
+		mux.System("", "nothing is left to run: every service completed")
+		return nil
+	}
+	what := strings.Join(failed, ", ")
+	mux.System("", fmt.Sprintf("nothing is left to run: %s", what))
+	return &exitError{code: ExitFailed, msg: what}
 }
 
 // serveControl serves the control API until ctx ends, on ln and on every

@@ -190,6 +190,8 @@ func verbEnv(t *testing.T, dir string, env []string, args ...string) result {
 type statusJSON struct {
 	Services []struct {
 		Name       string   `json:"name"`
+		State      string   `json:"state"`
+		Reason     string   `json:"reason"`
 		Generation int      `json:"generation"`
 		Listen     []string `json:"listen"`
 		Proxy      string   `json:"proxy"`
@@ -201,6 +203,7 @@ type statusJSON struct {
 			Restarts   int    `json:"restarts"`
 			Port       int    `json:"port"`
 			InFlight   int    `json:"inFlight"`
+			ExitCode   *int   `json:"exitCode"`
 		} `json:"workers"`
 	} `json:"services"`
 }

@@ -190,7 +190,11 @@ func runStatus(io IO, c *common, args []string) error {
 			if proxied {
 				fmt.Fprintf(tw, "%s\t%d\t", port, w.InFlight)
 			}
-			fmt.Fprintf(tw, "%s\t%s\n", printable(last), printable(w.Status))
+			status := w.Status
+			if status == "" && s.Reason != "" {
+				status, _, _ = strings.Cut(s.Reason, "\n")
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", printable(last), printable(status))
 		}
 	}
 	return tw.Flush()

@@ -16,7 +16,9 @@ import (
 // Defaults that users see, as SPEC.md gives them.
 const (
 	DefaultRespawn           = time.Second
-	DefaultBackoff           = 0
+	DefaultBackoff           = 30 * time.Second
+	DefaultStartLimit        = 5
+	DefaultMinUptime         = 5 * time.Second
 	DefaultTimeout           = time.Second
 	DefaultProductionTimeout = time.Hour
 	DefaultReadyTimeout      = 60 * time.Second
@@ -33,6 +35,20 @@ const (
 	ReadyStarted   ReadyWhen = "started"
 	ReadyListening ReadyWhen = "listening"
 	ReadyNotified  ReadyWhen = "ready"
+)
+
+// Restart policies: when a worker that exited by itself is started again.
+const (
+	RestartAlways    = "always"     // whatever its exit
+	RestartOnFailure = "on-failure" // after a non-zero exit or a signal; exit 0 is done
+	RestartNever     = "never"      // a task: it runs once
+)
+
+// After conditions: what a service waits for of a dependency.
+const (
+	AfterReady     = "ready"     // every worker ready
+	AfterStarted   = "started"   // its workers started
+	AfterCompleted = "completed" // every worker exited 0 for good (a task)
 )
 
 // Config is one validated recluster file.
@@ -88,8 +104,19 @@ type Service struct {
 	Respawn      time.Duration
 	Backoff      time.Duration
 	StopSignal   syscall.Signal
-	After        []string
-	Log          LogOptions
+	// After names the services this one starts after, in file order;
+	// AfterWhen gives each one's condition (AfterReady, AfterStarted or
+	// AfterCompleted).
+	After     []string
+	AfterWhen map[string]string
+	// Restart is RestartAlways, RestartOnFailure or RestartNever.
+	Restart string
+	// StartLimit is how many times in a row a worker may exit before it
+	// was ready, or sooner than MinUptime after its start, before the
+	// service is failed; 0 never fails it.
+	StartLimit int
+	MinUptime  time.Duration
+	Log        LogOptions
 	// Build, when set, runs once per generation before its workers start,
 	// in Dir with the service's environment, for at most BuildTimeout.
 	Build        *Command
@@ -219,6 +246,11 @@ func (o Options) parseYAML(path string, data []byte) (*Config, error) {
 		return nil, d.errs.err()
 	}
 	for _, src := range sources {
+		if _, given := src.set["workers"]; !given && src.svc.Restart != RestartAlways {
+			// A task runs once, not once per CPU: a migration must not
+			// run twice side by side.
+			src.svc.Workers = 1
+		}
 		derive(src.svc)
 	}
 	d.crossCheck(sources)

@@ -94,7 +94,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	web, sock := cfg.Service("web"), cfg.Service("sock")
-	if web.Workers != 2 || web.Timeout != time.Second || web.Respawn != time.Second || web.Backoff != 0 ||
+	if web.Workers != 2 || web.Timeout != time.Second || web.Respawn != time.Second || web.Backoff != 30*time.Second ||
+		web.Restart != RestartAlways || web.StartLimit != 5 || web.MinUptime != 5*time.Second ||
 		web.ReadyTimeout != time.Minute || web.ReadyWhen != ReadyStarted || !web.Log.Respawns {
 		t.Errorf("web defaults wrong: %+v", web)
 	}

@@ -21,7 +21,8 @@ import (
 var (
 	topKeys     = []string{"env", "envFile", "services"}
 	serviceKeys = []string{"command", "dir", "env", "envFile", "workers", "listen", "proxy", "readyWhen",
-		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log", "build", "buildTimeout", "watch"}
+		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log", "build", "buildTimeout", "watch",
+		"restart", "startLimit", "minUptime"}
 	watchKeys   = []string{"paths", "ignore", "debounce", "action"}
 	logKeys     = []string{"respawns"}
 	proxyKeys   = []string{"address", "protocol", "proxyProtocol"}
@@ -191,7 +192,13 @@ func (d *decoder) serviceKey(key string, v *yaml.Node, path string, src *service
 	case "stopSignal":
 		svc.StopSignal = d.signal(v, path, svc.StopSignal)
 	case "after":
-		svc.After, src.afterNodes = d.strs(v, path)
+		svc.After, svc.AfterWhen, src.afterNodes = d.after(v, path)
+	case "restart":
+		svc.Restart = d.restart(v, path, svc.Restart)
+	case "startLimit":
+		svc.StartLimit = d.startLimit(v, path, svc.StartLimit)
+	case "minUptime":
+		svc.MinUptime = d.duration(v, path, true, svc.MinUptime)
 	case "log":
 		d.logOptions(v, path, &svc.Log)
 	case "build":
@@ -280,7 +287,9 @@ func (d *decoder) globs(n *yaml.Node, path string) []string {
 
 func (d *decoder) unknownKey(k *yaml.Node, path string, allowed []string) {
 	msg := fmt.Sprintf("unknown key %q", k.Value)
-	if guess := Closest(k.Value, allowed); guess != "" {
+	if ours, ok := otherToolsKeys[k.Value]; ok && contains(allowed, ours) {
+		msg += fmt.Sprintf(" (recluster calls it %q)", ours)
+	} else if guess := Closest(k.Value, allowed); guess != "" {
 		msg += fmt.Sprintf(" (did you mean %q?)", guess)
 	}
 	if path == "" {

@@ -30,7 +30,10 @@ type printedService struct {
 	Respawn      string            `yaml:"respawn"`
 	Backoff      string            `yaml:"backoff"`
 	StopSignal   string            `yaml:"stopSignal"`
-	After        []string          `yaml:"after,flow,omitempty"`
+	Restart      string            `yaml:"restart"`
+	StartLimit   int               `yaml:"startLimit"`
+	MinUptime    string            `yaml:"minUptime"`
+	After        any               `yaml:"after,flow,omitempty"`
 	Log          printedLog        `yaml:"log"`
 	Build        any               `yaml:"build,omitempty"`
 	BuildTimeout string            `yaml:"buildTimeout,omitempty"`
@@ -59,8 +62,19 @@ func Print(w io.Writer, cfg *Config) error {
 			Respawn:      s.Respawn.String(),
 			Backoff:      s.Backoff.String(),
 			StopSignal:   unix.SignalName(s.StopSignal),
-			After:        s.After,
+			Restart:      s.Restart,
+			StartLimit:   s.StartLimit,
+			MinUptime:    s.MinUptime.String(),
 			Log:          printedLog{Respawns: s.Log.Respawns},
+		}
+		if len(s.After) > 0 {
+			ps.After = s.After
+			for _, dep := range s.After {
+				if s.AfterWhen[dep] != AfterReady {
+					ps.After = s.AfterWhen // conditions to show
+					break
+				}
+			}
 		}
 		if s.Command.Args != nil {
 			ps.Command = s.Command.Args

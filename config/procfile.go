@@ -17,12 +17,29 @@ func IsProcfile(path string) bool {
 	return base == "Procfile" || strings.HasPrefix(base, "Procfile.")
 }
 
+// releasePhase makes a `release` line what it is on Heroku: a task that
+// runs once, before the other lines start; they start only once it has
+// exited 0.
+func releasePhase(cfg *Config) {
+	release := cfg.Service("release")
+	if release == nil {
+		return
+	}
+	release.Restart = RestartNever
+	for _, s := range cfg.Services {
+		if s != release {
+			s.After = []string{release.Name}
+			s.AfterWhen = map[string]string{release.Name: AfterCompleted}
+		}
+	}
+}
+
 // parseProcfile reads foreman's format: one `name: command` a line. Each
 // service gets one worker, readyWhen started and PORT = base + 100 × index,
 // foreman's rule, so a Procfile app finds the same ports as under foreman.
 // The `web` line is served there by recluster's http proxy instead, and
 // its workers get ports of their own: so `reload web` loses nothing and
-// `scale web=3` works.
+// `scale web=3` works. A `release` line runs once, first (releasePhase).
 func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -86,6 +103,7 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 	if err := sc.Err(); err != nil {
 		d.errs.add(&FieldError{File: path, Line: lineNo + 1, Col: 1, Msg: err.Error()})
 	}
+	releasePhase(cfg)
 	if len(cfg.Services) == 0 && len(d.errs) == 0 {
 		d.errs.add(&FieldError{File: path, Line: 1, Col: 1, Msg: "no services; a Procfile has one `name: command` a line"})
 	}

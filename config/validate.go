@@ -25,6 +25,8 @@ func (d *decoder) crossCheck(sources []*serviceSource) {
 				d.errorf(s.afterNodes[i], "services."+s.svc.Name+".after", "%s; services: %s", msg, strings.Join(names(sources), ", "))
 			case dep == s.svc.Name:
 				d.errorf(s.afterNodes[i], "services."+s.svc.Name+".after", "a service cannot start after itself")
+			case s.svc.AfterWhen[dep] == AfterCompleted && byName[dep].svc.Restart == RestartAlways:
+				d.errorf(s.afterNodes[i], "services."+s.svc.Name+".after."+dep, "waits for %s to complete, but %s has restart: always and never completes; give %s restart: never (a task that runs once) or on-failure, or wait for it to be ready", dep, dep, dep)
 			}
 		}
 	}

@@ -15,8 +15,9 @@ import (
 // ServiceStatus is one service in GET /v1/status and `status --json`.
 type ServiceStatus struct {
 	Name string `json:"name"`
-	// State is stopped, building, running, reloading, stopping, failed or
-	// shut down; Reason says why, when failed.
+	// State is stopped, building, running, reloading, stopping, failed,
+	// completed, blocked or shut down; Reason says why, when failed or
+	// blocked.
 	State      string         `json:"state"`
 	Reason     string         `json:"reason,omitempty"`
 	Generation int            `json:"generation"`
@@ -28,8 +29,8 @@ type ServiceStatus struct {
 	Workers    []WorkerStatus `json:"workers"`
 }
 
-// WorkerStatus is one worker, or one slot waiting to respawn (state
-// backoff, pid 0).
+// WorkerStatus is one worker, or one slot with no process: waiting to
+// respawn (state backoff, pid 0), or done (state exited, pid 0).
 type WorkerStatus struct {
 	ID         int       `json:"id"`
 	Pid        int       `json:"pid"`
@@ -43,6 +44,9 @@ type WorkerStatus struct {
 	// PORT and the connections (tcp) or requests (http) in flight to it.
 	Port     int `json:"port,omitempty"`
 	InFlight int `json:"inFlight"`
+	// ExitCode, for a worker that exited for good (state exited: a
+	// task's), is its exit code as a shell gives it (128+n for signal n).
+	ExitCode *int `json:"exitCode,omitempty"`
 }
 
 // Info describes the running instance: GET /v1/info.

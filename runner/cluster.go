@@ -29,14 +29,24 @@ const (
 	// phaseShutDown: run's context ended. Everything stops, every request
 	// is refused, and run returns once the last worker is gone.
 	phaseShutDown
-	// phaseFailed: the service could not start (its build failed); no
-	// worker runs. A start, restart or reload tries again.
+	// phaseFailed: the service could not start (its build failed), its
+	// workers crashed startLimit times in a row, or a task exited with a
+	// failure; no worker runs. A start, restart or reload tries again.
 	phaseFailed
+	// phaseCompleted: every worker of a task (restart never or
+	// on-failure) exited 0 and none is to run again (tasks.go).
+	phaseCompleted
+	// phaseBlocked: the service was to start after services that failed,
+	// or ended without meeting its `after` condition; it never started.
+	phaseBlocked
 )
 
 func (p phase) String() string {
-	return [...]string{"stopped", "serving", "reloading", "stopping", "shut down", "failed"}[p]
+	return [...]string{"stopped", "serving", "reloading", "stopping", "shut down", "failed", "completed", "blocked"}[p]
 }
+
+// ended says whether nothing of the service runs, nor will by itself.
+func (p phase) ended() bool { return p == phaseFailed || p == phaseCompleted || p == phaseBlocked }
 
 // cluster keeps one service's workers at their count. One goroutine, run,
 // owns every field below the channels; all else talks to it by message.
@@ -74,7 +84,13 @@ type cluster struct {
 	closedRouters []*routerHandle
 	ports         map[int]bool // the PORTs of live proxied workers
 	builders      map[*builder]struct{}
-	failure       error // why the service is in phaseFailed
+	failure       error // why the service is in phaseFailed or phaseBlocked
+	// everStarted and readyOnce (with firstReady) say what `after`
+	// conditions of other services it has met; published tells the
+	// Manager what it last heard (tasks.go).
+	everStarted bool
+	onState     func(serviceState)
+	published   serviceState
 	// buildingUntil (unix nanoseconds) is read by the Manager's Building
 	// from any goroutine: far ahead while a build runs, else 0.
 	buildingUntil atomic.Int64
@@ -206,6 +222,7 @@ func (c *cluster) run(ctx context.Context) {
 			return
 		}
 		c.buildWhenIdle()
+		c.publish()
 	}
 }
 
@@ -216,6 +233,9 @@ func (c *cluster) handleRequest(r request) {
 		return
 	case killReq:
 		c.kill() // in every phase: a second Ctrl-C comes while shutting down
+		return
+	case blockReq:
+		c.block(r) // in every phase: only a stopped service blocks
 		return
 	}
 	switch c.phase {
@@ -229,8 +249,8 @@ func (c *cluster) handleRequest(r request) {
 		c.whileStopping(r)
 	case phaseShutDown:
 		r.refuse(ErrShuttingDown)
-	case phaseFailed:
-		c.whileFailed(r)
+	case phaseFailed, phaseCompleted, phaseBlocked:
+		c.whileEnded(r)
 	}
 }
 
@@ -247,25 +267,6 @@ func (c *cluster) buildWhenIdle() {
 		}
 		c.startPendingBuild()
 		return
-	}
-}
-
-func (c *cluster) whileFailed(r request) {
-	switch r := r.(type) {
-	case stopReq:
-		c.phase, c.failure = phaseStopped, nil
-		r.reply <- nil
-	case reloadReq:
-		// A reload of a service that could not start tries again.
-		if err := c.adopt(r.spec); err != nil {
-			r.refuse(err)
-			return
-		}
-		c.phase, c.failure = phaseStopped, nil
-		c.start(func(err error) { r.reply <- reloadResult{err: err} })
-	default:
-		c.phase, c.failure = phaseStopped, nil
-		c.whileStopped(r)
 	}
 }
 
@@ -397,9 +398,13 @@ func (c *cluster) after(d time.Duration, e message) *time.Timer {
 }
 
 func (c *cluster) emit(kind EventKind, w *worker, detail string) {
-	if c.opts.OnEvent == nil {
-		return
+	if c.opts.OnEvent != nil {
+		c.emitEvent(c.event(kind, w, detail))
 	}
+}
+
+// event makes an event of the cluster, of w when not nil.
+func (c *cluster) event(kind EventKind, w *worker, detail string) Event {
 	e := Event{Kind: kind, Service: c.name, Detail: detail}
 	if c.current != nil {
 		e.Generation = c.current.num
@@ -407,7 +412,13 @@ func (c *cluster) emit(kind EventKind, w *worker, detail string) {
 	if w != nil {
 		e.Worker, e.Generation, e.Pid = w.ref.ID, w.ref.Generation, w.pid
 	}
-	c.opts.OnEvent(e)
+	return e
+}
+
+func (c *cluster) emitEvent(e Event) {
+	if c.opts.OnEvent != nil {
+		c.opts.OnEvent(e)
+	}
 }
 
 func (c *cluster) logf(format string, args ...any) {

@@ -3,6 +3,8 @@ package runner
 import (
 	"fmt"
 	"syscall"
+
+	"github.com/recluster/recluster/config"
 )
 
 // The life of a service outside reloads: start, readiness, exits, stop and
@@ -79,6 +81,9 @@ func (c *cluster) failStart(err error) {
 	c.current.retire()
 	c.slots = nil
 	c.phase, c.failure = phaseFailed, err
+	e := c.event(EventFailed, nil, err.Error())
+	e.Code = 1
+	c.emitEvent(e)
 	c.replayDeferred()
 }
 
@@ -336,20 +341,22 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 		return
 	}
 	s.worker = nil
-	s.restarts++
 	s.lastExit = &st
 	if s.replacement != nil {
 		// Its STOPPING=1 replacement takes the slot.
 		s.worker, s.replacement = s.replacement, nil
+		s.restarts++
 		return
 	}
-	if !wasReady && len(c.waiters) > 0 {
+	spec := w.gen.spec
+	finished := spec.Restart == config.RestartNever || spec.Restart == config.RestartOnFailure && st.Success()
+	if !wasReady && len(c.waiters) > 0 && !(finished && st.Success()) {
 		c.answerWaiters(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.opts.Output.Tail(w.ref, 10)})
 	}
 	if c.phase == phaseServing {
 		// During a reload an old worker is not respawned: the new
 		// generation takes its slot, or abortReload refills it.
-		c.scheduleRespawn(s, w, st)
+		c.afterExit(s, w, st, wasReady)
 	}
 }
 

@@ -51,13 +51,21 @@ type Manager struct {
 	runCtx   context.Context
 	ready    chan struct{} // closed once every service Run started is ready
 	stopping bool
-	wg       sync.WaitGroup // every cluster's run
-	bg       sync.WaitGroup // start-after-dependencies goroutines
+	// pending, members, states and settled: starting in `after` order,
+	// and knowing when everything has ended (depends.go).
+	pending     map[*cluster]*pendingStart
+	members     map[*cluster]bool
+	states      map[*cluster]serviceState
+	settled     chan struct{}
+	settledDone bool
+	wg          sync.WaitGroup // every cluster's run
+	bg          sync.WaitGroup // the starts and blocks of depends.go
 }
 
 // New returns a Manager for cfg. Call Run to start it.
 func New(cfg *config.Config, opts Options) (*Manager, error) {
-	m := &Manager{cfg: cfg, clusters: map[string]*cluster{}, ends: map[*cluster]context.CancelFunc{}, ready: make(chan struct{})}
+	m := &Manager{cfg: cfg, clusters: map[string]*cluster{}, ends: map[*cluster]context.CancelFunc{}, ready: make(chan struct{}),
+		pending: map[*cluster]*pendingStart{}, members: map[*cluster]bool{}, states: map[*cluster]serviceState{}, settled: make(chan struct{})}
 	if opts.Output == nil {
 		opts.Output = discardOutput{}
 	}
@@ -77,7 +85,7 @@ func New(cfg *config.Config, opts Options) (*Manager, error) {
 	}
 	m.opts = opts
 	for _, s := range cfg.Services {
-		m.clusters[s.Name] = newCluster(m.spec(s), &m.opts, &m.sockets)
+		m.clusters[s.Name] = m.newCluster(m.spec(s))
 	}
 	return m, nil
 }
@@ -87,7 +95,7 @@ func (m *Manager) spec(s *config.Service) *serviceSpec {
 }
 
 // Run starts the named services (all when names is empty) and what they
-// need, each once every worker of its `after` services is ready. When ctx
+// need, each once its `after` conditions are met (depends.go). When ctx
 // is done it stops every service gracefully, a service only after those
 // that start after it, and returns once every worker is gone. A Manager
 // runs once.
@@ -108,9 +116,11 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 	}
 	var firstReady []chan struct{}
 	for _, name := range selected {
-		m.startAfterDeps(ctx, m.clusters[name], m.cfg.Service(name).After, nil)
-		firstReady = append(firstReady, m.clusters[name].firstReady)
+		c := m.clusters[name]
+		m.wait(c, c.spec, nil)
+		firstReady = append(firstReady, c.firstReady)
 	}
+	acts := m.decide()
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
@@ -124,6 +134,7 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 		close(m.ready)
 	}()
 	m.mu.Unlock()
+	m.act(acts)
 
 	<-ctx.Done()
 	m.mu.Lock()
@@ -179,39 +190,6 @@ func (m *Manager) endCluster(ctx context.Context, c *cluster) error {
 	}
 	m.opts.Output.System(c.name, "removed from the config file; stopped")
 	return err
-}
-
-// startAfterDeps starts c once every cluster in deps is ready, on a
-// goroutine that Run joins; done, when set, gets Start's result.
-func (m *Manager) startAfterDeps(ctx context.Context, c *cluster, deps []string, done chan<- error) {
-	var wait []*cluster
-	for _, d := range deps {
-		if dc := m.clusters[d]; dc != nil {
-			wait = append(wait, dc)
-		}
-	}
-	m.bg.Add(1)
-	// Owned by the Manager; ends once c has started, or ctx ends.
-	go func() {
-		defer m.bg.Done()
-		for _, dc := range wait {
-			select {
-			case <-dc.firstReady:
-			case <-ctx.Done():
-				if done != nil {
-					done <- ctx.Err()
-				}
-				return
-			}
-		}
-		err := c.Start(ctx)
-		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrShuttingDown) {
-			m.opts.Output.System(c.name, fmt.Sprintf("%s is not ready: %v", c.name, err))
-		}
-		if done != nil {
-			done <- err
-		}
-	}()
 }
 
 // closure returns names plus everything they need through `after`, in
@@ -370,6 +348,7 @@ func (m *Manager) Start(ctx context.Context, names []string) error {
 	if err != nil {
 		return err
 	}
+	m.unpend(cs)
 	return each(cs, func(c *cluster) error { return c.Start(ctx) })
 }
 
@@ -379,6 +358,7 @@ func (m *Manager) Stop(ctx context.Context, names []string) error {
 	if err != nil {
 		return err
 	}
+	m.unpend(cs)
 	return each(cs, func(c *cluster) error { return c.Stop(ctx) })
 }
 
@@ -508,14 +488,17 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 			if onlyChanged && reflect.DeepEqual(m.cfg.Service(n), cfg.Service(n)) {
 				continue
 			}
+			if p := m.pending[c]; p != nil {
+				p.after, p.when = spec.After, spec.AfterWhen
+			}
 			jobs = append(jobs, job{c: c, spec: spec})
 			continue
 		}
-		c := newCluster(spec, &m.opts, &m.sockets)
+		c := m.newCluster(spec)
 		m.clusters[n] = c
 		m.runCluster(c)
 		done := make(chan error, 1)
-		m.startAfterDeps(m.runCtx, c, spec.After, done)
+		m.wait(c, spec, done)
 		jobs = append(jobs, job{c: c, done: done})
 	}
 	var removed []*cluster
@@ -524,11 +507,14 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 			if cfg.Service(n) == nil {
 				removed = append(removed, c)
 				delete(m.clusters, n)
+				m.forget(c)
 			}
 		}
 	}
 	m.cfg = cfg
+	acts := m.decide()
 	m.mu.Unlock()
+	m.act(acts)
 
 	var cs []*cluster
 	byCluster := map[*cluster]job{}

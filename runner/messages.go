@@ -31,6 +31,11 @@ type (
 	statusReq struct{ reply chan ServiceStatus }
 	// killReq sends SIGKILL to every worker at once; nobody waits on it.
 	killReq struct{}
+	// blockReq: the service was to start after others, and cannot.
+	blockReq struct {
+		reason string
+		reply  chan error
+	}
 )
 
 type (
@@ -63,6 +68,7 @@ func (reloadReq) isMessage()         {}
 func (scaleReq) isMessage()          {}
 func (statusReq) isMessage()         {}
 func (killReq) isMessage()           {}
+func (blockReq) isMessage()          {}
 func (exitEvent) isMessage()         {}
 func (noteEvent) isMessage()         {}
 func (readyTimeoutEvent) isMessage() {}
@@ -76,6 +82,7 @@ func (r restartReq) refuse(err error) { r.reply <- err }
 func (r reloadReq) refuse(err error)  { r.reply <- reloadResult{err: err} }
 func (r scaleReq) refuse(err error)   { r.reply <- err }
 func (killReq) refuse(error)          {}
+func (r blockReq) refuse(err error)   { r.reply <- err }
 
 // statusReq is answered in every phase before any refusal; should one ever
 // be refused, its caller still hears, with an empty status.

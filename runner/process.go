@@ -127,6 +127,21 @@ type ExitStatus struct {
 	Err error
 }
 
+// Success says whether the worker ran and exited 0.
+func (s ExitStatus) Success() bool { return s.Err == nil && s.Code == 0 }
+
+// ShellCode is the exit code as a shell reports it: the code, 128+n for
+// death by signal n, 127 for a program that could not be started.
+func (s ExitStatus) ShellCode() int {
+	switch {
+	case s.Err != nil:
+		return 127
+	case s.Code < 0:
+		return 128 + int(s.Signal)
+	}
+	return s.Code
+}
+
 func (s ExitStatus) String() string {
 	switch {
 	case s.Err != nil:

@@ -12,25 +12,32 @@ type slot struct {
 	restarts    int
 	lastExit    *ExitStatus
 	delay       time.Duration
+	delayed     bool // delay holds the last respawn's delay
 	timer       *time.Timer
 	token       int // tells the live respawn timer from stale ones
 	backoff     bool
+	// fastExits counts its workers that died young in a row (tasks.go);
+	// done says its worker is not to run again.
+	fastExits int
+	done      bool
 }
 
 // scheduleRespawn waits the slot's delay, then refills it: respawn at
-// first, doubling with each death up to backoff, back to respawn once a
-// worker stayed up for backoff. Each slot backs off on its own.
+// first, doubling with each death up to backoff (from minBackoffStep at
+// least, so `respawn: 0` never spins), back to respawn once a worker
+// stayed up for backoff. Each slot backs off on its own.
 func (c *cluster) scheduleRespawn(s *slot, w *worker, st ExitStatus) {
 	spec := c.current.spec
 	uptime := time.Since(w.started)
 	switch {
-	case s.delay == 0 || (spec.Backoff > 0 && uptime >= spec.Backoff):
+	case !s.delayed || (spec.Backoff > 0 && uptime >= spec.Backoff):
 		s.delay = spec.Respawn
 	case spec.Backoff > 0:
-		s.delay = min(2*s.delay, spec.Backoff)
+		s.delay = min(max(2*s.delay, minBackoffStep), spec.Backoff)
 	default:
-		s.delay = spec.Respawn
+		s.delay = max(spec.Respawn, minBackoffStep)
 	}
+	s.delayed = true
 	s.token++
 	s.backoff = true
 	s.timer = c.after(s.delay, respawnEvent{s, s.token})

@@ -194,6 +194,8 @@ services:
     command: [WORKER, -mode, crash, -after, 5ms]
     workers: 3
     respawn: 0
+    backoff: 0
+    startLimit: 0
     log: {respawns: false}
 `)
 	h.waitFor("60 crashes", func() bool {

@@ -30,6 +30,10 @@ type serviceSpec struct {
 	Backoff      time.Duration
 	LogRespawns  bool
 	After        []string
+	AfterWhen    map[string]string
+	Restart      string
+	StartLimit   int
+	MinUptime    time.Duration
 	Build        *config.Command
 	BuildTimeout time.Duration
 }
@@ -38,6 +42,10 @@ type serviceSpec struct {
 // recluster's own environment (os.Environ()).
 func specFromConfig(s *config.Service, base []string) *serviceSpec {
 	env := mergeEnviron(base, s.Env)
+	restart := s.Restart
+	if restart == "" {
+		restart = config.RestartAlways
+	}
 	return &serviceSpec{
 		Name:         s.Name,
 		Command:      s.Command,
@@ -54,6 +62,10 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 		Backoff:      s.Backoff,
 		LogRespawns:  s.Log.Respawns,
 		After:        s.After,
+		AfterWhen:    s.AfterWhen,
+		Restart:      restart,
+		StartLimit:   s.StartLimit,
+		MinUptime:    s.MinUptime,
 		Build:        s.Build,
 		BuildTimeout: s.BuildTimeout,
 	}

@@ -8,8 +8,9 @@ import (
 // ServiceStatus is a snapshot of one service.
 type ServiceStatus struct {
 	Name string
-	// State is stopped, building, running, reloading, stopping, failed
-	// or shut down; Reason says why, when failed.
+	// State is stopped, building, running, reloading, stopping, failed,
+	// completed, blocked or shut down; Reason says why, when failed or
+	// blocked.
 	State      string
 	Reason     string
 	Generation int
@@ -36,6 +37,9 @@ type WorkerStatus struct {
 	// the connections or requests in flight to it through the proxy.
 	Port     int
 	InFlight int
+	// ExitCode, for a slot whose worker exited for good (state Exited),
+	// is its exit code as a shell gives it.
+	ExitCode *int
 }
 
 func (c *cluster) status() ServiceStatus {
@@ -46,7 +50,7 @@ func (c *cluster) status() ServiceStatus {
 		st.State = "building"
 	case c.phase == phaseServing:
 		st.State = "running"
-	case c.phase == phaseFailed && c.failure != nil:
+	case c.phase.ended() && c.failure != nil:
 		st.Reason = c.failure.Error()
 	}
 	if c.current != nil {
@@ -78,9 +82,18 @@ func (c *cluster) status() ServiceStatus {
 		st.Workers = append(st.Workers, ws)
 	}
 	for _, s := range c.slots {
-		if s.worker == nil && s.backoff {
+		if s.worker == nil && (s.backoff || s.done) {
 			n, last := history(s.id)
-			st.Workers = append(st.Workers, WorkerStatus{ID: s.id, State: Backoff, Generation: c.current.num, Restarts: n, LastExit: last})
+			state := Backoff
+			if s.done {
+				state = Exited
+			}
+			ws := WorkerStatus{ID: s.id, State: state, Generation: c.current.num, Restarts: n, LastExit: last}
+			if s.lastExit != nil {
+				code := s.lastExit.ShellCode()
+				ws.ExitCode = &code
+			}
+			st.Workers = append(st.Workers, ws)
 		}
 	}
 	sort.Slice(st.Workers, func(i, j int) bool {
@@ -106,6 +119,15 @@ const (
 	EventReloading    EventKind = "reloading"
 	EventReloaded     EventKind = "reloaded"
 	EventReloadFailed EventKind = "reload-failed"
+	// EventCrashed: a serving worker exited by itself with a failure
+	// (Code is its exit code as a shell gives it); it may be respawned.
+	EventCrashed EventKind = "crashed"
+	// EventFailed: the service is failed (Code: the exit that failed it,
+	// or 1); EventCompleted: a task is done; EventBlocked: the service
+	// cannot start after what it waits for.
+	EventFailed    EventKind = "failed"
+	EventCompleted EventKind = "completed"
+	EventBlocked   EventKind = "blocked"
 )
 
 // Event is one change in a cluster, for observers (tests, the log).
@@ -116,4 +138,5 @@ type Event struct {
 	Generation int
 	Pid        int
 	Detail     string
+	Code       int
 }

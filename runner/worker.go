@@ -19,6 +19,9 @@ const (
 	Stopping
 	// Backoff is a slot waiting to respawn its worker (no process).
 	Backoff
+	// Exited is a slot whose worker exited and is not to run again (a
+	// task's, or one that restarts on failure and exited 0).
+	Exited
 )
 
 func (s State) String() string {
@@ -31,6 +34,8 @@ func (s State) String() string {
 		return "stopping"
 	case Backoff:
 		return "backoff"
+	case Exited:
+		return "exited"
 	}
 	return "state(" + strconv.Itoa(int(s)) + ")"
 }
@@ -92,6 +97,7 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 	w := &worker{ref: WorkerRef{Service: c.name, ID: id, Generation: gen.num}, gen: gen, started: time.Now()}
 	c.live[w] = struct{}{}
 	gen.live[w] = struct{}{}
+	c.everStarted = true
 	env := append(append([]string(nil), spec.Env...),
 		"WORKER_ID="+strconv.Itoa(id), "RECLUSTER_SERVICE="+c.name, "RECLUSTER_GENERATION="+strconv.Itoa(gen.num))
 	if spec.Proxy != nil {
