@@ -215,6 +215,12 @@ services:
 		t.Errorf("an unknown service: %d %q", code, out)
 	}
 
+	// In Procfile mode, PORT is foreman's.
+	os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: sleep 1\nworker: sleep 1\n"), 0o644)
+	if code, out := run("", "-f", "Procfile", "worker", "--", "sh", "-c", "echo $PORT $RECLUSTER_SERVICE"); code != 0 || out != "5100 worker\n" {
+		t.Errorf("Procfile mode: %d %q", code, out)
+	}
+
 	// A SIGINT sent to recluster reaches the command.
 	cmd := exec.Command(testbin.Recluster(t), "run", "api", "--", "sh", "-c",
 		`trap 'echo interrupted; exit 9' INT; echo waiting; while :; do sleep 0.05; done`)
