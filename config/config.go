@@ -23,7 +23,7 @@ const (
 	DefaultProductionTimeout = time.Hour
 	DefaultReadyTimeout      = 60 * time.Second
 	DefaultBuildTimeout      = 10 * time.Minute
-	DefaultWatchDebounce     = 200 * time.Millisecond
+	DefaultWatchDebounce     = 50 * time.Millisecond
 	DefaultStopSignal        = syscall.SIGTERM
 	DefaultProcfilePortBase  = 5000
 )

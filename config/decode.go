@@ -218,7 +218,7 @@ func (d *decoder) serviceKey(key string, v *yaml.Node, path string, src *service
 // watch reads `watch: true`, a glob, a list of globs, or
 // {paths, ignore, debounce, action}.
 func (d *decoder) watch(n *yaml.Node, path string) *Watch {
-	const allowed = `true, a glob ("**/*.py") or a list of globs relative to dir, or {paths: [...], ignore: [...], debounce: 200ms, action: reload|restart}`
+	const allowed = `true, a glob ("**/*.py") or a list of globs relative to dir, or {paths: [...], ignore: [...], debounce: 50ms, action: reload|restart}`
 	w := &Watch{Debounce: DefaultWatchDebounce, Action: WatchReload}
 	switch {
 	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool":

@@ -95,12 +95,21 @@ func (lw *listenWatcher) remove(w *listenWait) {
 
 func (lw *listenWatcher) wait() { lw.running.Wait() }
 
+const (
+	fastScanCap = 16 * time.Millisecond
+	fastScanFor = 3 * time.Second
+	slowScanCap = 100 * time.Millisecond
+)
+
 // loop is the scanning goroutine; it returns as soon as nothing waits. The
-// interval starts short, since most servers listen within milliseconds, and
-// grows so a slow starter costs little.
+// interval starts short, since most servers listen within milliseconds,
+// stays within fastScanCap through a typical boot (Node, Python: 100 ms to
+// a second), where every tick of it is added to a reload, and grows past
+// that so a slow starter costs little.
 func (lw *listenWatcher) loop() {
 	defer lw.running.Done()
 	interval := 2 * time.Millisecond
+	since := time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -139,9 +148,13 @@ func (lw *listenWatcher) loop() {
 		timer.Reset(interval)
 		select {
 		case <-timer.C:
-			interval = min(interval*2, 100*time.Millisecond)
+			limit := fastScanCap
+			if time.Since(since) > fastScanFor {
+				limit = slowScanCap
+			}
+			interval = min(interval*2, limit)
 		case <-lw.wake:
-			interval = 2 * time.Millisecond
+			interval, since = 2*time.Millisecond, time.Now()
 		}
 	}
 }

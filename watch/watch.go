@@ -154,6 +154,7 @@ func (w *Watcher) Run(ctx context.Context, services []Service, changes chan<- Ch
 		case name := <-r.fire:
 			if s := r.services[name]; s != nil && s.pending.Files > 0 {
 				change := s.pending
+				change.File = s.namedFile(change.File)
 				s.pending, s.timer = Change{}, nil
 				select {
 				case changes <- change:
@@ -167,6 +168,26 @@ func (w *Watcher) Run(ctx context.Context, services []Service, changes chan<- Ch
 			return nil
 		}
 	}
+}
+
+// namedFile is the file a burst is named by in the log: its first, unless
+// that is gone (an editor's or sed's temporary file, renamed over the one
+// saved), then the first in order of those that still exist.
+func (s *state) namedFile(first string) string {
+	if _, err := os.Lstat(filepath.Join(s.Dir, first)); err == nil {
+		return first
+	}
+	var names []string
+	for f := range s.files {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	for _, f := range names {
+		if _, err := os.Lstat(filepath.Join(s.Dir, f)); err == nil {
+			return f
+		}
+	}
+	return first
 }
 
 func (r *run) stopTimers() {

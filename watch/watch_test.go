@@ -124,6 +124,18 @@ func TestABurstIsOneChange(t *testing.T) {
 	}
 }
 
+// TestASaveThroughATemporaryFileIsNamedByTheFileSaved: sed -i and many
+// editors write a temporary file and rename it over the one saved.
+func TestASaveThroughATemporaryFileIsNamedByTheFileSaved(t *testing.T) {
+	dir, changes := watching(t, config.Watch{Paths: []string{"."}, Debounce: 100 * time.Millisecond, Action: "reload"}, nil)
+	tmp := filepath.Join(dir, "sedX1b2c3")
+	os.WriteFile(tmp, []byte("v2"), 0o644)
+	os.Rename(tmp, filepath.Join(dir, "server.js"))
+	if c := waitChange(t, changes); c.File != "server.js" || c.Files != 2 {
+		t.Errorf("the save: %+v, want it named by server.js", c)
+	}
+}
+
 func TestChangesWhileBuildingAreTheBuilds(t *testing.T) {
 	var building atomic.Bool
 	dropped := make(chan string, 16)
