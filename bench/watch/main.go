@@ -38,6 +38,7 @@ type options struct {
 	conns     int
 	keepalive bool
 	gap       time.Duration
+	pause     time.Duration
 }
 
 func main() {
@@ -45,7 +46,8 @@ func main() {
 	flag.StringVar(&o.lang, "lang", "go", "the app: go (built by the manager) or node")
 	flag.StringVar(&o.peer, "peer", "", "process-compose or pm2 instead of recluster (fetched into ~/.cache/recluster-bench)")
 	flag.IntVar(&o.saves, "saves", 20, "saves to time")
-	flag.IntVar(&o.conns, "conns", 8, "concurrent load clients")
+	flag.IntVar(&o.conns, "conns", 4, "concurrent load clients")
+	flag.DurationVar(&o.pause, "pause", 10*time.Millisecond, "each client's pause between requests (0: saturation, which on a small machine starves the build)")
 	flag.BoolVar(&o.keepalive, "keepalive", false, "reuse connections instead of one request per connection")
 	flag.DurationVar(&o.gap, "gap", time.Second, "pause after the new code serves before the next save")
 	flag.Parse()
@@ -141,7 +143,7 @@ func (a *app) ownTime(o options) (time.Duration, error) {
 	if _, err := waitFor(servingAddr, "v0", time.Now().Add(time.Minute)); err != nil {
 		return 0, err
 	}
-	l := load.Start(servingAddr, load.Options{Conns: o.conns, KeepAlive: o.keepalive})
+	l := load.Start(servingAddr, load.Options{Conns: o.conns, KeepAlive: o.keepalive, Pause: o.pause})
 	defer l.Finish()
 	var took []time.Duration
 	for i := 0; i < 5; i++ {
@@ -217,7 +219,7 @@ func run(o options) error {
 		return fmt.Errorf("%s: the app never served: %w", name, err)
 	}
 
-	l := load.Start(addr, load.Options{Conns: o.conns, KeepAlive: o.keepalive})
+	l := load.Start(addr, load.Options{Conns: o.conns, KeepAlive: o.keepalive, Pause: o.pause})
 	if !l.WaitServed(100, 30*time.Second) {
 		return fmt.Errorf("%s: the load is not served: %v", name, l.Snapshot().Failures)
 	}

@@ -19,6 +19,7 @@ import (
 type Client struct {
 	url       string
 	keepAlive bool
+	pause     time.Duration
 	ok        atomic.Int64
 	mu        sync.Mutex
 	failures  map[string]int
@@ -43,6 +44,9 @@ type Options struct {
 	Path string
 	// Latencies records every request's latency.
 	Latencies bool
+	// Pause is how long each client waits after a request before the
+	// next; 0 is saturation.
+	Pause time.Duration
 }
 
 // Start begins loading http://addr.
@@ -53,7 +57,7 @@ func Start(addr string, o Options) *Client {
 	if o.Path == "" {
 		o.Path = "/"
 	}
-	c := &Client{url: "http://" + addr + o.Path, keepAlive: o.KeepAlive, record: o.Latencies,
+	c := &Client{url: "http://" + addr + o.Path, keepAlive: o.KeepAlive, pause: o.Pause, record: o.Latencies,
 		failures: map[string]int{}, stop: make(chan struct{}), served: make(chan struct{}, 1)}
 	for i := 0; i < o.Conns; i++ {
 		c.wg.Add(1)
@@ -70,11 +74,17 @@ func (c *Client) run() {
 		Timeout:   30 * time.Second,
 	}
 	defer hc.CloseIdleConnections()
+	next := make(chan time.Time) // at saturation, closed: always ready
+	close(next)
+	var due <-chan time.Time = next
 	for {
 		select {
 		case <-c.stop:
 			return
-		default:
+		case <-due:
+		}
+		if c.pause > 0 {
+			due = time.After(c.pause)
 		}
 		start := time.Now()
 		var resp *http.Response
