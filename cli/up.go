@@ -21,6 +21,7 @@ import (
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/proxy"
 	"github.com/recluster/recluster/runner"
+	"github.com/recluster/recluster/sdnotify"
 )
 
 func init() {
@@ -63,12 +64,26 @@ func (c *colorFlag) enabled(io IO, out io.Writer) bool {
 }
 
 func runUp(io IO, c *common, args []string) error {
+	child := detachedChildFromEnv(io.Getenv)
+	err := up(io, c, args, child)
+	if err != nil {
+		child.failed(err)
+	}
+	return err
+}
+
+// up runs the stack in the foreground, or, as the background instance of
+// `up -d` (child not nil), with its log stream in a file.
+func up(io IO, c *common, args []string, child *detachedChild) error {
 	color := &colorFlag{value: "auto"}
 	c.fs.Var(color, "color", "colour the output: auto, always or never")
 	timestamps := c.fs.Bool("timestamps", false, "start each line with the time")
 	port := c.fs.Int("port", config.DefaultProcfilePortBase, "the first PORT in Procfile mode")
 	noWatch := c.fs.Bool("no-watch", false, "watch no files, whatever the config's watch settings")
 	exitOnFailure := c.fs.Bool("exit-on-failure", false, "stop everything at the first failure (a worker's failing exit, a failed or blocked service) and exit with its code")
+	var detach bool
+	c.fs.BoolVar(&detach, "d", false, "run in the background: return once every service is ready (exit 0), or exit 1 with why, leaving nothing running")
+	c.fs.BoolVar(&detach, "detach", false, "the same as -d")
 	names, err := c.parse(args)
 	if err != nil {
 		return err
@@ -97,6 +112,9 @@ func runUp(io IO, c *common, args []string) error {
 	if err := paths.Ensure(); err != nil {
 		return err
 	}
+	if detach && child == nil {
+		return startDetached(io, cfg, paths, args)
+	}
 	lock, err := paths.TakeLock()
 	if err != nil {
 		var re *control.RunningError
@@ -106,8 +124,26 @@ func runUp(io IO, c *common, args []string) error {
 		return err
 	}
 	defer lock.Unlock()
-	// Descriptors recluster itself inherited must not leak into workers.
+	// Sockets systemd passed (socket activation) serve the addresses they
+	// match; every other descriptor recluster inherited must not leak
+	// into workers.
+	inherited, err := runner.InheritedSockets(io.Getenv, os.Getpid())
+	if err == nil {
+		err = runner.CheckInherited(cfg, inherited)
+	}
+	if err != nil {
+		return err
+	}
 	closeInheritedFDs()
+	if child != nil {
+		lf, err := openBackgroundLog(cfg, paths)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		io.Out, io.Err = lf, lf
+		color.value, *timestamps = "never", true
+	}
 
 	maxWorkers := 1
 	for _, s := range cfg.Services {
@@ -136,6 +172,9 @@ func runUp(io IO, c *common, args []string) error {
 	opts := config.Options{Getenv: io.Getenv, PortBase: *port}
 	failures := make(chan runner.Event, 1) // the first failure, with --exit-on-failure
 	onEvent := func(e runner.Event) {
+		if !*exitOnFailure && !child.failingFast() {
+			return
+		}
 		switch e.Kind {
 		case runner.EventCrashed, runner.EventFailed, runner.EventBlocked:
 			select {
@@ -144,8 +183,27 @@ func runUp(io IO, c *common, args []string) error {
 			}
 		}
 	}
-	if !*exitOnFailure {
+	if !*exitOnFailure && child == nil {
 		onEvent = nil
+	}
+	failFast := "--exit-on-failure"
+	if child != nil && !*exitOnFailure {
+		failFast = "up -d: not every service was ready"
+	}
+	// Under systemd (Type=notify), recluster tells its supervisor what the
+	// stack does. A NOTIFY_SOCKET that cannot be reached is said and
+	// otherwise ignored, as sd_notify(3) does.
+	var sup *supervisor
+	if n, err := sdnotify.FromEnv(io.Getenv, os.Getpid()); err != nil {
+		mux.System("", fmt.Sprintf("not telling a supervisor: %v", err))
+	} else if n != nil {
+		defer n.Close()
+		sup = newSupervisor(n, mux)
+		if failing := onEvent; failing != nil {
+			onEvent = func(e runner.Event) { failing(e); sup.onEvent(e) }
+		} else {
+			onEvent = sup.onEvent
+		}
 	}
 	m, err := runner.New(cfg, runner.Options{
 		Starter:   runner.NewOSStarter(paths.Dir, groups),
@@ -153,6 +211,7 @@ func runUp(io IO, c *common, args []string) error {
 		Load:      func() (*config.Config, error) { return opts.Load(cfg.Path) },
 		NewRouter: newProxy,
 		OnEvent:   onEvent,
+		Inherited: inherited,
 	})
 	if err != nil {
 		return err
@@ -168,6 +227,9 @@ func runUp(io IO, c *common, args []string) error {
 		rel = cfg.Path
 	}
 	mux.System("", fmt.Sprintf("recluster %s (pid %d) running %s", version(), os.Getpid(), rel))
+	for _, s := range inherited {
+		mux.System("", fmt.Sprintf("given a listening socket (socket activation): %s; it serves what it matches, instead of a socket of recluster's own", s))
+	}
 
 	// Every goroutine of `up` is an actor of this group: the manager, the
 	// control server with its socket watcher, the signal handler, the
@@ -225,13 +287,23 @@ func runUp(io IO, c *common, args []string) error {
 	}
 
 	endCtx, stopEnding := context.WithCancel(context.Background())
-	g.add(func() error { return endWhenDone(endCtx, m, failures, mux) }, func(error) { stopEnding() })
+	g.add(func() error { return endWhenDone(endCtx, m, failures, mux, failFast) }, func(error) { stopEnding() })
+
+	if sup != nil {
+		sup.m = m
+		supCtx, stopSup := context.WithCancel(context.Background())
+		g.add(func() error {
+			sup.run(supCtx, runCtx.Done())
+			return nil
+		}, func(error) { stopSup() })
+	}
 
 	readyCtx, stopReady := context.WithCancel(context.Background())
 	g.add(func() error {
 		select {
 		case <-m.Ready():
 			mux.System("", "every service is ready")
+			child.ready()
 		case <-readyCtx.Done():
 		}
 		<-readyCtx.Done()
@@ -245,7 +317,7 @@ func runUp(io IO, c *common, args []string) error {
 // service completed, failed or blocked), with exit 0 if every one
 // completed and 1 naming the others; or, with --exit-on-failure, at the
 // first failure, with its exit code. Its return stops every service.
-func endWhenDone(ctx context.Context, m *runner.Manager, failures <-chan runner.Event, mux *logmux.Mux) error {
+func endWhenDone(ctx context.Context, m *runner.Manager, failures <-chan runner.Event, mux *logmux.Mux, failFast string) error {
 	select {
 	case <-ctx.Done():
 		return nil
@@ -258,7 +330,16 @@ func endWhenDone(ctx context.Context, m *runner.Manager, failures <-chan runner.
 			what = fmt.Sprintf("%s is blocked: %s", e.Service, e.Detail)
 			e.Code = 1
 		}
-		mux.System("", fmt.Sprintf("%s; stopping every service (--exit-on-failure)", what))
+		mux.System("", fmt.Sprintf("%s; stopping every service (%s)", what, failFast))
+		if e.Kind == runner.EventCrashed {
+			ref := logmux.Source{Service: e.Service, ID: e.Worker, Generation: e.Generation}
+			if tail := mux.Tail(ref, 10); len(tail) > 0 {
+				what += "; its last lines:"
+				for _, l := range tail {
+					what += "\n  " + printable(string(l.Text))
+				}
+			}
+		}
 		return &exitError{code: max(e.Code, 1), msg: what}
 	case <-m.Settled():
 	}

@@ -71,9 +71,16 @@ func startUp(t *testing.T, dir string, args ...string) *upProcess {
 // startUpIn is startUp with the environment given.
 func startUpIn(t *testing.T, dir string, env []string, args ...string) *upProcess {
 	t.Helper()
-	cmd := exec.Command(testbin.Recluster(t), append([]string{"up"}, args...)...)
+	return startCmd(t, exec.Command(testbin.Recluster(t), append([]string{"up"}, args...)...), dir, env, nil)
+}
+
+// startCmd starts cmd, an up however it is run, with files as its fds 3
+// and on, and follows its output.
+func startCmd(t *testing.T, cmd *exec.Cmd, dir string, env []string, files []*os.File) *upProcess {
+	t.Helper()
 	cmd.Dir = dir
 	cmd.Env = env
+	cmd.ExtraFiles = files
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

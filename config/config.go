@@ -4,6 +4,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -61,6 +62,10 @@ type Config struct {
 	Procfile bool
 	// Services in the order the file declares them.
 	Services []*Service
+	// LogFile is where `up -d` writes its log stream; "" is up.log in
+	// the run folder. LogSize is how big it grows before it is rotated.
+	LogFile string
+	LogSize int64
 }
 
 // Service returns the named service, or nil.
@@ -258,7 +263,7 @@ func (o Options) parseYAML(path string, data []byte) (*Config, error) {
 	if err := d.errs.err(); err != nil {
 		return nil, err
 	}
-	cfg := &Config{Path: abs, Dir: d.dir}
+	cfg := &Config{Path: abs, Dir: d.dir, LogFile: top.logFile, LogSize: cmp.Or(top.logSize, DefaultLogSize)}
 	for _, src := range sources {
 		cfg.Services = append(cfg.Services, src.svc)
 	}

@@ -19,7 +19,7 @@ import (
 // filesystem or other services are checked by later stages.
 
 var (
-	topKeys     = []string{"env", "envFile", "services"}
+	topKeys     = []string{"env", "envFile", "services", "logFile", "logSize"}
 	serviceKeys = []string{"command", "dir", "env", "envFile", "workers", "listen", "proxy", "readyWhen",
 		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log", "build", "buildTimeout", "watch",
 		"restart", "startLimit", "minUptime"}
@@ -57,6 +57,8 @@ type fileSource struct {
 	env        []EnvVar
 	envFiles   []fileRef
 	envFileSet bool
+	logFile    string
+	logSize    int64
 }
 
 // serviceSource is one service being loaded, with the nodes that later
@@ -99,6 +101,10 @@ func (d *decoder) decodeFile(doc *yaml.Node) (*fileSource, []*serviceSource) {
 			top.envFiles = d.fileRefs(p.value, "envFile")
 		case "services":
 			services = p.value
+		case "logFile":
+			top.logFile = d.logFile(p.value, "logFile")
+		case "logSize":
+			top.logSize = d.logSize(p.value, "logSize")
 		default:
 			if strings.HasPrefix(p.key.Value, "x-") {
 				continue // extension keys hold anchors for merges, as in Compose files

@@ -96,6 +96,9 @@ func (d *decoder) proxy(n *yaml.Node, path, service string) (*Proxy, *yaml.Node)
 		d.errorf(addrNode, path, "takes no socket name; a name is for the fds of listen")
 		return nil, addrNode
 	}
+	// Its fd name, under socket activation of recluster itself (export
+	// systemd names its socket unit so); workers never see this socket.
+	l.Name = service + ProxySocketSuffix
 	p.Address = l
 	return p, addrNode
 }

@@ -104,6 +104,9 @@ func hostsOverlap(a, b string) bool {
 	return false
 }
 
+// ProxySocketSuffix makes a proxy address's fd name: SERVICE-proxy.
+const ProxySocketSuffix = "-proxy"
+
 // Proxy is a service's proxied public address. It is comparable, so it
 // can key the proxy serving it.
 type Proxy struct {

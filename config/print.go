@@ -2,6 +2,7 @@ package config
 
 import (
 	"io"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
@@ -115,9 +116,13 @@ func Print(w io.Writer, cfg *Config) error {
 		}
 		services.Content = append(services.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: s.Name}, &value)
 	}
-	doc := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
-		{Kind: yaml.ScalarNode, Value: "services"}, services,
-	}}
+	doc := &yaml.Node{Kind: yaml.MappingNode}
+	if cfg.LogFile != "" {
+		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "logFile"}, &yaml.Node{Kind: yaml.ScalarNode, Value: cfg.LogFile})
+	}
+	doc.Content = append(doc.Content,
+		&yaml.Node{Kind: yaml.ScalarNode, Value: "logSize"}, &yaml.Node{Kind: yaml.ScalarNode, Value: strconv.FormatInt(cfg.LogSize, 10)},
+		&yaml.Node{Kind: yaml.ScalarNode, Value: "services"}, services)
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)
 	if err := enc.Encode(doc); err != nil {

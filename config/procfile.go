@@ -46,7 +46,7 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	d := &decoder{file: path, dir: filepath.Dir(abs), opts: o}
-	cfg := &Config{Path: abs, Dir: d.dir, Procfile: true}
+	cfg := &Config{Path: abs, Dir: d.dir, Procfile: true, LogSize: DefaultLogSize}
 
 	dotenv, err := readEnvFile(filepath.Join(d.dir, ".env"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -35,6 +35,10 @@ type Options struct {
 	// NewRouter makes the proxy of a service that has one. Without it, a
 	// service with a proxy cannot start.
 	NewRouter func(RouterSpec) (Router, error)
+	// Inherited are listening sockets recluster was given (socket
+	// activation, InheritedSockets): each serves the listen or proxy
+	// address it matches, instead of a socket of recluster's own.
+	Inherited []InheritedSocket
 }
 
 // Manager runs every service of one config file, each as a cluster. Its
@@ -66,6 +70,7 @@ type Manager struct {
 func New(cfg *config.Config, opts Options) (*Manager, error) {
 	m := &Manager{cfg: cfg, clusters: map[string]*cluster{}, ends: map[*cluster]context.CancelFunc{}, ready: make(chan struct{}),
 		pending: map[*cluster]*pendingStart{}, members: map[*cluster]bool{}, states: map[*cluster]serviceState{}, settled: make(chan struct{})}
+	m.sockets.inherited = opts.Inherited
 	if opts.Output == nil {
 		opts.Output = discardOutput{}
 	}

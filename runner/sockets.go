@@ -26,12 +26,20 @@ const listenBacklog = 65535
 type sockets struct {
 	mu   sync.Mutex
 	open map[config.Listen]*socket // keyed without the fd name
+	// inherited are the sockets recluster was given (activation.go),
+	// used before binding; inUse says which an open socket is.
+	inherited []InheritedSocket
+	inUse     map[int]bool
 }
 
 type socket struct {
 	file  *os.File
 	refs  int
 	inode uint64 // of a unix socket's file, to remove only our own
+	// from is 1 + the index of the inherited socket this is, or 0: an
+	// inherited socket is never closed nor its file removed, since its
+	// owner (systemd) keeps it for the next recluster.
+	from int
 }
 
 // lease is a hold on some of the sockets, taken by acquire and given back,
@@ -58,6 +66,15 @@ func (s *sockets) acquire(ls []config.Listen) (*lease, error) {
 		key := want
 		key.Name = ""
 		sk := s.open[key]
+		if i := matchInherited(want, s.inherited, func(i int) bool { return s.inUse[i] }); sk == nil && i >= 0 {
+			if s.inUse == nil {
+				s.inUse = map[int]bool{}
+			}
+			s.inUse[i] = true
+			sk = &socket{file: s.inherited[i].File, from: i + 1}
+			s.open[key] = sk
+			l.opened = append(l.opened, want)
+		}
 		if sk == nil {
 			var err error
 			if sk, err = openListener(want); err != nil {
@@ -98,8 +115,17 @@ func (s *sockets) releaseLocked(ls []config.Listen) {
 			continue
 		}
 		delete(s.open, key)
-		sk.close(key)
+		s.closeSocket(key, sk)
 	}
+}
+
+// closeSocket closes an open socket, or gives an inherited one back.
+func (s *sockets) closeSocket(key config.Listen, sk *socket) {
+	if sk.from > 0 {
+		delete(s.inUse, sk.from-1)
+		return
+	}
+	sk.close(key)
 }
 
 // closeAll closes every socket, whatever holds it.
@@ -107,7 +133,7 @@ func (s *sockets) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for key, sk := range s.open {
-		sk.close(key)
+		s.closeSocket(key, sk)
 		delete(s.open, key)
 	}
 }

@@ -76,6 +76,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 // never inherits another's.
 func mergeEnviron(base []string, vars []config.EnvVar) []string {
 	skip := map[string]bool{"LISTEN_FDS": true, "LISTEN_PID": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true,
+		"WATCHDOG_USEC": true, "WATCHDOG_PID": true,
 		"RECLUSTER_READY_FD": true, "WORKER_ID": true, "RECLUSTER_SERVICE": true, "RECLUSTER_GENERATION": true, shimEnv: true}
 	for _, v := range vars {
 		skip[v.Name] = true

@@ -1,0 +1,259 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/logfile"
+)
+
+// `up -d`: the command line starts a second `up` in a session of its own
+// (the background instance) and waits, on a pipe the instance inherits,
+// for one word: ready, or failed with why. The background instance writes
+// its log stream to a rotated file; `logs`, `status` and `down` reach it
+// through its control socket like any `up`.
+
+// detachedEnv names the fd of the pipe in the background instance.
+const detachedEnv = "RECLUSTER_DETACHED_FD"
+
+// logPath is where the background instance writes its log stream.
+func logPath(cfg *config.Config, paths control.Paths) string {
+	if cfg.LogFile != "" {
+		return cfg.LogFile
+	}
+	return filepath.Join(paths.Dir, "up.log")
+}
+
+// detachedChild is the background instance's side of the pipe. Until it
+// is ready, any failure ends it (as --exit-on-failure would), so that
+// `up -d` either returns with everything ready or leaves nothing running.
+type detachedChild struct {
+	mu       sync.Mutex
+	pipe     *os.File // nil once it said ready or failed
+	notReady chan struct{}
+}
+
+// detachedChildFromEnv is the pipe of a background instance, or nil.
+func detachedChildFromEnv(getenv func(string) string) *detachedChild {
+	v := getenv(detachedEnv)
+	if v == "" {
+		return nil
+	}
+	os.Unsetenv(detachedEnv) // the workers must not see it
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	return &detachedChild{pipe: os.NewFile(uintptr(fd), "up -d"), notReady: make(chan struct{})}
+}
+
+// failingFast says whether a failure must still end the instance.
+func (d *detachedChild) failingFast() bool {
+	if d == nil {
+		return false
+	}
+	select {
+	case <-d.notReady:
+		return false
+	default:
+		return true
+	}
+}
+
+func (d *detachedChild) ready() { d.say("ready\n", true) }
+
+func (d *detachedChild) failed(err error) {
+	d.say("failed\n"+err.Error()+"\n", false)
+}
+
+func (d *detachedChild) say(msg string, ready bool) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pipe == nil {
+		return
+	}
+	if ready {
+		close(d.notReady)
+	}
+	d.pipe.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	d.pipe.WriteString(msg)
+	d.pipe.Close()
+	d.pipe = nil
+}
+
+// openBackgroundLog is the background instance's stdout and stderr.
+func openBackgroundLog(cfg *config.Config, paths control.Paths) (*logfile.File, error) {
+	path := logPath(cfg, paths)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return logfile.Open(path, cfg.LogSize)
+}
+
+// startDetached is `up -d` on the command line: it starts the background
+// instance with the same arguments and waits for its word.
+func startDetached(io IO, cfg *config.Config, paths control.Paths, args []string) error {
+	lock, err := paths.TakeLock()
+	if err != nil {
+		var re *control.RunningError
+		if errors.As(err, &re) {
+			return fmt.Errorf("%s: %w; `recluster status` shows it, `recluster down` ends it", cfg.Path, re)
+		}
+		return err
+	}
+	lock.Unlock() // the background instance takes it
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	defer null.Close()
+	wd, err := io.Getwd()
+	if err != nil {
+		w.Close()
+		return err
+	}
+	cmd := exec.Command(self, append([]string{"up", "-f", cfg.Path}, withoutDetach(args)...)...)
+	cmd.Dir = wd
+	cmd.Env = append(os.Environ(), detachedEnv+"=3")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return err
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	// Owned by startDetached; ends when the instance exits, which the
+	// pipe's EOF precedes or follows.
+	go func() { exited <- cmd.Wait() }()
+
+	// Ctrl-C while waiting ends the instance too: nothing is left behind.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	word := make(chan string, 1)
+	// Owned by startDetached; ends at the pipe's EOF.
+	go func() {
+		data, _ := readWord(r, 64<<10)
+		word <- string(data)
+	}()
+	var said string
+	select {
+	case said = <-word:
+	case sig := <-sigs:
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+		return fmt.Errorf("%s: the background instance was stopped before it was ready", signalName(sig))
+	}
+	if said == "ready\n" {
+		return printBackground(io, cfg, paths, cmd.Process.Pid)
+	}
+	err = <-exited // a failed instance stops its workers first
+	why, ok := strings.CutPrefix(said, "failed\n")
+	if !ok {
+		why = fmt.Sprintf("the background instance ended (%v) before it was ready", err)
+		if tail := lastLines(logPath(cfg, paths), 10); tail != "" {
+			why += "; the end of its log:\n" + tail
+		}
+	}
+	return &exitError{code: ExitFailed, msg: strings.TrimRight(why, "\n") + "\nnothing is left running"}
+}
+
+// withoutDetach drops -d and --detach from up's arguments.
+func withoutDetach(args []string) []string {
+	var out []string
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		switch strings.TrimLeft(a, "-") {
+		case "d", "detach", "d=true", "detach=true":
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// readWord reads what the instance says, bounded: it is another process.
+func readWord(r io.Reader, n int64) ([]byte, error) {
+	return io.ReadAll(io.LimitReader(r, n))
+}
+
+// printBackground prints what runs in the background and how to reach it.
+func printBackground(io IO, cfg *config.Config, paths control.Paths, pid int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := control.NewClient(cfg.Path, paths).Status(ctx)
+	if err != nil {
+		return fmt.Errorf("the background instance (pid %d) is ready but does not answer: %w", pid, err)
+	}
+	workers := 0
+	for _, s := range st {
+		workers += len(s.Workers)
+	}
+	fmt.Fprintf(io.Out, "recluster is running %s in the background (pid %d): %d services, %d workers ready\n", cfg.Path, pid, len(st), workers)
+	for _, s := range st {
+		addrs := append([]string(nil), s.Listen...)
+		if s.Proxy != "" {
+			addrs = append(addrs, s.Proxy)
+		}
+		line := fmt.Sprintf("  %-12s %d workers", printable(s.Name), len(s.Workers))
+		if len(addrs) > 0 {
+			line += " on " + strings.Join(addrs, ", ")
+		}
+		if s.State != "running" {
+			line += " (" + printable(s.State) + ")"
+		}
+		fmt.Fprintln(io.Out, line)
+	}
+	fmt.Fprintf(io.Out, "log: %s; follow it with `recluster logs -f`, stop with `recluster down`\n", logPath(cfg, paths))
+	return nil
+}
+
+// lastLines is the end of a file, for when the instance could not say why
+// it ended.
+func lastLines(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(io.LimitReader(f, 8<<20))
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,84 @@
+package sdnotify
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestFromEnv(t *testing.T) {
+	if n, err := FromEnv(env(nil), 1); n != nil || err != nil {
+		t.Errorf("no NOTIFY_SOCKET: %v %v", n, err)
+	}
+	var nilNotifier *Notifier
+	if nilNotifier.Send("READY=1") != nil || nilNotifier.Watchdog() != 0 || nilNotifier.Close() != nil {
+		t.Error("a nil Notifier must do nothing")
+	}
+	for _, bad := range []map[string]string{
+		{"NOTIFY_SOCKET": "relative/path"},
+		{"NOTIFY_SOCKET": "/nonexistent/notify"},
+	} {
+		if _, err := FromEnv(env(bad), 1); err == nil || !strings.Contains(err.Error(), "NOTIFY_SOCKET") {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+
+	dir, _ := os.MkdirTemp("", "sdn")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "n")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "soon"}), 1); err == nil || !strings.Contains(err.Error(), "WATCHDOG_USEC") {
+		t.Errorf("a bad WATCHDOG_USEC: %v", err)
+	}
+	for pid, want := range map[string]time.Duration{"": time.Second, "7": time.Second, "8": 0} {
+		n, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": pid}), 7)
+		if err != nil || n.Watchdog() != want {
+			t.Errorf("WATCHDOG_PID=%q: watchdog %v, %v; want %s", pid, n.Watchdog(), err, want)
+		}
+		n.Close()
+	}
+
+	n, _ := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path}), 1)
+	defer n.Close()
+	n.Ready("2 services\nready")
+	buf := make([]byte, 512)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	k, err := conn.Read(buf)
+	if got := string(buf[:k]); err != nil || got != "READY=1\nSTATUS=2 services ready\n" {
+		t.Errorf("READY: %q %v", got, err)
+	}
+}
+
+// TestASupervisorThatDoesNotReadHoldsNothingUp: a full socket buffer
+// drops the message after sendTimeout instead of blocking.
+func TestASupervisorThatDoesNotReadHoldsNothingUp(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "sdn")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "n")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	n, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var failed error
+	for i := 0; i < 10000 && failed == nil; i++ {
+		failed = n.Send("WATCHDOG=1")
+	}
+	if failed == nil {
+		t.Fatal("10000 unread messages all sent: the socket buffer is not bounded?")
+	}
+}
