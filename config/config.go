@@ -121,7 +121,10 @@ type Service struct {
 	// service is failed; 0 never fails it.
 	StartLimit int
 	MinUptime  time.Duration
-	Log        LogOptions
+	// MaxSurge is how many new workers a reload runs beyond Workers at
+	// once, replacing the old ones as many at a time; 0 is all of them.
+	MaxSurge int
+	Log      LogOptions
 	// Build, when set, runs once per generation before its workers start,
 	// in Dir with the service's environment, for at most BuildTimeout.
 	Build        *Command

@@ -43,3 +43,22 @@ services:
 		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(problems, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+func TestMaxSurge(t *testing.T) {
+	cfg, problems := loadString(t, `
+services:
+  a: {command: ./a, workers: 4, maxSurge: 1}
+  b: {command: ./b, maxSurge: all}
+  c: {command: ./c}
+`)
+	if problems != nil {
+		t.Fatal(problems)
+	}
+	if s := []int{cfg.Service("a").MaxSurge, cfg.Service("b").MaxSurge, cfg.Service("c").MaxSurge}; s[0] != 1 || s[1] != 0 || s[2] != 0 {
+		t.Errorf("maxSurge of a, b, c: %v; want 1, 0 (all), 0 (all)", s)
+	}
+	_, problems = loadString(t, "services:\n  a: {command: ./a, maxSurge: 0}\n")
+	if len(problems) != 1 || !strings.Contains(problems[0], `maxSurge: must be how many new workers a reload may run beyond workers at once, 1 to 100000, or "all"`) {
+		t.Errorf("maxSurge 0: %v", problems)
+	}
+}

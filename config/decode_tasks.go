@@ -102,3 +102,20 @@ func (d *decoder) startLimit(n *yaml.Node, path string, def int) int {
 	d.errorf(n, path, "%s, got %s", allowed, kindName(n))
 	return def
 }
+
+// maxSurge is a number of workers, or "all" (0), the default.
+func (d *decoder) maxSurge(n *yaml.Node, path string) int {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "all" {
+		return 0
+	}
+	const allowed = `must be how many new workers a reload may run beyond workers at once, 1 to 100000, or "all" (the default: the whole new generation at once)`
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
+		if v, err := strconv.ParseInt(n.Value, 0, 64); err == nil && v >= 1 && v <= MaxWorkers {
+			return int(v)
+		}
+		d.errorf(n, path, "%s, got %s", allowed, n.Value)
+		return 0
+	}
+	d.errorf(n, path, "%s, got %s", allowed, kindName(n))
+	return 0
+}

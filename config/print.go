@@ -34,6 +34,7 @@ type printedService struct {
 	Restart      string            `yaml:"restart"`
 	StartLimit   int               `yaml:"startLimit"`
 	MinUptime    string            `yaml:"minUptime"`
+	MaxSurge     int               `yaml:"maxSurge,omitempty"`
 	After        any               `yaml:"after,flow,omitempty"`
 	Log          printedLog        `yaml:"log"`
 	Build        any               `yaml:"build,omitempty"`
@@ -66,6 +67,7 @@ func Print(w io.Writer, cfg *Config) error {
 			Restart:      s.Restart,
 			StartLimit:   s.StartLimit,
 			MinUptime:    s.MinUptime.String(),
+			MaxSurge:     s.MaxSurge,
 			Log:          printedLog{Respawns: s.Log.Respawns},
 		}
 		if len(s.After) > 0 {

@@ -19,7 +19,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	RunShimIfRequested()
 	code := m.Run()
 	testbin.Cleanup()
 	os.Exit(code)

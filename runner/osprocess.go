@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +20,15 @@ import (
 
 // outputChunk is the most of a worker's output read at once: large, so a
 // busy worker's lines cross into recluster, and out to the terminal, in
-// few system calls.
-const outputChunk = 256 << 10
+// few system calls. A quiet worker is read quietChunk at a time, and takes
+// a big buffer from a pool shared by every worker only while a read fills
+// its small one: 2,000 workers do not hold 2,000 × 2 big buffers.
+const (
+	outputChunk = 256 << 10
+	quietChunk  = 16 << 10
+)
+
+var bigOutputBuffers = sync.Pool{New: func() any { b := make([]byte, outputChunk); return &b }}
 
 // outputDrainCap bounds how long Wait waits for a worker's pipes to reach
 // end of file after its process group is gone. Only a process that left
@@ -38,8 +44,6 @@ type OSStarter struct {
 	// groups, when set, records each worker's process group so that the
 	// next run can end what a crashed recluster left.
 	groups *GroupLog
-	// shimPath is recluster's own binary, re-executed to set LISTEN_PID.
-	shimPath string
 
 	seq     atomic.Int64
 	watcher listenWatcher
@@ -47,11 +51,7 @@ type OSStarter struct {
 
 // NewOSStarter returns a starter whose notify sockets live in runDir.
 func NewOSStarter(runDir string, groups *GroupLog) *OSStarter {
-	shim := "/proc/self/exe"
-	if runtime.GOOS != "linux" {
-		shim, _ = os.Executable()
-	}
-	return &OSStarter{runDir: runDir, groups: groups, shimPath: shim}
+	return &OSStarter{runDir: runDir, groups: groups}
 }
 
 // close waits for the starter's own goroutines; the Manager calls it after
@@ -67,7 +67,7 @@ type osProcess struct {
 	mu     sync.Mutex // guards the fields below against Signal racing the shim and Wait
 	gone   bool
 	stopAt time.Time // when the first stop (or kill) signal was sent
-	// inShim is true while the process is still recluster's exec shim;
+	// inShim is true while the process is still the exec shim;
 	// held is the signal asked for meanwhile, sent once the exec is done.
 	inShim bool
 	held   syscall.Signal
@@ -96,11 +96,10 @@ func (p *osProcess) shimDone() {
 }
 
 // Signal sends sig to the worker's group. While the process is still the
-// exec shim, a stop signal is held and sent once the exec is done: a Go
-// program that execs can lose a signal that one of its threads was
-// handling when the exec ended every other thread, and the worker would
-// then never hear that it was to stop. SIGKILL goes at once: the kernel
-// delivers it whatever the process does.
+// exec shim (shellShim), a stop signal is held and sent once the exec is
+// done, so that it reaches the worker and its handler rather than the
+// shell, which would die of it before the worker ran. SIGKILL goes at
+// once: the kernel delivers it whatever the process does.
 func (p *osProcess) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -184,17 +183,17 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 		files = append(files, readyW)
 	}
 	path, argv := "", spec.Argv
+	if path, err = lookPath(spec.Argv[0], getenv(env, "PATH"), spec.Dir); err != nil {
+		return nil, err
+	}
 	var shimR *os.File
 	if len(spec.Listeners) > 0 {
 		var shimW *os.File
 		if shimR, shimW, err = pipe(); err != nil {
 			return nil, err
 		}
-		env = append(env, shimEnv+"="+strconv.Itoa(len(files)))
+		path, argv = shellShim(len(files), spec.Argv)
 		files = append(files, shimW)
-		path, argv = s.shimPath, append([]string{"recluster-exec"}, spec.Argv...)
-	} else if path, err = lookPath(spec.Argv[0], getenv(env, "PATH"), spec.Dir); err != nil {
-		return nil, err
 	}
 	p.proc, err = startProcess(path, argv, &os.ProcAttr{Dir: spec.Dir, Env: env, Files: files})
 	if err != nil {
@@ -258,14 +257,29 @@ func getenv(env []string, name string) string {
 // worker and anything it forked, has closed it.
 func (p *osProcess) copyOutput(r *os.File, w io.Writer) {
 	defer p.outputs.Done()
-	buf := make([]byte, outputChunk)
+	small := make([]byte, quietChunk)
+	buf := small
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bigOutputBuffers.Put(big)
+		}
+	}()
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			w.Write(buf[:n])
+			w.Write(buf[:n]) // which copies what it keeps: buf is read into again
 		}
 		if err != nil {
 			return
+		}
+		switch {
+		case big == nil && n == len(buf): // busy: read in big chunks
+			big = bigOutputBuffers.Get().(*[]byte)
+			buf = *big
+		case big != nil && n < quietChunk: // quiet again
+			bigOutputBuffers.Put(big)
+			big, buf = nil, small
 		}
 	}
 }

@@ -8,8 +8,12 @@ import "strconv"
 // generation will take its slot or, should the reload fail, the slot is
 // refilled from the serving spec.
 //
-//	beginReload       the new generation starts, beside the serving one
-//	reloadWorkerReady a new worker is ready; once all are, promote
+//	beginReload       the new generation starts, beside the serving one:
+//	                  all its workers at once, or maxSurge of them
+//	reloadWorkerReady a new worker is ready; once all are, promote. With
+//	                  maxSurge, each ready one first rolls on: an old
+//	                  worker stops, and once it is gone the next new one
+//	                  starts, so no more than workers + maxSurge run
 //	promote           the new generation serves; the old one retires, and
 //	                  the callers hear once its workers are gone
 //	failReload        a new worker exited, or missed readyTimeout: the
@@ -46,10 +50,23 @@ func (c *cluster) beginReload(spec *serviceSpec, reply chan reloadResult) {
 	c.spawnReload(op)
 }
 
-// spawnReload starts the new generation's workers.
+// surge is how many new workers start at once.
+func (op *reloadOp) surge() int {
+	n := op.gen.spec.Workers
+	if k := op.gen.spec.MaxSurge; k > 0 && k < n {
+		return k
+	}
+	return n
+}
+
+// rolling says whether the reload replaces workers a few at a time.
+func (op *reloadOp) rolling() bool { return op.surge() < op.gen.spec.Workers }
+
+// spawnReload starts the new generation's workers, as many as it may at
+// once.
 func (c *cluster) spawnReload(op *reloadOp) {
 	spec := op.gen.spec
-	for id := 0; id < spec.Workers && c.reload == op; id++ {
+	for id := 0; id < op.surge() && c.reload == op; id++ {
 		op.workers = append(op.workers, c.spawn(op.gen, id))
 	}
 	// Workers ready as they start (readyWhen: started) may have made
@@ -66,7 +83,47 @@ func (c *cluster) reloadWorkerReady(w *worker) {
 	op.ready++
 	if op.ready == op.gen.spec.Workers && len(op.workers) == op.gen.spec.Workers {
 		c.promote()
+		return
 	}
+	if op.rolling() {
+		c.syncBackends() // it serves beside the old ones from now
+		c.rollOn(op)
+	}
+}
+
+// rollOn stops one old worker for a new one that is ready and, once the
+// old one is gone, starts the next new one. Should the reload end first
+// (failed, superseded), the old worker's slot is refilled from the
+// serving spec when the service serves again, as failReload does.
+func (c *cluster) rollOn(op *reloadOp) {
+	startNext := func() {
+		if next := len(op.workers); c.reload == op && next < op.gen.spec.Workers {
+			op.workers = append(op.workers, c.spawn(op.gen, next))
+		}
+	}
+	var s *slot
+	for i := len(c.slots) - 1; i >= 0 && s == nil; i-- {
+		if w := c.slots[i].worker; w != nil && !w.stopAsked {
+			s = c.slots[i]
+		}
+	}
+	if s == nil {
+		startNext() // the old generation was smaller: nothing to stop
+		return
+	}
+	old := s.worker
+	c.retireWorker(old)
+	c.whenGone([]*worker{old}, func() {
+		if s.worker == old {
+			s.worker = nil
+		}
+		switch {
+		case c.reload == op:
+			startNext()
+		case c.phase == phaseServing && c.current == old.gen:
+			c.refillOne() // the reload failed meanwhile: back to full size
+		}
+	})
 }
 
 // promote makes the ready new generation the serving one and retires the
@@ -123,10 +180,30 @@ func (c *cluster) promote() {
 // failReload aborts the reload for err and has the old generation serve
 // on at full size.
 func (c *cluster) failReload(err error) {
-	c.logf("%s reload to generation %d failed: %v", c.name, c.reload.gen.num, err)
+	op := c.reload
+	c.logf("%s reload to generation %d failed: %v", c.name, op.gen.num, err)
 	c.emit(EventReloadFailed, nil, err.Error())
 	c.abortReload(err)
-	c.refill()
+	if op.rolling() {
+		// One old worker for each new one gone, so that the service
+		// never runs more than workers + maxSurge even now.
+		for _, w := range op.workers {
+			c.whenGone([]*worker{w}, func() {
+				if c.phase == phaseServing && c.reload == nil {
+					c.refillOne()
+				}
+			})
+		}
+		// And every slot still empty once they are all gone: those an
+		// earlier, superseded reload emptied.
+		c.whenGone(op.workers, func() {
+			if c.phase == phaseServing && c.reload == nil {
+				c.refill()
+			}
+		})
+	} else {
+		c.refill()
+	}
 	c.replayDeferred()
 }
 

@@ -64,6 +64,17 @@ func (s *slot) cancelRespawn() {
 	s.timer = nil
 }
 
+// refillOne starts a worker in the first slot that has none.
+func (c *cluster) refillOne() {
+	for _, s := range c.slots {
+		if s.worker == nil {
+			s.cancelRespawn()
+			s.worker = c.spawn(c.current, s.id)
+			return
+		}
+	}
+}
+
 // refill starts a worker in every slot of the current generation that has
 // none, as after a failed reload, during which old workers that died were
 // not respawned.

@@ -122,6 +122,15 @@ func (c *cluster) syncBackends() {
 				backends[c.current.router][backendKey(w)] = w.backendAddr()
 			}
 		}
+		// A rolling reload (maxSurge) serves with both generations, or
+		// it would shrink as the old one stops.
+		if op := c.reload; op != nil && op.rolling() && op.gen.router != nil {
+			for _, w := range op.workers {
+				if w.state == Ready && !w.stopAsked {
+					backends[op.gen.router][backendKey(w)] = w.backendAddr()
+				}
+			}
+		}
 	}
 	for h, b := range backends {
 		h.router.SetBackends(b)

@@ -6,42 +6,22 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 )
 
-// shimEnv marks a re-exec of recluster's own binary as the exec shim; its
-// value is the fd to report an exec failure on.
-const shimEnv = "RECLUSTER_EXEC_SHIM_FD"
-
-// RunShimIfRequested must be the first thing main (and a test binary's
-// TestMain) does. When recluster starts a worker that inherits sockets, it
-// runs itself first: Go cannot learn a child's pid before exec, but the
-// socket-activation protocol wants LISTEN_PID to be the worker's own pid.
-// The shim sets LISTEN_PID to its pid and execs the command, which keeps
-// the pid, as systemd-socket-activate does. It does not return when it
-// runs.
-func RunShimIfRequested() {
-	v, ok := os.LookupEnv(shimEnv)
-	if !ok {
-		return
-	}
-	os.Unsetenv(shimEnv)
-	errFD, err := strconv.Atoi(v)
-	if err != nil || len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "recluster: bad exec shim call")
-		os.Exit(127)
-	}
-	syscall.CloseOnExec(errFD)
-	os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-	path, err := lookPath(os.Args[1], os.Getenv("PATH"), ".")
-	if err == nil {
-		err = syscall.Exec(path, os.Args[1:], os.Environ())
-		err = &fs.PathError{Op: "exec", Path: os.Args[1], Err: err}
-	}
-	syscall.Write(errFD, []byte(err.Error()))
-	os.Exit(127)
+// shellShim is how a worker that inherits sockets is started: Go cannot
+// learn a child's pid before exec, but the socket-activation protocol
+// wants LISTEN_PID to be the worker's own pid. /bin/sh sets it to its pid
+// and execs the command, which keeps the pid, as systemd-socket-activate
+// does. The shell starts in well under a millisecond, where a re-exec of
+// recluster's own 11 MB binary took 3 to 4 (BENCHMARKS.md). The exec
+// closes fd (the parent's pipe), whose EOF tells the parent the shell is
+// done; the path is found beforehand, so a missing program fails the
+// start with the same message as any other.
+func shellShim(fd int, argv []string) (string, []string) {
+	script := fmt.Sprintf(`LISTEN_PID=$$; export LISTEN_PID; exec "$@" %d>&-`, fd)
+	return "/bin/sh", append([]string{"recluster-exec", "-c", script, "recluster-exec"}, argv...)
 }
 
 var errNotFound = errors.New("executable file not found in $PATH")

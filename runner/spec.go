@@ -34,6 +34,7 @@ type serviceSpec struct {
 	Restart      string
 	StartLimit   int
 	MinUptime    time.Duration
+	MaxSurge     int
 	Build        *config.Command
 	BuildTimeout time.Duration
 }
@@ -66,6 +67,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 		Restart:      restart,
 		StartLimit:   s.StartLimit,
 		MinUptime:    s.MinUptime,
+		MaxSurge:     s.MaxSurge,
 		Build:        s.Build,
 		BuildTimeout: s.BuildTimeout,
 	}
@@ -77,7 +79,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 func mergeEnviron(base []string, vars []config.EnvVar) []string {
 	skip := map[string]bool{"LISTEN_FDS": true, "LISTEN_PID": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true,
 		"WATCHDOG_USEC": true, "WATCHDOG_PID": true,
-		"RECLUSTER_READY_FD": true, "WORKER_ID": true, "RECLUSTER_SERVICE": true, "RECLUSTER_GENERATION": true, shimEnv: true}
+		"RECLUSTER_READY_FD": true, "WORKER_ID": true, "RECLUSTER_SERVICE": true, "RECLUSTER_GENERATION": true}
 	for _, v := range vars {
 		skip[v.Name] = true
 	}

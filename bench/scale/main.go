@@ -3,7 +3,7 @@
 // recluster's memory per worker; and with -idle, recluster's RSS and CPU
 // over 30 idle seconds with S services.
 //
-//	go run ./bench/scale                 # 10, 100 and 500 workers
+//	go run ./bench/scale                 # 10, 100, 500 and 2000 workers
 //	go run ./bench/scale -idle           # 10 and 100 services, 30 s idle
 package main
 
@@ -51,7 +51,7 @@ func main() {
 		}
 		return
 	}
-	for _, workers := range []int{10, 100, 500} {
+	for _, workers := range []int{10, 100, 500, 2000} {
 		if err := startup(dir, bin, workers); err != nil {
 			fail(err)
 		}
@@ -109,7 +109,7 @@ func startup(dir, bin string, workers int) error {
 	}
 	defer stop(cmd)
 	rss := proc.RSSKiB(cmd.Process.Pid)
-	fmt.Printf("| %d | %s | %.1f MiB | %.1f KiB |\n", workers, took.Round(time.Millisecond), float64(rss)/1024, float64(rss)/float64(workers))
+	fmt.Printf("| %d | %s | %d | %.1f MiB | %.1f KiB |\n", workers, took.Round(time.Millisecond), proc.Threads(cmd.Process.Pid), float64(rss)/1024, float64(rss)/float64(workers))
 	return nil
 }
 

@@ -24,10 +24,16 @@ func CPUSeconds(pid int) float64 {
 }
 
 // RSSKiB is pid's resident memory.
-func RSSKiB(pid int) int {
+func RSSKiB(pid int) int { return statusField(pid, "VmRSS:") }
+
+// Threads is pid's number of OS threads.
+func Threads(pid int) int { return statusField(pid, "Threads:") }
+
+// statusField is a number field of /proc/PID/status.
+func statusField(pid int, name string) int {
 	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == name {
 			n, _ := strconv.Atoi(f[1])
 			return n
 		}

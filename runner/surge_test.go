@@ -1,0 +1,89 @@
+package runner
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+const surgeStack = `
+services:
+  web:
+    command: [sh, -c, 'if [ "$RECLUSTER_GENERATION" -ge 3 ] && [ "$(printenv WORK""ER_ID)" -ge 2 ]; then echo refusing; exit 3; fi; exec WORKER -mode serve -ready -after 100ms']
+    workers: 4
+    maxSurge: 1
+    listen: 127.0.0.1:0
+    readyWhen: ready
+    timeout: 10s
+`
+
+// maxAlive is the most workers of service run after the events seen so far:
+// spawns less exits, exact since a cluster's events arrive in order;
+// from is the first event counted for the maximum.
+func (h *harness) maxAlive(service string, from int) (most int) {
+	alive := 0
+	for i, e := range h.seen {
+		if e.Service != service {
+			continue
+		}
+		switch e.Kind {
+		case EventSpawned:
+			alive++
+		case EventExited:
+			alive--
+		}
+		if i >= from {
+			most = max(most, alive)
+		}
+	}
+	return most
+}
+
+// TestMaxSurgeReplacesOneAtATime: with maxSurge 1, a reload of 4 workers
+// under load never runs more than 5, loses no request, and a failure
+// half-way leaves 4 old workers serving.
+func TestMaxSurgeReplacesOneAtATime(t *testing.T) {
+	h := startHarness(t, surgeStack)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	load := startLoad(h.addr("web"), 8)
+	load.waitServed(t, 50)
+
+	from := len(h.seen)
+	if err := h.reload(context.Background(), []string{"web"}); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	h.waitFor("the old workers' exits", func() bool { return h.count(is(EventExited, "web")) >= 4 })
+	if most := h.maxAlive("web", from); most != 5 {
+		t.Errorf("at most %d workers ran during the reload, want workers + maxSurge = 5", most)
+	}
+	st := h.status("web")
+	if st.Generation != 2 || len(st.Workers) != 4 {
+		t.Errorf("after the reload: %+v", st)
+	}
+
+	// Generation 3 fails at its third worker: the two new ones stop, and
+	// the old generation is back at 4.
+	from = len(h.seen)
+	err := h.reload(context.Background(), []string{"web"})
+	if err == nil || !strings.Contains(err.Error(), "exit code 3") {
+		t.Fatalf("a reload whose third worker fails: %v\n%s", err, h.text())
+	}
+	h.waitFor("4 workers of generation 2 ready", func() bool {
+		st := h.status("web")
+		ready := 0
+		for _, w := range st.Workers {
+			if w.Generation == 2 && w.State == Ready {
+				ready++
+			}
+		}
+		return ready == 4 && len(st.Workers) == 4
+	})
+	if most := h.maxAlive("web", from); most > 5 {
+		t.Errorf("%d workers ran during the failed reload, want at most 5", most)
+	}
+	load.waitServed(t, 50)
+	ok, failures, examples := load.finish()
+	if len(failures) > 0 {
+		t.Errorf("%d requests failed (%d served): %v, e.g. %q", sum(failures), ok, failures, examples)
+	}
+}
