@@ -41,6 +41,7 @@ type options struct {
 	keepalive bool
 	peer      string
 	proxy     string
+	maxSurge  int
 }
 
 func main() {
@@ -54,6 +55,7 @@ func main() {
 	flag.BoolVar(&o.keepalive, "keepalive", false, "reuse connections instead of one request per connection")
 	flag.StringVar(&o.peer, "peer", "", "run a peer instead of recluster: pm2 (cluster mode, pm2 reload) or node-recluster (the original library, reload on SIGUSR2); installs them with npm into ~/.cache/recluster-bench")
 	flag.StringVar(&o.proxy, "proxy", "", "tcp or http: the Node server that binds $PORT, behind recluster's proxy (implies -lang node)")
+	flag.IntVar(&o.maxSurge, "maxsurge", 0, "the service's maxSurge (0: all at once, the default)")
 	latency := flag.Bool("latency", false, "time `recluster reload` for 1, 4 and 16 workers instead")
 	flag.Parse()
 	var err error
@@ -127,6 +129,9 @@ func startStack(o options) (*stack, error) {
 	cfg := fmt.Sprintf("services:\n  web:\n    command: %s\n    workers: %d\n    listen: %q\n    readyWhen: ready\n    timeout: 30s\n", command, workers, addr)
 	if o.proxy != "" {
 		cfg = fmt.Sprintf("services:\n  web:\n    command: %s\n    workers: %d\n    proxy: {address: %q, protocol: %s}\n    timeout: 30s\n", command, workers, addr, o.proxy)
+	}
+	if o.maxSurge > 0 {
+		cfg += fmt.Sprintf("    maxSurge: %d\n", o.maxSurge)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -259,6 +264,9 @@ func underLoad(o options) error {
 		service = fmt.Sprintf("node ($PORT) behind %s proxy, %d workers", o.proxy, o.workers)
 	}
 	what := fmt.Sprintf("%d × %s %s", o.reloads, tool, o.mode)
+	if o.maxSurge > 0 {
+		what += fmt.Sprintf(" (maxSurge %d)", o.maxSurge)
+	}
 	if o.mode == "none" {
 		what = fmt.Sprintf("no reload (%s baseline)", tool)
 	}
