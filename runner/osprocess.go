@@ -469,19 +469,3 @@ func (p *osProcess) endGroup() {
 		waitGroupGone(p.pid, 10*time.Second)
 	}
 }
-
-// waitGroupGone polls until the group is empty or d has passed. Linux tells
-// a parent when its child exits but nobody when a grandchild does, so
-// polling with a growing interval is the portable way.
-func waitGroupGone(pgid int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	interval := time.Millisecond
-	for groupAlive(pgid) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval)
-		interval = min(interval*2, 50*time.Millisecond)
-	}
-	return true
-}
