@@ -44,13 +44,20 @@ func runCheck(io IO, c *common, args []string) error {
 // loadConfig finds and loads the file, printing every problem on its own
 // line. Beyond what config checks, it refuses what this platform cannot do.
 func loadConfig(io IO, c *common, portBase int) (*config.Config, error) {
+	return readConfig(io, c, portBase, checkPlatform)
+}
+
+// readConfig loads the config and runs check on it, printing every
+// problem of an invalid file; run and export, which start no worker here,
+// check nothing more.
+func readConfig(io IO, c *common, portBase int, check func(*config.Config) error) (*config.Config, error) {
 	path, err := c.configPath(io)
 	if err != nil {
 		return nil, err
 	}
 	cfg, err := config.Options{Getenv: io.Getenv, PortBase: portBase}.Load(path)
-	if err == nil {
-		err = checkPlatform(cfg)
+	if err == nil && check != nil {
+		err = check(cfg)
 	}
 	if err != nil {
 		if problems := config.Problems(err); problems != nil {

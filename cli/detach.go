@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -110,12 +109,8 @@ func openBackgroundLog(cfg *config.Config, paths control.Paths) (*logfile.File, 
 // startDetached is `up -d` on the command line: it starts the background
 // instance with the same arguments and waits for its word.
 func startDetached(io IO, cfg *config.Config, paths control.Paths, args []string) error {
-	lock, err := paths.TakeLock()
+	lock, err := takeLock(cfg, paths)
 	if err != nil {
-		var re *control.RunningError
-		if errors.As(err, &re) {
-			return fmt.Errorf("%s: %w; `recluster status` shows it, `recluster down` ends it", cfg.Path, re)
-		}
 		return err
 	}
 	lock.Unlock() // the background instance takes it

@@ -31,15 +31,7 @@ func runExport(io IO, c *common, args []string) error {
 	if len(rest) != 1 || rest[0] != "systemd" {
 		return usagef("export writes units for systemd: recluster export systemd [-o DIR]")
 	}
-	path, err := c.configPath(io)
-	if err != nil {
-		return err
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return err
-	}
-	cfg, err := config.Options{Getenv: io.Getenv}.Load(abs)
+	cfg, err := readConfig(io, c, config.DefaultProcfilePortBase, nil)
 	if err != nil {
 		return err
 	}

@@ -36,11 +36,7 @@ func runRun(io IO, c *common, args []string) error {
 	if len(rest) == 0 {
 		return usagef("name the service whose environment to run in")
 	}
-	path, err := c.configPath(io)
-	if err != nil {
-		return err
-	}
-	cfg, err := config.Options{Getenv: io.Getenv}.Load(path)
+	cfg, err := readConfig(io, c, config.DefaultProcfilePortBase, nil)
 	if err != nil {
 		return err
 	}

@@ -1,28 +1,14 @@
 package cli_test
 
 import (
-	"fmt"
-	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// threadsOf reads a process's OS thread count.
-func threadsOf(pid int) int {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == "Threads:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return 0
-}
+	"github.com/recluster/recluster/internal/proc"
+)
 
 // Test2000WorkersOnFewThreads: 2,000 workers come up and stop while
 // recluster holds fewer than 64 OS threads: it waits on pidfds in Go's
@@ -46,7 +32,7 @@ func Test2000WorkersOnFewThreads(t *testing.T) {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if n := int64(threadsOf(u.cmd.Process.Pid)); n > most.Load() {
+			if n := int64(proc.Threads(u.cmd.Process.Pid)); n > most.Load() {
 				most.Store(n)
 			}
 			select {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/internal/proc"
 	"github.com/recluster/recluster/internal/testbin"
 )
 
@@ -216,13 +217,7 @@ func TestUpSurvivesAProcessLimit(t *testing.T) {
 	if outb, err := st.CombinedOutput(); err != nil || !strings.Contains(string(outb), `"name": "many"`) {
 		t.Fatalf("status under the limit: %v\n%s\n%s", err, outb, said)
 	}
-	threads := 0
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == "Threads:" {
-			threads, _ = strconv.Atoi(f[1])
-		}
-	}
+	threads := proc.Threads(cmd.Process.Pid)
 	if threads == 0 || threads > 64 {
 		t.Errorf("recluster runs %d threads for 200 workers", threads)
 	}

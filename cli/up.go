@@ -115,12 +115,8 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	if detach && child == nil {
 		return startDetached(io, cfg, paths, args)
 	}
-	lock, err := paths.TakeLock()
+	lock, err := takeLock(cfg, paths)
 	if err != nil {
-		var re *control.RunningError
-		if errors.As(err, &re) {
-			return fmt.Errorf("%s: %w; use `recluster reload`, `recluster status` or `recluster down`", cfg.Path, re)
-		}
 		return err
 	}
 	defer lock.Unlock()
@@ -311,6 +307,16 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	}, func(error) { stopReady() })
 
 	return g.run()
+}
+
+// takeLock makes this the one instance of the file, or says which is.
+func takeLock(cfg *config.Config, paths control.Paths) (*control.InstanceLock, error) {
+	lock, err := paths.TakeLock()
+	var re *control.RunningError
+	if errors.As(err, &re) {
+		return nil, fmt.Errorf("%s: %w; use `recluster reload`, `recluster status` or `recluster down`", cfg.Path, re)
+	}
+	return lock, err
 }
 
 // endWhenDone ends `up` by itself: once nothing is left to run (every

@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/bench/internal/peers"
-	"github.com/recluster/recluster/bench/internal/proc"
+	"github.com/recluster/recluster/internal/proc"
 )
 
 func main() {

@@ -27,8 +27,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/recluster/recluster/bench/internal/proc"
 	"github.com/recluster/recluster/internal/load"
+	"github.com/recluster/recluster/internal/proc"
 )
 
 type options struct {

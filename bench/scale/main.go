@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/recluster/recluster/bench/internal/proc"
+	"github.com/recluster/recluster/internal/proc"
 )
 
 func main() {

@@ -1,4 +1,5 @@
-// Package proc reads what the benchmarks measure of a process from /proc.
+// Package proc reads what the benchmarks and tests measure of a process
+// from /proc.
 package proc
 
 import (
