@@ -32,10 +32,16 @@ func newSupervisor(n *sdnotify.Notifier, mux *logmux.Mux) *supervisor {
 	return &supervisor{n: n, mux: mux, poke: make(chan struct{}, 1)}
 }
 
-// onEvent is called from the clusters' loops: it never blocks.
+// onEvent is called from the clusters' loops: it never blocks. Only what
+// can begin or end a reload pokes the actor: a reload ends by its own
+// event, or, stopped or superseded, with its workers' exits.
 func (s *supervisor) onEvent(e runner.Event) {
-	if e.Kind == runner.EventReloading {
+	switch e.Kind {
+	case runner.EventReloading:
 		s.reloadBegan.Store(true)
+	case runner.EventReloaded, runner.EventReloadFailed, runner.EventExited:
+	default:
+		return
 	}
 	select {
 	case s.poke <- struct{}{}:
@@ -52,6 +58,7 @@ func (s *supervisor) run(ctx context.Context, stopping <-chan struct{}) {
 		watchdog = t.C
 	}
 	ready, reloading, stopped := false, false, false
+	readyCh := s.m.Ready() // nil once seen: a closed channel is always ready
 	for {
 		select {
 		case <-ctx.Done():
@@ -63,8 +70,9 @@ func (s *supervisor) run(ctx context.Context, stopping <-chan struct{}) {
 			stopping = nil
 			stopped = true
 			s.send(s.n.Stopping("stopping every service"))
-		case <-s.m.Ready():
-			if !ready && !stopped {
+		case <-readyCh:
+			readyCh = nil
+			if !stopped {
 				ready = true
 				s.send(s.n.Ready(s.summary(ctx)))
 			}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/recluster/recluster/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -127,7 +128,8 @@ services:
 	next(t, msgs, "READY")
 
 	// The watchdog: pings at half WATCHDOG_USEC; on a busy machine some
-	// come late, none early.
+	// come late, none early. Meanwhile up idles: it does not spin.
+	cpu, wall := proc.CPUSeconds(u.cmd.Process.Pid), time.Now()
 	_, pings := next(t, msgs, "WATCHDOG")
 	for len(pings) < 6 {
 		m, _ := next(t, msgs, "WATCHDOG")
@@ -136,6 +138,9 @@ services:
 	var gaps []time.Duration
 	for i := 1; i < len(pings); i++ {
 		gaps = append(gaps, pings[i].Sub(pings[i-1]))
+	}
+	if used, took := proc.CPUSeconds(u.cmd.Process.Pid)-cpu, time.Since(wall).Seconds(); used > took/2 {
+		t.Errorf("up used %.2f s of CPU in %.2f s of idling under a supervisor", used, took)
 	}
 	slices.Sort(gaps)
 	if median := gaps[len(gaps)/2]; median < watchdog/2-50*time.Millisecond || median > watchdog {
