@@ -131,6 +131,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		return err
 	}
 	closeInheritedFDs()
+	reserveThreads(reservedThreads)
 	if child != nil {
 		lf, err := openBackgroundLog(cfg, paths)
 		if err != nil {

@@ -1,8 +1,10 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/recluster/recluster/config"
@@ -23,9 +25,14 @@ const minBackoffStep = 100 * time.Millisecond
 // itself.
 func (c *cluster) afterExit(s *slot, w *worker, st ExitStatus, wasReady bool) {
 	spec := w.gen.spec
-	if !wasReady || time.Since(w.started) < spec.MinUptime {
+	switch {
+	case outOfResources(st.Err):
+		// The system could not fork (a process or memory limit): not the
+		// program's fault, and no crash loop; it is retried with backoff
+		// for as long as it takes, and the workers that run go on.
+	case !wasReady || time.Since(w.started) < spec.MinUptime:
 		s.fastExits++
-	} else {
+	default:
 		s.fastExits = 0
 	}
 	if !st.Success() {
@@ -43,6 +50,12 @@ func (c *cluster) afterExit(s *slot, w *worker, st ExitStatus, wasReady bool) {
 		s.restarts++
 		c.scheduleRespawn(s, w, st)
 	}
+}
+
+// outOfResources says whether a start failed for want of a process or
+// memory rather than because of the program.
+func outOfResources(err error) bool {
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM)
 }
 
 // checkFinished ends a service whose every slot is done: completed when

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -146,6 +147,26 @@ func TestACrashLoopEndsAtStartLimit(t *testing.T) {
 		}
 		if n := starter.startsOfService("api"); n != 4 {
 			t.Errorf("start after the crash loop: %d starts, want 4", n)
+		}
+	})
+}
+
+// TestAForkThatFailsIsNoCrashLoop: a start that fails for want of a
+// process (a process limit) is retried with backoff however often; it is
+// not the program's crash loop.
+func TestAForkThatFailsIsNoCrashLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, starter := stack(t, task("api", func(s *config.Service) { s.StartLimit = 3; s.Respawn = 0 }))
+		for i := 0; i < 6; i++ {
+			n := starter.startsOfService("api")
+			starter.exit("api", ExitStatus{Code: -1, Err: fmt.Errorf("starting api: %w", syscall.EAGAIN)})
+			for starter.startsOfService("api") == n && stateOf(t, m, "api").State != "failed" {
+				time.Sleep(50 * time.Millisecond)
+				synctest.Wait()
+			}
+		}
+		if st, n := stateOf(t, m, "api"), starter.startsOfService("api"); st.State == "failed" || n != 7 {
+			t.Errorf("after 6 failed forks: state %s, %d starts; want running, 7", st.State, n)
 		}
 	})
 }
