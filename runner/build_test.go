@@ -88,8 +88,7 @@ func TestBuildRunsOncePerGeneration(t *testing.T) {
 func TestASupersededGenerationNeverBuilds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hold := make(chan struct{})
-		var f *phaseFixture
-		f = newBuildFixture(t, func(e Event) {
+		f := newBuildFixture(t, func(e Event) {
 			if e.Kind == EventReloading && e.Detail == "2" {
 				<-hold // the loop waits here while a newer reload queues
 			}

@@ -220,21 +220,21 @@ func (r *run) reset(services []Service) {
 // yet, the nearest folder above it in the service's, whose new folders are
 // watched as they appear.
 func (r *run) addRoot(s *state, dir string) {
-	for {
-		st, err := os.Stat(dir)
-		switch {
-		case err == nil && st.IsDir():
-			r.addTree(s, dir)
-			return
-		case err == nil:
-			r.addOne(s, filepath.Dir(dir))
-			return
-		case dir == s.Dir || filepath.Dir(dir) == dir:
+	st, err := os.Stat(dir)
+	switch {
+	case err == nil && st.IsDir():
+		r.addTree(s, dir)
+		return
+	case err == nil:
+		r.addOne(s, filepath.Dir(dir))
+		return
+	}
+	for dir != s.Dir && filepath.Dir(dir) != dir {
+		dir = filepath.Dir(dir)
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			r.addOne(s, dir)
 			return
 		}
-		dir = filepath.Dir(dir)
-		r.addOne(s, dir)
-		return
 	}
 }
 
@@ -299,7 +299,6 @@ func (r *run) event(ev fsnotify.Event) {
 		if err != nil || strings.HasPrefix(rel, "..") {
 			continue
 		}
-		rel = filepath.ToSlash(rel)
 		if filepath.Base(ev.Name) == ".gitignore" {
 			s.rules.load(filepath.Dir(ev.Name))
 		}

@@ -202,3 +202,24 @@ func TestATreeTooBigIsSaidOnce(t *testing.T) {
 		t.Errorf("the watched top folder: %+v", c)
 	}
 }
+
+// TestAGlobBelowAFolderNotMadeYet: the nearest folder that exists is
+// watched, so files in folders made later are seen.
+func TestAGlobBelowAFolderNotMadeYet(t *testing.T) {
+	dir := t.TempDir()
+	changes := make(chan Change, 16)
+	wr := New(Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		wr.Run(ctx, []Service{{Name: "web", Dir: dir, Watch: config.Watch{Paths: []string{"gen/sub/*.txt"}, Debounce: time.Millisecond, Action: "reload"}}}, changes)
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	<-wr.Ready()
+	os.MkdirAll(filepath.Join(dir, "gen", "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "gen", "sub", "a.txt"), nil, 0o644)
+	if c := waitChange(t, changes); c.File != "gen/sub/a.txt" {
+		t.Errorf("the change: %+v", c)
+	}
+}
