@@ -132,6 +132,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	}
 	closeInheritedFDs()
 	reserveThreads(reservedThreads)
+	tuneGC(io, cfg)
 	if child != nil {
 		lf, err := openBackgroundLog(cfg, paths)
 		if err != nil {
