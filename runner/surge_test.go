@@ -87,3 +87,36 @@ func TestMaxSurgeReplacesOneAtATime(t *testing.T) {
 		t.Errorf("%d requests failed (%d served): %v, e.g. %q", sum(failures), ok, failures, examples)
 	}
 }
+
+// TestMaxSurgeBehindTheProxy: rolling, the new workers serve beside the
+// old ones as they come, so keep-alive clients behind the http proxy lose
+// nothing, and no more than workers + 1 run.
+func TestMaxSurgeBehindTheProxy(t *testing.T) {
+	h := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, naive, -after, 100ms]
+    workers: 4
+    maxSurge: 1
+    proxy: {address: "127.0.0.1:0", protocol: http}
+    timeout: 5s
+`)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	load := startLoadWith(h.proxyAddr("web"), 8, true)
+	load.waitServed(t, 50)
+	from := len(h.seen)
+	for i := 0; i < 3; i++ {
+		if err := h.reload(context.Background(), []string{"web"}); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		load.waitServed(t, 20)
+	}
+	h.waitFor("the old workers' exits", func() bool { return h.count(is(EventExited, "web")) >= 12 })
+	if most := h.maxAlive("web", from); most != 5 {
+		t.Errorf("at most %d workers ran during the reloads, want 5", most)
+	}
+	ok, failures, examples := load.finish()
+	if len(failures) > 0 {
+		t.Errorf("%d requests failed (%d served): %v, e.g. %q", sum(failures), ok, failures, examples)
+	}
+}
