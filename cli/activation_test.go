@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -10,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/recluster/recluster/internal/load"
 	"github.com/recluster/recluster/internal/testbin"
@@ -45,7 +45,8 @@ func TestSocketActivationUnderSystemdSocketActivate(t *testing.T) {
 	cmd.Dir = dir
 	out, _ := os.Create(filepath.Join(dir, "out.txt"))
 	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Stdout = out
+	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -53,9 +54,18 @@ func TestSocketActivationUnderSystemdSocketActivate(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	// The tool listens before it starts anything: wait for that, on the
-	// port itself.
-	waitListening(t, addr)
+	// The tool says when it listens, before it starts anything; then it
+	// hands its stderr to recluster, whose lines go on to the file.
+	lines := bufio.NewScanner(stderr)
+	if !lines.Scan() || lines.Text() != "Listening on "+addr+" as 3." {
+		t.Fatalf("systemd-socket-activate said %q", lines.Text())
+	}
+	// Owned by the test; copies the rest until the tool's stderr closes.
+	go func() {
+		for lines.Scan() {
+			fmt.Fprintln(out, lines.Text())
+		}
+	}()
 	l := load.Start(addr, load.Options{Conns: 1})
 	if !l.WaitServed(1, deadline) {
 		t.Fatalf("the first connection was not answered: %v", l.Finish().Failures)
@@ -129,19 +139,6 @@ func TestAnInheritedSocketThatMatchesNothingIsRefused(t *testing.T) {
 	want := fmt.Sprintf(`inherited socket(s) fd 3 (%s, named "stray") match no listen or proxy address`, ln.Addr())
 	if err := u.waitExit(); err == nil || !strings.Contains(u.output(), want) {
 		t.Errorf("up: %v\n%s\nwant %q", err, u.output(), want)
-	}
-}
-
-// waitListening waits until a socket listens on addr, without connecting
-// (a connection would be systemd-socket-activate's first).
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for listeners(t, addr) == 0 {
-		if time.Now().After(end) {
-			t.Fatalf("nothing listens on %s", addr)
-		}
-		time.Sleep(10 * time.Millisecond) // another process's bind is no event of ours
 	}
 }
 

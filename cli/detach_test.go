@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 )
 
 // TestUpDetachedReturnsOnceReady: `up -d` returns only once every worker
@@ -116,18 +118,30 @@ services:
 	}
 }
 
-// waitFile waits for path to hold want, and returns what it holds.
+// waitFile waits for path to hold want, and returns what it holds: it
+// looks again at every change inotify reports in the file's folder.
 func waitFile(t *testing.T, path, want string) string {
 	t.Helper()
-	end := time.Now().Add(deadline)
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(deadline)
 	for {
 		data, _ := os.ReadFile(path)
 		if strings.Contains(string(data), want) {
 			return string(data)
 		}
-		if time.Now().After(end) {
+		select {
+		case <-w.Events:
+		case err := <-w.Errors:
+			t.Fatalf("watching %s: %v", path, err)
+		case <-timeout:
 			t.Fatalf("%s never held %q:\n%s", path, want, data)
 		}
-		time.Sleep(20 * time.Millisecond) // polling a file another process writes
 	}
 }
