@@ -215,13 +215,13 @@ func printBackground(io IO, cfg *config.Config, paths control.Paths, pid int) er
 	for _, s := range st {
 		workers += len(s.Workers)
 	}
-	fmt.Fprintf(io.Out, "recluster is running %s in the background (pid %d): %d services, %d workers ready\n", cfg.Path, pid, len(st), workers)
+	fmt.Fprintf(io.Out, "recluster is running %s in the background (pid %d): %s, %s ready\n", cfg.Path, pid, plural(len(st), "service"), plural(workers, "worker"))
 	for _, s := range st {
 		addrs := append([]string(nil), s.Listen...)
 		if s.Proxy != "" {
 			addrs = append(addrs, s.Proxy)
 		}
-		line := fmt.Sprintf("  %-12s %d workers", printable(s.Name), len(s.Workers))
+		line := fmt.Sprintf("  %-12s %s", printable(s.Name), plural(len(s.Workers), "worker"))
 		if len(addrs) > 0 {
 			line += " on " + strings.Join(addrs, ", ")
 		}
