@@ -157,7 +157,7 @@ func startDetached(io IO, cfg *config.Config, paths control.Paths, args []string
 	word := make(chan string, 1)
 	// Owned by startDetached; ends at the pipe's EOF.
 	go func() {
-		data, _ := readWord(r, 64<<10)
+		data, _ := readBounded(r, 64<<10)
 		word <- string(data)
 	}()
 	var said string
@@ -196,11 +196,6 @@ func withoutDetach(args []string) []string {
 		out = append(out, a)
 	}
 	return out
-}
-
-// readWord reads what the instance says, bounded: it is another process.
-func readWord(r io.Reader, n int64) ([]byte, error) {
-	return io.ReadAll(io.LimitReader(r, n))
 }
 
 // printBackground prints what runs in the background and how to reach it.
@@ -251,4 +246,10 @@ func lastLines(path string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// readBounded reads what the instance says, bounded: it is another
+// process. (Inside startDetached, io names its IO parameter.)
+func readBounded(r io.Reader, n int64) ([]byte, error) {
+	return io.ReadAll(io.LimitReader(r, n))
 }

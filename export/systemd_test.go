@@ -24,11 +24,17 @@ func stack(t *testing.T) (*config.Config, string) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "recluster.yml"), data, 0o644)
+	return load(t, dir), dir
+}
+
+// load reads dir/recluster.yml with nothing from the environment.
+func load(t *testing.T, dir string) *config.Config {
+	t.Helper()
 	cfg, err := config.Options{Getenv: func(string) string { return "" }, NumCPU: 2}.Load(filepath.Join(dir, "recluster.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg, dir
+	return cfg
 }
 
 func TestSystemdUnits(t *testing.T) {
@@ -104,11 +110,7 @@ func TestREADMEUnits(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "app")
 	os.Mkdir(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "recluster.yml"), yml[1], 0o644)
-	cfg, err := config.Options{Getenv: func(string) string { return "" }, NumCPU: 2}.Load(filepath.Join(dir, "recluster.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := Systemd(cfg, SystemdOptions{Bin: "/usr/local/bin/recluster"})
+	got, err := Systemd(load(t, dir), SystemdOptions{Bin: "/usr/local/bin/recluster"})
 	if err != nil {
 		t.Fatal(err)
 	}

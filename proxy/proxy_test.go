@@ -65,6 +65,25 @@ func get(t *testing.T, c *http.Client, url string) string {
 	return string(body)
 }
 
+// getLater sends a GET on a connection of its own and delivers the body,
+// or the error's text, on the channel it returns.
+func getLater(url string) <-chan string {
+	out := make(chan string, 1)
+	// Owned by the test; ends with the request.
+	go func() {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(url)
+		if err != nil {
+			out <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out <- string(body)
+	}()
+	return out
+}
+
 func TestRequestsGoToTheBackendsGiven(t *testing.T) {
 	for _, protocol := range []string{"tcp", "http"} {
 		t.Run(protocol, func(t *testing.T) {
@@ -103,17 +122,7 @@ func TestDrainWaitsForWorkInFlight(t *testing.T) {
 			p, addr := startProxy(t, Options{Protocol: protocol})
 			p.SetBackends(map[string]string{"a": a.addr()})
 			c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-			held := make(chan string)
-			go func() {
-				resp, err := c.Get("http://" + addr + "/?hold=1")
-				if err != nil {
-					held <- err.Error()
-					return
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				held <- string(body)
-			}()
+			held := getLater("http://" + addr + "/?hold=1")
 			<-a.arrived
 			if n := p.InFlight("a"); n != 1 {
 				t.Errorf("in flight to a: %d", n)
@@ -155,18 +164,7 @@ func TestWorkWaitsForABackend(t *testing.T) {
 			deadAddr := dead.Addr().String()
 			dead.Close()
 			p.SetBackends(map[string]string{"dead": deadAddr})
-			got := make(chan string, 1)
-			go func() {
-				c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-				resp, err := c.Get("http://" + addr + "/")
-				if err != nil {
-					got <- err.Error()
-					return
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				got <- string(body)
-			}()
+			got := getLater("http://" + addr + "/")
 			b := startBackend(t, "b")
 			p.SetBackends(map[string]string{"dead": deadAddr, "b": b.addr()})
 			select {

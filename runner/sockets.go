@@ -66,20 +66,13 @@ func (s *sockets) acquire(ls []config.Listen) (*lease, error) {
 		key := want
 		key.Name = ""
 		sk := s.open[key]
-		if i := matchInherited(want, s.inherited, func(i int) bool { return s.inUse[i] }); sk == nil && i >= 0 {
-			if s.inUse == nil {
-				s.inUse = map[int]bool{}
-			}
-			s.inUse[i] = true
-			sk = &socket{file: s.inherited[i].File, from: i + 1}
-			s.open[key] = sk
-			l.opened = append(l.opened, want)
-		}
 		if sk == nil {
-			var err error
-			if sk, err = openListener(want); err != nil {
-				s.releaseLocked(l.listen)
-				return nil, err
+			if sk = s.adopt(want); sk == nil {
+				var err error
+				if sk, err = openListener(want); err != nil {
+					s.releaseLocked(l.listen)
+					return nil, err
+				}
 			}
 			s.open[key] = sk
 			l.opened = append(l.opened, want)
@@ -89,6 +82,19 @@ func (s *sockets) acquire(ls []config.Listen) (*lease, error) {
 		l.files = append(l.files, sk.file)
 	}
 	return l, nil
+}
+
+// adopt returns an inherited socket for want, marked in use, or nil.
+func (s *sockets) adopt(want config.Listen) *socket {
+	i := matchInherited(want, s.inherited, func(i int) bool { return s.inUse[i] })
+	if i < 0 {
+		return nil
+	}
+	if s.inUse == nil {
+		s.inUse = map[int]bool{}
+	}
+	s.inUse[i] = true
+	return &socket{file: s.inherited[i].File, from: i + 1}
 }
 
 // release gives the lease back; later calls do nothing.

@@ -11,6 +11,24 @@ import (
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
+// supervisorSocket is systemd's side: a datagram socket at a short path
+// (sun_path holds 108 bytes).
+func supervisorSocket(t *testing.T) (string, *net.UnixConn) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "n")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return path, conn
+}
+
 func TestFromEnv(t *testing.T) {
 	if n, err := FromEnv(env(nil), 1); n != nil || err != nil {
 		t.Errorf("no NOTIFY_SOCKET: %v %v", n, err)
@@ -28,14 +46,7 @@ func TestFromEnv(t *testing.T) {
 		}
 	}
 
-	dir, _ := os.MkdirTemp("", "sdn")
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "n")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	path, conn := supervisorSocket(t)
 	if _, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "soon"}), 1); err == nil || !strings.Contains(err.Error(), "WATCHDOG_USEC") {
 		t.Errorf("a bad WATCHDOG_USEC: %v", err)
 	}
@@ -61,14 +72,7 @@ func TestFromEnv(t *testing.T) {
 // TestASupervisorThatDoesNotReadHoldsNothingUp: a full socket buffer
 // drops the message after sendTimeout instead of blocking.
 func TestASupervisorThatDoesNotReadHoldsNothingUp(t *testing.T) {
-	dir, _ := os.MkdirTemp("", "sdn")
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "n")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	path, _ := supervisorSocket(t) // never read
 	n, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path}), 1)
 	if err != nil {
 		t.Fatal(err)

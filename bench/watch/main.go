@@ -272,11 +272,18 @@ func waitFor(addr, want string, deadline time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("no %q from %s in time; last: %s", want, addr, last)
 }
 
-// recluster runs the app behind its http proxy, one worker, with `build`
-// for Go and `watch: true`.
-type recluster struct{ cmd *exec.Cmd }
+// foreground is a manager run as a child of the benchmark, stopped as
+// Ctrl-C would.
+type foreground struct{ cmd *exec.Cmd }
 
-func startRecluster(a *app, addr string) (*recluster, error) {
+func (f *foreground) stop() {
+	f.cmd.Process.Signal(os.Interrupt)
+	f.cmd.Wait()
+}
+
+// startRecluster runs the app behind recluster's http proxy, one worker,
+// with `build` for Go and `watch: true`.
+func startRecluster(a *app, addr string) (*foreground, error) {
 	bin := filepath.Join(a.dir, "recluster")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/recluster").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building recluster: %v: %s", err, out)
@@ -300,19 +307,12 @@ func startRecluster(a *app, addr string) (*recluster, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return &recluster{cmd}, nil
+	return &foreground{cmd}, nil
 }
 
-func (r *recluster) stop() {
-	r.cmd.Process.Signal(os.Interrupt)
-	r.cmd.Wait()
-}
-
-// processCompose runs the app's build-and-run command with a `watch` block
+// startProcessCompose runs the app's build-and-run command with a `watch` block
 // on the source folder.
-type processCompose struct{ cmd *exec.Cmd }
-
-func startProcessCompose(a *app, port string) (*processCompose, error) {
+func startProcessCompose(a *app, port string) (*foreground, error) {
 	bin, err := peers.Go("process-compose")
 	if err != nil {
 		return nil, err
@@ -335,12 +335,7 @@ func startProcessCompose(a *app, port string) (*processCompose, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return &processCompose{cmd}, nil
-}
-
-func (p *processCompose) stop() {
-	p.cmd.Process.Signal(os.Interrupt)
-	p.cmd.Wait()
+	return &foreground{cmd}, nil
 }
 
 // pm2 runs the Node app in cluster mode (its master holds the port, its
