@@ -404,3 +404,26 @@ func TestProcfileRefusesNUL(t *testing.T) {
 		t.Fatalf("want the .env refused, got %v", err)
 	}
 }
+
+func TestSocketNames(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"http":                   true,
+		"a-b_c.d~!":              true,
+		strings.Repeat("x", 255): true,
+		strings.Repeat("x", 256): false,
+		"":                       false,
+		"has space":              false,
+		"tab\tname":              false,
+		"é":                      false,
+		"del\x7f":                false,
+	} {
+		_, err := parseListen(name+"=8080", "web", "/")
+		if (err == nil) != ok {
+			t.Errorf("name %q: error %v, want accepted=%v", name, err, ok)
+		}
+	}
+	// A name cannot hold ':', since "a:b=8080" is host "a", port "b=8080".
+	if !isFDName("a") || isFDName("a:b") {
+		t.Error("isFDName: a colon is not allowed in a name")
+	}
+}

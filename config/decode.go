@@ -27,7 +27,6 @@ var (
 	logKeys     = []string{"respawns"}
 	proxyKeys   = []string{"address", "protocol", "proxyProtocol"}
 	serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
-	fdName      = regexp.MustCompile(`^[\x21-\x39\x3b-\x7e]{1,255}$`) // printable ASCII but ':', as systemd allows
 )
 
 // MaxWorkers is the most workers a service may have.

