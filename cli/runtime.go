@@ -9,9 +9,15 @@ import (
 )
 
 // reservedThreads is how many OS threads up has the Go runtime make at
-// its start: enough for what it runs at once (its goroutines in system
-// calls, the spawning thread, the garbage collector's workers).
-const reservedThreads = 24
+// its start: enough for what it runs at once, that is a thread for each
+// processor it may run goroutines on (capped: a supervisor never keeps
+// many busy), and a few for goroutines in system calls (the spawning
+// thread, a write to a stalled terminal or log file, sysmon). Each idle
+// thread holds about 20 KiB of stack, so 24 on any machine cost a 2-core
+// one 0.3 MiB for nothing.
+func reservedThreads() int {
+	return min(runtime.GOMAXPROCS(0), 8) + 8
+}
 
 // reserveThreads has the Go runtime start n OS threads now and keep them
 // idle for later. Under a per-user process limit (RLIMIT_NPROC counts

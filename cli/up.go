@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -131,7 +132,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		return err
 	}
 	closeInheritedFDs()
-	reserveThreads(reservedThreads)
+	reserveThreads(reservedThreads())
 	tuneGC(io, cfg)
 	if child != nil {
 		lf, err := openBackgroundLog(cfg, paths)
@@ -302,6 +303,11 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		case <-m.Ready():
 			mux.System("", "every service is ready")
 			child.ready()
+			// What starting took (the config's parse, the first
+			// reads) is garbage now, and the heap is below the
+			// collector's 4 MB floor, so without this it would sit in
+			// memory for as long as the stack idles.
+			debug.FreeOSMemory()
 		case <-readyCtx.Done():
 		}
 		<-readyCtx.Done()
