@@ -29,3 +29,6 @@ func senderPid(oob []byte) (int, bool) {
 	}
 	return 0, false
 }
+
+// recvmsgFlags closes on exec any fd that arrives with a notification.
+const recvmsgFlags = unix.MSG_CMSG_CLOEXEC

@@ -11,3 +11,5 @@ var credSpace = 0
 func passCredentials(*net.UnixConn) {}
 
 func senderPid([]byte) (int, bool) { return 0, false }
+
+const recvmsgFlags = 0

@@ -228,3 +228,29 @@ services:
 		t.Fatalf("start once the port is free: %v", err)
 	}
 }
+
+// TestReadyFDReadsLinesAcrossWrites: on RECLUSTER_READY_FD a line counts
+// once it ends, however the writes cut it; a line longer than a
+// notification may be still counts once, as readiness.
+func TestReadyFDReadsLinesAcrossWrites(t *testing.T) {
+	long := strings.Repeat("x", 3*notifyMax)
+	h := startHarness(t, `
+services:
+  split:
+    command: "printf STAT >&$RECLUSTER_READY_FD; sleep 0.1; printf 'US=warming up\nSTATUS=still' >&$RECLUSTER_READY_FD; sleep 0.1; printf ' warming\nREA' >&$RECLUSTER_READY_FD; sleep 0.1; printf 'DY=1\n' >&$RECLUSTER_READY_FD; exec sleep 1000"
+    workers: 1
+    readyWhen: ready
+    readyTimeout: 1m
+  long:
+    command: "printf 'STATUS=`+long+`' >&$RECLUSTER_READY_FD; exec sleep 1000"
+    workers: 1
+    readyWhen: ready
+    readyTimeout: 1m
+`)
+	h.waitEvent("split ready from READY=1 cut across writes", is(EventReady, "split"))
+	// Notifications are handled in order: the status came first.
+	if w := h.status("split").Workers; len(w) != 1 || w[0].Status != "still warming" {
+		t.Errorf("split's status from lines cut across writes: %+v", w)
+	}
+	h.waitEvent("long ready from its over-long line", is(EventReady, "long"))
+}

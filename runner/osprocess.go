@@ -1,7 +1,7 @@
 package runner
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
+	"golang.org/x/sys/unix"
 )
 
 // outputChunk is the most of a worker's output read at once: large, so a
@@ -257,29 +258,24 @@ func getenv(env []string, name string) string {
 // worker and anything it forked, has closed it.
 func (p *osProcess) copyOutput(r *os.File, w io.Writer) {
 	defer p.outputs.Done()
-	small := make([]byte, quietChunk)
-	buf := small
-	var big *[]byte
-	defer func() {
-		if big != nil {
-			bigOutputBuffers.Put(big)
-		}
-	}()
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return
+	}
+	pool := &smallBuffers
 	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			w.Write(buf[:n]) // which copies what it keeps: buf is read into again
-		}
-		if err != nil {
+		b, n, err := readWhenReady(rc, pool, syscall.Read)
+		if err != nil || n == 0 {
 			return
 		}
+		w.Write((*b)[:n]) // which copies what it keeps
+		full := n == len(*b)
+		pool.Put(b)
 		switch {
-		case big == nil && n == len(buf): // busy: read in big chunks
-			big = bigOutputBuffers.Get().(*[]byte)
-			buf = *big
-		case big != nil && n < quietChunk: // quiet again
-			bigOutputBuffers.Put(big)
-			big, buf = nil, small
+		case full && pool == &smallBuffers: // busy: read in big chunks
+			pool = &bigOutputBuffers
+		case n < quietChunk: // quiet again
+			pool = &smallBuffers
 		}
 	}
 }
@@ -289,6 +285,10 @@ func (p *osProcess) copyOutput(r *os.File, w io.Writer) {
 // means every message the worker sent has been read.
 var endOfNotify = []byte("\x00recluster-end")
 
+// notifyMax is the longest notification read; the rest of a longer
+// datagram is dropped, as systemd drops what does not fit its buffer.
+const notifyMax = 4096
+
 // readNotify reads the worker's datagrams until recluster's own end
 // marker. The socket's folder is private to the user, but any process of
 // the user could still write to it; as systemd's NotifyAccess= does, a
@@ -296,16 +296,29 @@ var endOfNotify = []byte("\x00recluster-end")
 // the worker's group (senderOK).
 func (p *osProcess) readNotify() {
 	defer p.notes.Done()
-	buf := make([]byte, 4096)
+	rc, err := p.notify.SyscallConn()
+	if err != nil {
+		return
+	}
 	oob := make([]byte, credSpace)
 	refused := false
 	for {
-		n, oobn, _, _, err := p.notify.ReadMsgUnix(buf, oob)
+		var oobn int
+		b, n, err := readWhenReady(rc, &smallBuffers, func(fd int, buf []byte) (int, error) {
+			// As net.UnixConn.ReadMsgUnix: no fd sent along may leak
+			// into a worker. The room for credentials only leaves none
+			// room to arrive anyway.
+			n, on, _, _, err := unix.Recvmsg(fd, buf[:notifyMax], oob, recvmsgFlags)
+			oobn = on
+			return n, err
+		})
 		if err != nil {
 			return
 		}
+		msg := append([]byte(nil), (*b)[:n]...)
+		smallBuffers.Put(b)
 		sender, known := senderPid(oob[:oobn])
-		if string(buf[:n]) == string(endOfNotify) && (!known || sender == os.Getpid()) {
+		if string(msg) == string(endOfNotify) && (!known || sender == os.Getpid()) {
 			return
 		}
 		if known && !p.senderOK(sender) {
@@ -315,7 +328,7 @@ func (p *osProcess) readNotify() {
 			}
 			continue
 		}
-		if note := parseNotification(buf[:n]); note.Ready || note.Stopping || note.HasStatus {
+		if note := parseNotification(msg); note.Ready || note.Stopping || note.HasStatus {
 			p.spec.Notify(note)
 		}
 	}
@@ -333,22 +346,40 @@ func (p *osProcess) senderOK(pid int) bool {
 func (p *osProcess) readReadyFD(r *os.File) {
 	defer p.notes.Done()
 	defer r.Close()
-	br := bufio.NewReader(r)
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return
+	}
+	var partial []byte // a line begun by an earlier read
+	skipping := false  // the rest of a line too long to keep
 	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 && (err == nil || err == io.EOF) {
-			p.spec.Notify(readyLine(line))
-		}
-		if err == bufio.ErrBufferFull {
-			// A long line still counts once; skip the rest of it.
-			for err == bufio.ErrBufferFull {
-				_, err = br.ReadSlice('\n')
+		b, n, err := readWhenReady(rc, &smallBuffers, syscall.Read)
+		if err != nil || n == 0 {
+			if len(partial) > 0 {
+				p.spec.Notify(readyLine(partial))
 			}
-			p.spec.Notify(Notification{Ready: true})
-		}
-		if err != nil {
 			return
 		}
+		data := (*b)[:n]
+		for len(data) > 0 {
+			line, rest, ended := bytes.Cut(data, []byte{'\n'})
+			data = rest
+			switch {
+			case skipping:
+				skipping = !ended
+			case len(partial)+len(line) > notifyMax:
+				// A long line still counts once; the rest of it is
+				// skipped.
+				p.spec.Notify(Notification{Ready: true})
+				partial, skipping = nil, !ended
+			case !ended:
+				partial = append(partial, line...)
+			default:
+				p.spec.Notify(readyLine(append(partial, line...)))
+				partial = nil
+			}
+		}
+		smallBuffers.Put(b)
 	}
 }
 
