@@ -1,7 +1,10 @@
 package cli_test
 
 import (
+	"debug/elf"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/recluster/recluster/internal/testbin"
 )
 
 // TestUpDetachedReturnsOnceReady: `up -d` returns only once every worker
@@ -143,5 +147,55 @@ func waitFile(t *testing.T, path, want string) string {
 		case <-timeout:
 			t.Fatalf("%s never held %q:\n%s", path, want, data)
 		}
+	}
+}
+
+// TestTheStaticBuildRunsAStack: README.md's install line builds recluster
+// without cgo; that binary is static and runs a stack, sockets, readiness
+// and a reload included.
+func TestTheStaticBuildRunsAStack(t *testing.T) {
+	bin := testbin.StaticRecluster(t)
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s asks for a dynamic loader", bin)
+		}
+	}
+	f.Close()
+	dir := stack(t, `
+services:
+  web:
+    command: [WORKER, -mode, serve, -ready]
+    workers: 2
+    readyWhen: ready
+    listen: 127.0.0.1:0
+`)
+	static := func(args ...string) result {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir, cmd.Env = dir, testEnv(t)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
+	}
+	if r := static("up", "-d"); r.code != 0 || !strings.Contains(r.stdout, "2 workers ready") {
+		t.Fatalf("up -d: %d\n%s%s", r.code, r.stdout, r.err)
+	}
+	defer static("down")
+	if r := static("reload", "web"); r.code != 0 {
+		t.Fatalf("reload: %d\n%s%s", r.code, r.stdout, r.err)
+	}
+	if st := status(t, dir); len(st.Services) != 1 || st.Services[0].Generation != 2 || len(st.Services[0].Workers) != 2 {
+		t.Errorf("after a reload: %+v", st)
+	}
+	if r := static("down"); r.code != 0 {
+		t.Errorf("down: %d\n%s%s", r.code, r.stdout, r.err)
 	}
 }

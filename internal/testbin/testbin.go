@@ -26,7 +26,7 @@ type build struct {
 
 // binary builds the package pkg (relative to the repository) once, as
 // name in a temporary folder, and returns its path.
-func binary(t testing.TB, name, pkg string) string {
+func binary(t testing.TB, name, pkg string, env ...string) string {
 	t.Helper()
 	v, _ := builds.LoadOrStore(name, &build{})
 	b := v.(*build)
@@ -39,6 +39,7 @@ func binary(t testing.TB, name, pkg string) string {
 		b.path = filepath.Join(dir, name)
 		cmd := exec.Command("go", "build", "-o", b.path, pkg)
 		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+		cmd.Env = append(os.Environ(), env...)
 		cmd.Stderr = os.Stderr
 		b.err = cmd.Run()
 	})
@@ -50,6 +51,12 @@ func binary(t testing.TB, name, pkg string) string {
 
 // Recluster returns the path of a freshly built recluster binary.
 func Recluster(t testing.TB) string { return binary(t, "recluster", "./cmd/recluster") }
+
+// StaticRecluster returns recluster built as README.md's install line
+// builds it, without cgo.
+func StaticRecluster(t testing.TB) string {
+	return binary(t, "recluster-static", "./cmd/recluster", "CGO_ENABLED=0")
+}
 
 // Worker returns the path of the test worker program (testdata/worker).
 func Worker(t testing.TB) string { return binary(t, "worker", "./testdata/worker") }
