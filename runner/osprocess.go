@@ -21,9 +21,10 @@ import (
 
 // outputChunk is the most of a worker's output read at once: large, so a
 // busy worker's lines cross into recluster, and out to the terminal, in
-// few system calls. A quiet worker is read quietChunk at a time, and takes
-// a big buffer from a pool shared by every worker only while a read fills
-// its small one: 2,000 workers do not hold 2,000 × 2 big buffers.
+// few system calls. A quiet worker is read quietChunk at a time, and
+// reads with a big buffer only while its reads fill the small one; both
+// come from pools shared by every worker (idleread.go), so 2,000 workers
+// hold no buffers while they are quiet.
 const (
 	outputChunk = 256 << 10
 	quietChunk  = 16 << 10
@@ -305,9 +306,9 @@ func (p *osProcess) readNotify() {
 	for {
 		var oobn int
 		b, n, err := readWhenReady(rc, &smallBuffers, func(fd int, buf []byte) (int, error) {
-			// As net.UnixConn.ReadMsgUnix: no fd sent along may leak
-			// into a worker. The room for credentials only leaves none
-			// room to arrive anyway.
+			// As net.UnixConn.ReadMsgUnix does, so that no fd sent
+			// along could leak into a worker; with room for the
+			// credentials only, none can arrive anyway.
 			n, on, _, _, err := unix.Recvmsg(fd, buf[:notifyMax], oob, recvmsgFlags)
 			oobn = on
 			return n, err
