@@ -56,16 +56,22 @@ func reserveThreads(n int) {
 // allocates little and gains nothing.
 const proxyGCPercent = 400
 
-// tuneGC sets proxyGCPercent when a service has an http proxy at the
-// start, unless GOGC says otherwise.
+// tuneGC sets the collector's target from what cfg runs: proxyGCPercent
+// while a service has an http proxy, Go's default otherwise. `up` calls
+// it at its start and for each config it reads to reload, so a proxy
+// added or removed later counts too. GOGC, when set, wins.
 func tuneGC(io IO, cfg *config.Config) {
 	if io.Getenv("GOGC") != "" {
 		return
 	}
+	percent := defaultGCPercent
 	for _, s := range cfg.Services {
 		if s.Proxy != nil && s.Proxy.Protocol == config.ProtocolHTTP {
-			debug.SetGCPercent(proxyGCPercent)
-			return
+			percent = proxyGCPercent
 		}
 	}
+	debug.SetGCPercent(percent)
 }
+
+// defaultGCPercent is Go's own target, which GOGC would otherwise set.
+const defaultGCPercent = 100

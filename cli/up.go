@@ -205,9 +205,15 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		}
 	}
 	m, err := runner.New(cfg, runner.Options{
-		Starter:   runner.NewOSStarter(paths.Dir, groups),
-		Output:    runner.MuxOutput(mux),
-		Load:      func() (*config.Config, error) { return opts.Load(cfg.Path) },
+		Starter: runner.NewOSStarter(paths.Dir, groups),
+		Output:  runner.MuxOutput(mux),
+		Load: func() (*config.Config, error) {
+			next, err := opts.Load(cfg.Path)
+			if err == nil {
+				tuneGC(io, next)
+			}
+			return next, err
+		},
 		NewRouter: newProxy,
 		OnEvent:   onEvent,
 		Inherited: inherited,
