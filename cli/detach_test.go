@@ -2,9 +2,7 @@ package cli_test
 
 import (
 	"debug/elf"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -173,18 +171,7 @@ services:
     readyWhen: ready
     listen: 127.0.0.1:0
 `)
-	static := func(args ...string) result {
-		cmd := exec.Command(bin, args...)
-		cmd.Dir, cmd.Env = dir, testEnv(t)
-		var out, errb strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			t.Fatal(err)
-		}
-		return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
-	}
+	static := func(args ...string) result { return runBinary(t, bin, dir, testEnv(t), args...) }
 	if r := static("up", "-d"); r.code != 0 || !strings.Contains(r.stdout, "2 workers ready") {
 		t.Fatalf("up -d: %d\n%s%s", r.code, r.stdout, r.err)
 	}

@@ -179,7 +179,13 @@ func verb(t *testing.T, dir string, args ...string) result {
 // verbEnv is verb with the environment given.
 func verbEnv(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(testbin.Recluster(t), args...)
+	return runBinary(t, testbin.Recluster(t), dir, env, args...)
+}
+
+// runBinary runs bin with args in dir, and returns how it ended.
+func runBinary(t *testing.T, bin, dir string, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Env = env
 	var out, errb strings.Builder
