@@ -86,7 +86,8 @@ func (c *cluster) reloadWorkerReady(w *worker) {
 		return
 	}
 	if op.rolling() {
-		c.syncBackends() // it serves beside the old ones from now
+		// It serves beside the old ones from now: markReady syncs the
+		// proxy's backends once this returns.
 		c.rollOn(op)
 	}
 }

@@ -2,8 +2,11 @@ package runner
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 const surgeStack = `
@@ -118,5 +121,51 @@ services:
 	ok, failures, examples := load.finish()
 	if len(failures) > 0 {
 		t.Errorf("%d requests failed (%d served): %v, e.g. %q", sum(failures), ok, failures, examples)
+	}
+}
+
+// TestMaxSurgeNewWorkersServeBeforeThePromote: in a rolling reload behind
+// the proxy, a new worker takes requests as soon as it is ready, while
+// the rest of its generation is still to start: an answer from
+// generation 2 comes while status still says generation 1 serves. Each
+// new worker boots in 1 s, so the roll of 3 leaves at least 2 s between
+// the first one ready and the promote.
+func TestMaxSurgeNewWorkersServeBeforeThePromote(t *testing.T) {
+	h := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, naive, -after, 1s]
+    workers: 3
+    maxSurge: 1
+    proxy: {address: "127.0.0.1:0", protocol: http}
+    timeout: 5s
+`)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	addr := h.proxyAddr("web")
+	reloaded := make(chan error, 1)
+	// Owned by the test; ends with the reload.
+	go func() { reloaded <- h.reload(context.Background(), []string{"web"}) }()
+	client := &http.Client{Timeout: 10 * time.Second}
+	for {
+		select {
+		case err := <-reloaded:
+			t.Fatalf("the reload ended (%v) before a new worker answered a request", err)
+		default:
+		}
+		resp, err := client.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatalf("a request failed during the rolling reload: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.HasPrefix(string(body), "gen=2 ") {
+			break
+		}
+	}
+	if st := h.status("web"); st.Generation != 1 {
+		t.Fatalf("generation %d serves already: the answer from generation 2 proves nothing", st.Generation)
+	}
+	if err := <-reloaded; err != nil {
+		t.Fatalf("reload: %v", err)
 	}
 }
