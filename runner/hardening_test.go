@@ -67,9 +67,7 @@ services:
 // service closes its socket once its workers are gone, so clients are
 // refused at once instead of hanging, and the port is free again.
 func TestRemovedServiceClosesItsSocket(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	h := startHarness(t, `
 services:
   web:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -239,4 +240,16 @@ func workerProcesses(t *testing.T) []int {
 func (h *harness) reload(ctx context.Context, names []string) error {
 	_, err := h.m.Reload(ctx, names)
 	return err
+}
+
+// freeAddr is a loopback address nothing listens on just now, for a
+// service to take.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

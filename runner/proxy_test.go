@@ -98,9 +98,7 @@ func TestNaiveAppBehindTheProxyLosesNothing(t *testing.T) {
 // TestNaiveAppStopThenStartFails is the control: the same app binding its
 // port itself, restarted stop-then-start, fails requests.
 func TestNaiveAppStopThenStartFails(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ln.Close()
+	_, port, _ := net.SplitHostPort(freeAddr(t))
 	h := startHarness(t, `
 services:
   web:

@@ -98,12 +98,7 @@ func sum(m map[string]int) int {
 // workers that bind the port themselves, restarted stop-then-start as other
 // tools do, sees failures. It proves the zero-loss test can see a loss.
 func TestStopThenStartLosesRequests(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	h := startHarness(t, `
 services:
   web:
