@@ -12,9 +12,9 @@ import (
 // its start: enough for what it runs at once, that is a thread for each
 // processor it may run goroutines on (capped: a supervisor never keeps
 // many busy), and a few for goroutines in system calls (the spawning
-// thread, a write to a stalled terminal or log file, sysmon). Each idle
-// thread holds about 20 KiB of stack, so 24 on any machine cost a 2-core
-// one 0.3 MiB for nothing.
+// thread, a write to a stalled terminal or log file, sysmon). The fixed
+// 24 of before were more than a 2-core machine uses, each holding its
+// stacks for nothing.
 func reservedThreads() int {
 	return min(runtime.GOMAXPROCS(0), 8) + 8
 }
