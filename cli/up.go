@@ -282,10 +282,13 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		return nil
 	}, func(error) { stopReloads() })
 
-	if !*noWatch {
+	watching := make(chan struct{}) // closed once saves are seen
+	if *noWatch {
+		close(watching)
+	} else {
 		watchCtx, stopWatching := context.WithCancel(context.Background())
 		g.add(func() error {
-			watchFiles(watchCtx, cfg, m, mux)
+			watchFiles(watchCtx, cfg, m, mux, watching)
 			<-watchCtx.Done()
 			return nil
 		}, func(error) { stopWatching() })
@@ -307,6 +310,13 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	g.add(func() error {
 		select {
 		case <-m.Ready():
+			// Ready includes watching: a save made once `up` (or
+			// `up -d`) has said so reloads.
+			select {
+			case <-watching:
+			case <-readyCtx.Done():
+				return nil
+			}
 			mux.System("", "every service is ready")
 			child.ready()
 			// What starting took (the config's parse, the first

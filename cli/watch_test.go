@@ -190,6 +190,29 @@ services:
 	}
 }
 
+// TestASaveRightAfterReadyReloads: once `up` says every service is ready,
+// a save counts, however long watching a big tree takes to set up (before,
+// the ready line could come while the watches were still being added,
+// and a save made then was lost).
+func TestASaveRightAfterReadyReloads(t *testing.T) {
+	dir := stack(t, `
+services:
+  w:
+    command: [WORKER]
+    workers: 1
+    watch: {paths: ["**/*.txt"], debounce: 1ms}
+`)
+	for i := 0; i < 2000; i++ {
+		if err := os.MkdirAll(filepath.Join(dir, "tree", fmt.Sprint(i%40), fmt.Sprint(i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	os.WriteFile(filepath.Join(dir, "tree", "39", "1999", "x.txt"), nil, 0o644)
+	u.waitLine(`w generation 2 is ready`)
+}
+
 // servingPids are the pids of the serving generation's workers: not old
 // ones still draining.
 func servingPids(st statusJSON, service string) []int {

@@ -40,10 +40,13 @@ func watchList(cfg *config.Config) []watch.Service {
 // failure is said once, by the runner, with the failing output; the old
 // generation serves on and the next save tries again. Each change is
 // handled on a goroutine of its own, so that a newer save supersedes a
-// reload under way; all are joined before it returns.
-func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux *logmux.Mux) {
+// reload under way; all are joined before it returns. It closes watching
+// once its first watches are in place (or once it knows there will be
+// none), so that `up` says it is ready only when a save counts.
+func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux *logmux.Mux, watching chan<- struct{}) {
 	services := watchList(cfg)
 	if len(services) == 0 {
+		close(watching)
 		<-ctx.Done()
 		return
 	}
@@ -61,8 +64,12 @@ func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux 
 			mux.System("", fmt.Sprintf("%v; files are not watched", err))
 		}
 	}()
+	inPlace := w.Ready()
 	for {
 		select {
+		case <-inPlace:
+			close(watching)
+			inPlace = nil
 		case ch := <-changes:
 			running.Add(1)
 			// Owned by watchFiles, which joins it; ctx bounds it.
@@ -75,6 +82,9 @@ func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux 
 				act(ctx, ch, m, mux)
 			}()
 		case <-watched:
+			if inPlace != nil { // the watcher could not start
+				close(watching)
+			}
 			<-ctx.Done()
 			return
 		case <-ctx.Done():
