@@ -63,6 +63,7 @@ type Proxy struct {
 	closed   bool
 
 	conns sync.WaitGroup // tcp connections being proxied
+	pool  *goPool        // tcp: the goroutines that carry connections
 }
 
 // backend is one worker's address and what is in flight to it.
@@ -89,6 +90,8 @@ func New(ln net.Listener, opts Options) *Proxy {
 	p := &Proxy{ln: ln, opts: opts, backends: map[string]*backend{}, changed: make(chan struct{})}
 	if opts.Protocol == "http" {
 		p.http = newHTTPMode(p)
+	} else {
+		p.pool = newGoPool(poolIdle)
 	}
 	return p
 }
@@ -116,12 +119,12 @@ func (p *Proxy) Serve() error {
 			continue
 		}
 		p.conns.Add(1)
-		// Owned by Serve, which waits for it; ends when both directions
-		// of the connection have.
-		go func() {
+		// Run by the pool for Serve, which waits for it; ends when both
+		// directions of the connection have.
+		p.pool.Go(func() {
 			defer p.conns.Done()
 			p.proxyTCP(c)
-		}()
+		})
 	}
 }
 

@@ -51,13 +51,13 @@ func (p *Proxy) pipe(client, server net.Conn) {
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	// Owned by pipe, which waits for it; ends when the client stops
-	// sending or the server stops taking.
-	go func() {
+	// Run by the pool for pipe, which waits for it; ends when the client
+	// stops sending or the server stops taking.
+	p.pool.Go(func() {
 		defer wg.Done()
 		io.Copy(server, client)
 		closeWrite(server)
-	}()
+	})
 	io.Copy(client, server)
 	closeWrite(client)
 	wg.Wait()
