@@ -46,6 +46,7 @@ func (p *goPool) loop(f func()) {
 	defer t.Stop()
 	for {
 		f()
+		f = nil // what it held (a closed connection) need not wait with us
 		t.Reset(p.idle)
 		select {
 		case f = <-p.tasks:
