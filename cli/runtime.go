@@ -75,3 +75,35 @@ func tuneGC(io IO, cfg *config.Config) {
 
 // defaultGCPercent is Go's own target, which GOGC would otherwise set.
 const defaultGCPercent = 100
+
+// freeStartupGarbage returns to the OS what starting `up` left behind (the
+// config's parse, the first reads), when that is worth a collection: the
+// heap is below the collector's 4 MB floor, so nothing else would collect
+// it for as long as the stack idles.
+func freeStartupGarbage(cfg *config.Config) {
+	if worthCollecting(cfg) {
+		debug.FreeOSMemory()
+	}
+}
+
+// collectFromWorkers is how many workers a stack must run for a forced
+// first collection, once every service is ready, to pay. That collection
+// costs memory that stays (its mark workers' stacks, mark bits, work
+// buffers, the pages of the tables it reads), and garbage goes back only
+// as whole free pages. Measured here with the static build: 10 services
+// of 1 worker had allocated 0.33 MB when ready and idled at 9.4 MiB after
+// the collection, 8.8–8.9 MiB without; 100 services, 2.5 MB, and 12.0 MiB
+// after against 13.5 MiB without. It counts workers rather than asking
+// the runtime what was allocated: runtime.ReadMemStats stops the world,
+// and that alone left 0.5 MiB more resident at 10 services.
+const collectFromWorkers = 32
+
+// worthCollecting says whether starting cfg leaves enough garbage to
+// collect: about 25 KB a worker.
+func worthCollecting(cfg *config.Config) bool {
+	workers := 0
+	for _, s := range cfg.Services {
+		workers += s.Workers
+	}
+	return workers >= collectFromWorkers
+}

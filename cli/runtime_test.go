@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"runtime/debug"
 	"testing"
 
@@ -41,5 +42,39 @@ func TestTuneGCFollowsTheConfig(t *testing.T) {
 	}}, httpProxy)
 	if got := current(); got != 250 {
 		t.Errorf("with GOGC=250: GC percent %d", got)
+	}
+}
+
+// TestWorthCollecting: a small stack is left alone (a first collection
+// would cost more memory than it frees); a big one is collected.
+func TestWorthCollecting(t *testing.T) {
+	stack := func(workers ...int) *config.Config {
+		cfg := &config.Config{}
+		for i, n := range workers {
+			cfg.Services = append(cfg.Services, &config.Service{Name: fmt.Sprint("s", i), Workers: n})
+		}
+		return cfg
+	}
+	ones := func(n int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = 1
+		}
+		return out
+	}
+	for _, c := range []struct {
+		cfg  *config.Config
+		want bool
+	}{
+		{stack(ones(10)...), false}, // 10 services
+		{stack(ones(100)...), true}, // 100 services
+		{stack(collectFromWorkers - 1), false},
+		{stack(collectFromWorkers), true},
+		{stack(16, 16), true},
+		{stack(2000), true},
+	} {
+		if got := worthCollecting(c.cfg); got != c.want {
+			t.Errorf("worthCollecting(%d services) = %v, want %v", len(c.cfg.Services), got, c.want)
+		}
 	}
 }

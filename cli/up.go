@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -319,11 +318,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 			}
 			mux.System("", "every service is ready")
 			child.ready()
-			// What starting took (the config's parse, the first
-			// reads) is garbage now, and the heap is below the
-			// collector's 4 MB floor, so without this it would sit in
-			// memory for as long as the stack idles.
-			debug.FreeOSMemory()
+			freeStartupGarbage(cfg)
 		case <-readyCtx.Done():
 		}
 		<-readyCtx.Done()
