@@ -91,11 +91,11 @@ func freeStartupGarbage(cfg *config.Config) {
 // costs memory that stays (its mark workers' stacks, mark bits, work
 // buffers, the pages of the tables it reads), and garbage goes back only
 // as whole free pages. Measured here with the static build: 10 services
-// of 1 worker had allocated 0.33 MB when ready and idled at 9.4 MiB after
-// the collection, 8.8–8.9 MiB without; 100 services, 2.5 MB, and 12.0 MiB
-// after against 13.5 MiB without. It counts workers rather than asking
+// of 1 worker had allocated 0.33 MB when ready and idled at 9.2 MiB after
+// the collection, 8.8 MiB without; 100 services, 2.5 MB, and 11.7 MiB
+// after against 13.1 MiB without. It counts workers rather than asking
 // the runtime what was allocated: runtime.ReadMemStats stops the world,
-// and that alone left 0.5 MiB more resident at 10 services.
+// and that alone left about 0.5 MiB more resident at 10 services.
 const collectFromWorkers = 32
 
 // worthCollecting says whether starting cfg leaves enough garbage to
