@@ -209,7 +209,9 @@ services:
 	}
 	u := startUp(t, dir)
 	u.waitLine(`every service is ready`)
-	os.WriteFile(filepath.Join(dir, "tree", "39", "1999", "x.txt"), nil, 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "tree", "39", "1999", "x.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	u.waitLine(`w generation 2 is ready`)
 }
 
