@@ -69,9 +69,7 @@ services:
 				t.Logf("slow reload %s: %v\n%s", time.Since(t0), h.seen, h.text())
 			}
 			load.waitServed(t, 20)
-			if _, failures, examples := load.finish(); len(failures) > 0 {
-				t.Errorf("requests failed across a reload: %v %q", failures, examples)
-			}
+			load.expectNoFailures(t, "across a reload")
 		})
 	}
 }

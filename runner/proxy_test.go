@@ -87,10 +87,7 @@ func TestNaiveAppBehindTheProxyLosesNothing(t *testing.T) {
 			if body := <-slow; !strings.HasPrefix(body, "gen=1 ") {
 				t.Errorf("the slow request across the reloads: %q", body)
 			}
-			ok, failures, examples := load.finish()
-			if len(failures) > 0 {
-				t.Errorf("%d requests failed through 10 reloads (%d succeeded): %v, e.g. %q", sum(failures), ok, failures, examples)
-			}
+			load.expectNoFailures(t, "through 10 reloads")
 		})
 	}
 }

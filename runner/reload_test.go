@@ -35,6 +35,19 @@ func (l *loadClient) finish() (int64, map[string]int, []string) {
 	return r.OK, r.Failures, r.Examples
 }
 
+// expectNoFailures stops the load and fails the test if any request
+// failed during what; it returns how many were served and whether one
+// failed.
+func (l *loadClient) expectNoFailures(t *testing.T, what string) (served int64, failed bool) {
+	t.Helper()
+	ok, failures, examples := l.finish()
+	if len(failures) == 0 {
+		return ok, false
+	}
+	t.Errorf("%d requests failed %s (%d served): %v, e.g. %q", sum(failures), what, ok, failures, examples)
+	return ok, true
+}
+
 // waitServed waits until n requests succeeded, so that a test knows the
 // load is flowing before it acts.
 func (l *loadClient) waitServed(t *testing.T, n int64) {
@@ -75,10 +88,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 		}
 		load.waitServed(t, 10)
 	}
-	ok, failures, examples := load.finish()
-	if len(failures) > 0 {
-		t.Errorf("%d requests failed across 20 reloads (%d succeeded): %v, e.g. %q", sum(failures), ok, failures, examples)
-	}
+	ok, _ := load.expectNoFailures(t, "across 20 reloads")
 	st := h.status("web")
 	if st.Generation != 21 || len(st.Workers) != 4 {
 		t.Errorf("after 20 reloads: generation %d, workers %+v", st.Generation, st.Workers)
@@ -155,10 +165,7 @@ func TestFailedReloadChangesNothing(t *testing.T) {
 	if after.Generation != before.Generation || !samePids(before, after) {
 		t.Errorf("a failed reload changed the service:\nbefore %+v\nafter  %+v", before, after)
 	}
-	_, failures, examples := load.finish()
-	if len(failures) > 0 {
-		t.Errorf("requests failed while reloads failed: %v %q", failures, examples)
-	}
+	load.expectNoFailures(t, "while reloads failed")
 }
 
 func samePids(a, b ServiceStatus) bool {
@@ -204,9 +211,8 @@ func TestConcurrentReloadsConverge(t *testing.T) {
 			t.Errorf("worker %+v is not of serving generation %d", w, st.Generation)
 		}
 	}
-	_, failures, examples := load.finish()
-	if len(failures) > 0 {
-		t.Errorf("requests failed: %v %q\n%s", failures, examples, h.text())
+	if _, failed := load.expectNoFailures(t, "while reloads raced"); failed {
+		t.Log(h.text())
 	}
 	if left := len(workerProcesses(t)); left != 4 {
 		t.Errorf("%d worker processes run, want 4", left)

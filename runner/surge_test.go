@@ -85,10 +85,7 @@ func TestMaxSurgeReplacesOneAtATime(t *testing.T) {
 		t.Errorf("%d workers ran during the failed reload, want at most 5", most)
 	}
 	load.waitServed(t, 50)
-	ok, failures, examples := load.finish()
-	if len(failures) > 0 {
-		t.Errorf("%d requests failed (%d served): %v, e.g. %q", sum(failures), ok, failures, examples)
-	}
+	load.expectNoFailures(t, "through the reloads")
 }
 
 // TestMaxSurgeBehindTheProxy: rolling, the new workers serve beside the
@@ -118,10 +115,7 @@ services:
 	if most := h.maxAlive("web", from); most != 5 {
 		t.Errorf("at most %d workers ran during the reloads, want 5", most)
 	}
-	ok, failures, examples := load.finish()
-	if len(failures) > 0 {
-		t.Errorf("%d requests failed (%d served): %v, e.g. %q", sum(failures), ok, failures, examples)
-	}
+	load.expectNoFailures(t, "through the reloads")
 }
 
 // TestMaxSurgeNewWorkersServeBeforeThePromote: in a rolling reload behind
