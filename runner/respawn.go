@@ -64,25 +64,25 @@ func (s *slot) cancelRespawn() {
 	s.timer = nil
 }
 
-// refillOne starts a worker in the first slot that has none.
-func (c *cluster) refillOne() {
-	for _, s := range c.slots {
-		if s.worker == nil {
-			s.cancelRespawn()
-			s.worker = c.spawn(c.current, s.id)
-			return
-		}
-	}
-}
+// refillOne starts a worker in the first slot that has none, as a
+// rolling reload that failed does one at a time.
+func (c *cluster) refillOne() { c.refillUpTo(1) }
 
 // refill starts a worker in every slot of the current generation that has
 // none, as after a failed reload, during which old workers that died were
 // not respawned.
-func (c *cluster) refill() {
+func (c *cluster) refill() { c.refillUpTo(len(c.slots)) }
+
+// refillUpTo starts a worker in each of the first n slots that have none.
+func (c *cluster) refillUpTo(n int) {
 	for _, s := range c.slots {
+		if n == 0 {
+			return
+		}
 		if s.worker == nil {
 			s.cancelRespawn()
 			s.worker = c.spawn(c.current, s.id)
+			n--
 		}
 	}
 }
