@@ -14,9 +14,9 @@ import (
 // API's codes, so that the runner may change without changing the API.
 type controller struct{ m *runner.Manager }
 
-func (c controller) Reload(ctx context.Context, names []string) ([]string, error) {
-	notes, err := c.m.Reload(ctx, names)
-	return notes, apiError(err)
+func (c controller) Reload(ctx context.Context, names []string) (control.Outcome, error) {
+	r, err := c.m.Reload(ctx, names)
+	return control.Outcome{Notes: r.Notes, Cut: r.Cut}, apiError(err)
 }
 
 func (c controller) Restart(ctx context.Context, names []string) error {
@@ -43,7 +43,7 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 	out := make([]control.ServiceStatus, len(sts))
 	for i, s := range sts {
 		out[i] = control.ServiceStatus{Name: s.Name, State: s.State, Reason: s.Reason, Generation: s.Generation, Running: s.Running,
-			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Proxy: s.Proxy, Workers: make([]control.WorkerStatus, len(s.Workers))}
+			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Proxy: s.Proxy, Cut: s.Cut, Workers: make([]control.WorkerStatus, len(s.Workers))}
 		for j, w := range s.Workers {
 			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
 				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status,

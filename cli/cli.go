@@ -20,6 +20,9 @@ const (
 	ExitOK     = 0
 	ExitFailed = 1 // the verb ran and what it asked for failed
 	ExitUsage  = 2 // the command line itself was wrong
+	// ExitCut: a reload succeeded, but stopping the old workers cut
+	// requests or connections (the answer names each).
+	ExitCut = 3
 )
 
 // IO is where a verb reads and writes; Stdio is the real one.

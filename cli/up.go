@@ -19,7 +19,6 @@ import (
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/control"
 	"github.com/recluster/recluster/logmux"
-	"github.com/recluster/recluster/proxy"
 	"github.com/recluster/recluster/runner"
 	"github.com/recluster/recluster/sdnotify"
 )
@@ -213,7 +212,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 			}
 			return next, err
 		},
-		NewRouter: newProxy,
+		NewRouter: newProxyFleet().newRouter,
 		OnEvent:   onEvent,
 		Inherited: inherited,
 	})
@@ -521,9 +520,4 @@ func signalName(sig os.Signal) string {
 		}
 	}
 	return sig.String()
-}
-
-// newProxy makes the proxy of a service that has one.
-func newProxy(spec runner.RouterSpec) (runner.Router, error) {
-	return proxy.New(spec.Listener, proxy.Options{Protocol: spec.Proxy.Protocol, ProxyProtocol: spec.Proxy.ProxyProtocol, Log: spec.Log}), nil
 }

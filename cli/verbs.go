@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -23,7 +24,7 @@ import (
 const defaultWait = 15 * time.Minute
 
 func init() {
-	change := func(name, args, summary, done string, op func(*control.Client, context.Context, []string) ([]string, error), needNames bool) {
+	change := func(name, args, summary, done string, op func(*control.Client, context.Context, []string) (control.Outcome, error), needNames bool) {
 		register(&verb{name: name, args: args, summary: summary, services: true, run: func(io IO, c *common, argv []string) error {
 			wait := c.fs.Duration("wait", defaultWait, "give up waiting for the change after this long")
 			names, err := c.parse(argv)
@@ -40,8 +41,11 @@ func init() {
 			ctx, cancel := context.WithTimeout(context.Background(), *wait)
 			defer cancel()
 			start := time.Now()
-			notes, err := op(client, ctx, names)
+			outcome, err := op(client, ctx, names)
 			if err != nil {
+				if ctx.Err() != nil {
+					return stillWaiting(client, name, *wait)
+				}
 				return err
 			}
 			what := "every service"
@@ -49,15 +53,18 @@ func init() {
 				what = strings.Join(names, ", ")
 			}
 			fmt.Fprintf(io.Out, "%s %s (%.1fs)\n", done, what, time.Since(start).Seconds())
-			for _, n := range notes {
+			for _, n := range outcome.Notes {
 				fmt.Fprintf(io.Out, "  note: %s\n", printable(n))
+			}
+			if outcome.Cut > 0 || len(outcome.Notes) > 0 {
+				return &exitError{code: ExitCut, msg: fmt.Sprintf("%s, but the old workers' stop cut %d request(s) or connection(s); see the notes above", done, outcome.Cut)}
 			}
 			return nil
 		}})
 	}
-	noNotes := func(op func(*control.Client, context.Context, []string) error) func(*control.Client, context.Context, []string) ([]string, error) {
-		return func(c *control.Client, ctx context.Context, names []string) ([]string, error) {
-			return nil, op(c, ctx, names)
+	noNotes := func(op func(*control.Client, context.Context, []string) error) func(*control.Client, context.Context, []string) (control.Outcome, error) {
+		return func(c *control.Client, ctx context.Context, names []string) (control.Outcome, error) {
+			return control.Outcome{}, op(c, ctx, names)
 		}
 	}
 	change("reload", "[SERVICE…]",
@@ -133,7 +140,7 @@ func runScale(io IO, c *common, args []string) error {
 }
 
 func runStatus(io IO, c *common, args []string) error {
-	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, listen, proxy, workers: [{id, pid, state, generation, restarts, port, inFlight}]}]}")
+	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, listen, proxy, cut, workers: [{id, pid, state, generation, restarts, port, inFlight}]}]}")
 	if err := c.noArgs(args, ""); err != nil {
 		return err
 	}
@@ -197,7 +204,15 @@ func runStatus(io IO, c *common, args []string) error {
 			fmt.Fprintf(tw, "%s\t%s\n", printable(last), printable(status))
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range st {
+		if s.Cut > 0 {
+			fmt.Fprintf(io.Out, "%s: %d request(s) or connection(s) cut when workers ended, since it began (see its log)\n", printable(s.Name), s.Cut)
+		}
+	}
+	return nil
 }
 
 // printable escapes what a terminal would act on rather than show:
@@ -312,4 +327,39 @@ func runDown(io IO, c *common, args []string) error {
 	}
 	fmt.Fprintln(io.Out, "every service stopped; recluster up has ended")
 	return nil
+}
+
+// stillWaiting explains a change that --wait gave up on: what the
+// services are still doing (workers starting, stopping with work in
+// flight), so the user knows what holds it. The change itself goes on.
+func stillWaiting(client *control.Client, verb string, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msg := fmt.Sprintf("gave up waiting after %s (--wait); the %s goes on in recluster up", wait, verb)
+	sts, err := client.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("%s; its status could not be read: %w", msg, err)
+	}
+	var waiting []string
+	for _, s := range sts {
+		for _, w := range s.Workers {
+			switch w.State {
+			case "starting":
+				waiting = append(waiting, fmt.Sprintf("%s.%d (generation %d, pid %d) is not ready yet", s.Name, w.ID, w.Generation, w.Pid))
+			case "stopping":
+				what := fmt.Sprintf("%s.%d (generation %d, pid %d) is stopping", s.Name, w.ID, w.Generation, w.Pid)
+				if w.InFlight > 0 {
+					what += fmt.Sprintf(" with %d request(s) or connection(s) in flight", w.InFlight)
+				}
+				waiting = append(waiting, what)
+			}
+		}
+		if s.State == "building" {
+			waiting = append(waiting, fmt.Sprintf("%s is building generation %d", s.Name, s.Generation+1))
+		}
+	}
+	if len(waiting) == 0 {
+		return errors.New(msg)
+	}
+	return fmt.Errorf("%s; still waiting for:\n  %s", msg, strings.Join(waiting, "\n  "))
 }

@@ -23,6 +23,7 @@ const (
 	DefaultTimeout           = time.Second
 	DefaultProductionTimeout = time.Hour
 	DefaultReadyTimeout      = 60 * time.Second
+	DefaultDrainTimeout      = 30 * time.Second
 	DefaultBuildTimeout      = 10 * time.Minute
 	DefaultWatchDebounce     = 50 * time.Millisecond
 	DefaultStopSignal        = syscall.SIGTERM
@@ -106,6 +107,9 @@ type Service struct {
 	ReadyWhen    ReadyWhen
 	ReadyTimeout time.Duration
 	Timeout      time.Duration
+	// DrainTimeout, for a proxied service, is how long an old worker may
+	// keep work in flight before it gets its stop signal anyway.
+	DrainTimeout time.Duration
 	Respawn      time.Duration
 	Backoff      time.Duration
 	StopSignal   syscall.Signal

@@ -22,10 +22,10 @@ var (
 	topKeys     = []string{"env", "envFile", "services", "logFile", "logSize"}
 	serviceKeys = []string{"command", "dir", "env", "envFile", "workers", "listen", "proxy", "readyWhen",
 		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log", "build", "buildTimeout", "watch",
-		"restart", "startLimit", "minUptime", "maxSurge"}
+		"restart", "startLimit", "minUptime", "maxSurge", "drainTimeout"}
 	watchKeys   = []string{"paths", "ignore", "debounce", "action"}
 	logKeys     = []string{"respawns"}
-	proxyKeys   = []string{"address", "protocol", "proxyProtocol"}
+	proxyKeys   = []string{"address", "protocol", "proxyProtocol", "maxConnections", "maxHeaderBytes", "headerTimeout", "idleTimeout"}
 	serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 )
 
@@ -190,6 +190,8 @@ func (d *decoder) serviceKey(key string, v *yaml.Node, path string, src *service
 		svc.ReadyTimeout = d.duration(v, path, false, svc.ReadyTimeout)
 	case "timeout":
 		svc.Timeout = d.duration(v, path, true, svc.Timeout)
+	case "drainTimeout":
+		svc.DrainTimeout = d.duration(v, path, true, svc.DrainTimeout)
 	case "respawn":
 		svc.Respawn = d.duration(v, path, true, svc.Respawn)
 	case "backoff":

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -39,7 +40,8 @@ func (d *decoder) listen(n *yaml.Node, path, service string) ([]Listen, []*yaml.
 // `proxy: {address: …, protocol: tcp|http, proxyProtocol: 1|2}`.
 func (d *decoder) proxy(n *yaml.Node, path, service string) (*Proxy, *yaml.Node) {
 	const allowed = `a port (8080), "host:port", or {address: 8080, protocol: tcp|http, proxyProtocol: 1|2}`
-	p := &Proxy{Protocol: ProtocolTCP}
+	p := &Proxy{Protocol: ProtocolTCP, HeaderTimeout: DefaultHeaderTimeout, MaxHeaderBytes: DefaultMaxHeaderBytes}
+	idleSet := false
 	addrNode := n
 	switch n.Kind {
 	case yaml.ScalarNode:
@@ -62,6 +64,15 @@ func (d *decoder) proxy(n *yaml.Node, path, service string) (*Proxy, *yaml.Node)
 			case "proxyProtocol":
 				ppNode = v
 				p.ProxyProtocol = d.proxyProtocol(v, join(path, k))
+			case "maxConnections":
+				p.MaxConnections = d.maxConnections(v, join(path, k))
+			case "maxHeaderBytes":
+				p.MaxHeaderBytes = d.headerBytes(v, join(path, k))
+			case "headerTimeout":
+				p.HeaderTimeout = d.duration(v, join(path, k), false, p.HeaderTimeout)
+			case "idleTimeout":
+				idleSet = true
+				p.IdleTimeout = d.duration(v, join(path, k), true, p.IdleTimeout)
 			default:
 				d.unknownKey(kv.key, path, proxyKeys)
 			}
@@ -96,6 +107,9 @@ func (d *decoder) proxy(n *yaml.Node, path, service string) (*Proxy, *yaml.Node)
 		d.errorf(addrNode, path, "takes no socket name; a name is for the fds of listen")
 		return nil, addrNode
 	}
+	if !idleSet && p.Protocol == ProtocolHTTP {
+		p.IdleTimeout = DefaultProxyIdleTimeout
+	}
 	// Its fd name, under socket activation of recluster itself (export
 	// systemd names its socket unit so); workers never see this socket.
 	l.Name = service + ProxySocketSuffix
@@ -117,4 +131,29 @@ func (d *decoder) proxyProtocol(n *yaml.Node, path string) int {
 	}
 	d.errorf(n, path, "must be %s, got %s", allowed, kindName(n))
 	return 0
+}
+
+// maxConnections reads a proxy's bound on open client connections.
+func (d *decoder) maxConnections(n *yaml.Node, path string) int {
+	const allowed = "a whole number of connections from 1 to 1000000"
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		d.errorf(n, path, "must be %s, got %s", allowed, kindName(n))
+		return 0
+	}
+	v, err := strconv.Atoi(n.Value)
+	if err != nil || v < 1 || v > 1000000 {
+		d.errorf(n, path, "must be %s, got %q", allowed, n.Value)
+		return 0
+	}
+	return v
+}
+
+// headerBytes reads a proxy's bound on an http request's header.
+func (d *decoder) headerBytes(n *yaml.Node, path string) int {
+	const allowed = "a size from 1KiB to 16MiB, such as 64KiB or 32768 (a bare number is bytes)"
+	v, ok := d.size(n, path, allowed, 1<<10, 16<<20)
+	if !ok {
+		return DefaultMaxHeaderBytes
+	}
+	return int(v)
 }

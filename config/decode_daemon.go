@@ -46,10 +46,19 @@ var sizeUnits = []struct {
 
 // logSize is a size in bytes: 10MiB, 500KB, 1G, or a number of bytes.
 func (d *decoder) logSize(n *yaml.Node, path string) int64 {
-	const allowed = "must be a size from 4KiB to 1TiB, such as 10MiB, 500KB or 1G (a bare number is bytes)"
-	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!str" && n.ShortTag() != "!!int") {
-		d.errorf(n, path, "%s, got %s", allowed, kindName(n))
+	v, ok := d.size(n, path, "a size from 4KiB to 1TiB, such as 10MiB, 500KB or 1G (a bare number is bytes)", minLogSize, maxLogSize)
+	if !ok {
 		return DefaultLogSize
+	}
+	return v
+}
+
+// size reads a size in bytes from least to most: a number with a unit of
+// sizeUnits, or a bare number of bytes.
+func (d *decoder) size(n *yaml.Node, path, allowed string, least, most int64) (int64, bool) {
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!str" && n.ShortTag() != "!!int") {
+		d.errorf(n, path, "must be %s, got %s", allowed, kindName(n))
+		return 0, false
 	}
 	v := strings.TrimSpace(n.Value)
 	for _, u := range sizeUnits {
@@ -58,11 +67,11 @@ func (d *decoder) logSize(n *yaml.Node, path string) int64 {
 			continue
 		}
 		x, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-		if err != nil || x <= 0 || x > maxLogSize/u.bytes || x*u.bytes < minLogSize {
+		if err != nil || x <= 0 || x > most/u.bytes || x*u.bytes < least {
 			break
 		}
-		return x * u.bytes
+		return x * u.bytes, true
 	}
-	d.errorf(n, path, "%s, got %q", allowed, n.Value)
-	return DefaultLogSize
+	d.errorf(n, path, "must be %s, got %q", allowed, n.Value)
+	return 0, false
 }

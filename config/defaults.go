@@ -13,6 +13,7 @@ func (o Options) newService(name, dir string) *Service {
 		Workers:      o.NumCPU,
 		ReadyTimeout: DefaultReadyTimeout,
 		Timeout:      o.defaultTimeout(),
+		DrainTimeout: DefaultDrainTimeout,
 		Respawn:      DefaultRespawn,
 		Backoff:      DefaultBackoff,
 		Restart:      RestartAlways,

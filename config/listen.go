@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Listen is one socket the service's workers inherit.
@@ -118,7 +119,34 @@ type Proxy struct {
 	// ProxyProtocol is 0, or the version (1 or 2) of the PROXY protocol
 	// header that tells a tcp worker the client's address.
 	ProxyProtocol int
+	// MaxConnections bounds the client connections open at once; 0 is
+	// recluster's default, a share of its descriptor limit.
+	MaxConnections int
+	// MaxHeaderBytes bounds an http request's header (0: the default,
+	// DefaultMaxHeaderBytes); HeaderTimeout the time to read it.
+	MaxHeaderBytes int
+	HeaderTimeout  time.Duration
+	// IdleTimeout closes an idle client connection: between requests in
+	// http mode (default DefaultProxyIdleTimeout), with no byte moving
+	// in tcp mode (0, the default there, never).
+	IdleTimeout time.Duration
 }
+
+// newProxy is a proxy of addr with every default.
+func newProxy(addr Listen, protocol string) *Proxy {
+	p := &Proxy{Address: addr, Protocol: protocol, MaxHeaderBytes: DefaultMaxHeaderBytes, HeaderTimeout: DefaultHeaderTimeout}
+	if protocol == ProtocolHTTP {
+		p.IdleTimeout = DefaultProxyIdleTimeout
+	}
+	return p
+}
+
+// Defaults of a proxy's bounds.
+const (
+	DefaultMaxHeaderBytes   = 64 << 10
+	DefaultHeaderTimeout    = 10 * time.Second
+	DefaultProxyIdleTimeout = 2 * time.Minute
+)
 
 const (
 	ProtocolTCP  = "tcp"

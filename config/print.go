@@ -13,9 +13,13 @@ type printedLog struct {
 }
 
 type printedProxy struct {
-	Address       string `yaml:"address"`
-	Protocol      string `yaml:"protocol"`
-	ProxyProtocol int    `yaml:"proxyProtocol,omitempty"`
+	Address        string `yaml:"address"`
+	Protocol       string `yaml:"protocol"`
+	ProxyProtocol  int    `yaml:"proxyProtocol,omitempty"`
+	MaxConnections any    `yaml:"maxConnections"`
+	MaxHeaderBytes int    `yaml:"maxHeaderBytes"`
+	HeaderTimeout  string `yaml:"headerTimeout"`
+	IdleTimeout    string `yaml:"idleTimeout"`
 }
 
 type printedService struct {
@@ -28,6 +32,7 @@ type printedService struct {
 	ReadyWhen    ReadyWhen         `yaml:"readyWhen"`
 	ReadyTimeout string            `yaml:"readyTimeout"`
 	Timeout      string            `yaml:"timeout"`
+	DrainTimeout string            `yaml:"drainTimeout,omitempty"`
 	Respawn      string            `yaml:"respawn"`
 	Backoff      string            `yaml:"backoff"`
 	StopSignal   string            `yaml:"stopSignal"`
@@ -100,7 +105,13 @@ func Print(w io.Writer, cfg *Config) error {
 			ps.Watch = &printedWatch{Paths: w.Paths, Ignore: w.Ignore, Debounce: w.Debounce.String(), Action: w.Action}
 		}
 		if p := s.Proxy; p != nil {
-			ps.Proxy = &printedProxy{Address: p.Address.String(), Protocol: p.Protocol, ProxyProtocol: p.ProxyProtocol}
+			ps.Proxy = &printedProxy{Address: p.Address.String(), Protocol: p.Protocol, ProxyProtocol: p.ProxyProtocol,
+				MaxConnections: p.MaxConnections, MaxHeaderBytes: p.MaxHeaderBytes,
+				HeaderTimeout: p.HeaderTimeout.String(), IdleTimeout: p.IdleTimeout.String()}
+			if p.MaxConnections == 0 {
+				ps.Proxy.MaxConnections = "auto" // a share of the descriptor limit, decided by `up`
+			}
+			ps.DrainTimeout = s.DrainTimeout.String()
 		}
 		for _, l := range s.Listen {
 			addr := l.String()

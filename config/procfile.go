@@ -94,7 +94,7 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 		svc.Env = mergeEnv(dotenv, []EnvVar{{Name: "PORT", Value: strconv.Itoa(port)}})
 		svc.Workers = 1
 		if name == "web" {
-			svc.Proxy = &Proxy{Address: Listen{Name: name, Network: "tcp", Address: ":" + strconv.Itoa(port)}, Protocol: ProtocolHTTP}
+			svc.Proxy = newProxy(Listen{Name: name, Network: "tcp", Address: ":" + strconv.Itoa(port)}, ProtocolHTTP)
 			svc.ReadyWhen = ReadyListening
 		}
 		derive(svc)

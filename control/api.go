@@ -18,15 +18,18 @@ type ServiceStatus struct {
 	// State is stopped, building, running, reloading, stopping, failed,
 	// completed, blocked or shut down; Reason says why, when failed or
 	// blocked.
-	State      string         `json:"state"`
-	Reason     string         `json:"reason,omitempty"`
-	Generation int            `json:"generation"`
-	Running    bool           `json:"running"`
-	Reloading  bool           `json:"reloading"`
-	Size       int            `json:"size"`
-	Listen     []string       `json:"listen,omitempty"`
-	Proxy      string         `json:"proxy,omitempty"`
-	Workers    []WorkerStatus `json:"workers"`
+	State      string   `json:"state"`
+	Reason     string   `json:"reason,omitempty"`
+	Generation int      `json:"generation"`
+	Running    bool     `json:"running"`
+	Reloading  bool     `json:"reloading"`
+	Size       int      `json:"size"`
+	Listen     []string `json:"listen,omitempty"`
+	Proxy      string   `json:"proxy,omitempty"`
+	// Cut counts the requests and connections that workers' ends cut,
+	// since the service began.
+	Cut     int            `json:"cut,omitempty"`
+	Workers []WorkerStatus `json:"workers"`
 }
 
 // WorkerStatus is one worker, or one slot with no process: waiting to
@@ -73,9 +76,17 @@ type scaleRequest struct {
 
 type okResponse struct {
 	OK bool `json:"ok"`
-	// Notes say what a successful change had to cut short: a worker
-	// killed at the end of its timeout.
+	Outcome
+}
+
+// Outcome says what a successful change had to cut short: nothing, in its
+// zero value.
+type Outcome struct {
+	// Notes name each worker whose stop cut something: killed at the end
+	// of its timeout, or gone with work it had not finished.
 	Notes []string `json:"notes,omitempty"`
+	// Cut counts the requests and connections cut.
+	Cut int `json:"cut,omitempty"`
 }
 
 type statusResponse struct {

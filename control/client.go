@@ -184,12 +184,12 @@ func (c *Client) Status(ctx context.Context) ([]ServiceStatus, error) {
 	return st.Services, err
 }
 
-// Reload reloads services (all when none), and returns notes on what the
-// old workers' stop cut short.
-func (c *Client) Reload(ctx context.Context, services []string) ([]string, error) {
+// Reload reloads services (all when none), and says what the old
+// workers' stop cut short.
+func (c *Client) Reload(ctx context.Context, services []string) (Outcome, error) {
 	var resp okResponse
 	err := c.do(ctx, "POST", "/v1/reload", servicesRequest{services}, &resp)
-	return resp.Notes, err
+	return resp.Outcome, err
 }
 
 // Restart restarts services (all when none).

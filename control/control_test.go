@@ -30,8 +30,8 @@ func (f *fakeController) record(op string, names []string) error {
 	f.calls = append(f.calls, op+" "+strings.Join(names, ","))
 	return f.err
 }
-func (f *fakeController) Reload(_ context.Context, n []string) ([]string, error) {
-	return nil, f.record("reload", n)
+func (f *fakeController) Reload(_ context.Context, n []string) (Outcome, error) {
+	return Outcome{}, f.record("reload", n)
 }
 func (f *fakeController) Restart(_ context.Context, n []string) error { return f.record("restart", n) }
 func (f *fakeController) Start(_ context.Context, n []string) error   { return f.record("start", n) }

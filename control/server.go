@@ -22,8 +22,8 @@ import (
 // error it returns is answered with the code of the *Error or sentinel it
 // wraps (api.go), else as internal.
 type Controller interface {
-	// Reload returns notes on what the old workers' stop cut short.
-	Reload(ctx context.Context, services []string) ([]string, error)
+	// Reload says what the old workers' stop cut short.
+	Reload(ctx context.Context, services []string) (Outcome, error)
 	Restart(ctx context.Context, services []string) error
 	Start(ctx context.Context, services []string) error
 	Stop(ctx context.Context, services []string) error
@@ -245,24 +245,24 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, statusResponse{Services: st})
 }
 
-func (s *Server) change(op func(context.Context, []string) ([]string, error)) http.HandlerFunc {
+func (s *Server) change(op func(context.Context, []string) (Outcome, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req servicesRequest
 		if err := s.decode(w, r, &req); err != nil {
 			writeError(w, err)
 			return
 		}
-		notes, err := op(r.Context(), req.Services)
+		outcome, err := op(r.Context(), req.Services)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, okResponse{OK: true, Notes: notes})
+		writeJSON(w, http.StatusOK, okResponse{OK: true, Outcome: outcome})
 	}
 }
 
-func noNotes(op func(context.Context, []string) error) func(context.Context, []string) ([]string, error) {
-	return func(ctx context.Context, services []string) ([]string, error) { return nil, op(ctx, services) }
+func noNotes(op func(context.Context, []string) error) func(context.Context, []string) (Outcome, error) {
+	return func(ctx context.Context, services []string) (Outcome, error) { return Outcome{}, op(ctx, services) }
 }
 
 // MaxScale is the most workers `scale` may ask for, as the config file

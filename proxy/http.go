@@ -12,17 +12,18 @@ import (
 	"time"
 )
 
-// httpMode keeps client connections with recluster and sends each request
-// to a ready backend (net/http/httputil does the HTTP), so a keep-alive
-// client is never left on a worker that is stopping: between two of its
-// requests the worker can go, and the next request goes to another.
-type httpMode struct {
-	p      *Proxy
-	server *http.Server
+// httpHandler keeps client connections with recluster and sends each
+// request to a ready backend (net/http/httputil does the HTTP), so a
+// keep-alive client is never left on a worker that is stopping: between
+// two of its requests the worker can go, and the next request goes to
+// another. Every http server of the proxy shares it.
+type httpHandler struct {
+	p       *Proxy
+	handler http.Handler
 }
 
-func newHTTPMode(p *Proxy) *httpMode {
-	h := &httpMode{p: p}
+func newHTTPHandler(p *Proxy) *httpHandler {
+	h := &httpHandler{p: p}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetXForwarded()
@@ -34,8 +35,16 @@ func newHTTPMode(p *Proxy) *httpMode {
 		Transport:     h,
 		FlushInterval: -1, // stream: each write of the backend goes out at once
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if !errors.Is(err, context.Canceled) {
-				p.opts.Log(fmt.Sprintf("proxy: %s %s: %v", r.Method, r.URL.Path, err))
+			switch {
+			case errors.Is(err, context.Canceled):
+				// The client went away; nobody is there to answer.
+			case errors.Is(err, errNoBackend), errors.Is(err, errClosed):
+				p.log(fmt.Sprintf("proxy: %s %s: %v", r.Method, r.URL.Path, err))
+				w.Header().Set("Retry-After", "1")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			default:
+				p.log(fmt.Sprintf("proxy: %s %s: %v", r.Method, r.URL.Path, err))
 			}
 			w.WriteHeader(http.StatusBadGateway)
 		},
@@ -44,35 +53,93 @@ func newHTTPMode(p *Proxy) *httpMode {
 	// HTTP/1 server swallows and closes the rest of a request body when
 	// the answer begins, and the transport, still sending that body to
 	// the worker, fails and cuts the answer off (golang/go#40747).
-	fullDuplex := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex() // HTTP/2 always is
 		rp.ServeHTTP(w, r)
 	})
-	h.server = &http.Server{Handler: fullDuplex, ReadHeaderTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return h
 }
 
-func (h *httpMode) serve(ln net.Listener) error {
-	if err := h.server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+// httpServer is one http.Server of the proxy, with the bounds it was made
+// with. Configure makes a new one when the bounds or the protocol change;
+// the old one stops taking connections and serves those it has until they
+// end, so a keep-alive client is never cut by a reload.
+type httpServer struct {
+	server *http.Server
+	conns  chan net.Conn
+	done   chan struct{} // closed when it takes no more connections
+	once   sync.Once
 }
 
-// close stops accepting and closes idle client connections; requests in
-// flight finish on their own.
-func (h *httpMode) close() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // Shutdown closes listeners and idle connections, then returns
-	h.server.Shutdown(ctx)
-	return nil
+// newHTTPServer starts a server with opts' bounds, fed by dispatch; the
+// caller holds mu.
+func (p *Proxy) newHTTPServer(opts Options) *httpServer {
+	hs := &httpServer{conns: make(chan net.Conn), done: make(chan struct{})}
+	hs.server = &http.Server{
+		Handler: p.handler.handler,
+		// Go adds 4 KiB of slack to MaxHeaderBytes; the bound said is
+		// the one kept.
+		MaxHeaderBytes:    max(opts.MaxHeaderBytes-4096, 1),
+		ReadHeaderTimeout: opts.HeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+	}
+	p.httpAll = append(p.httpAll, hs)
+	p.served.Add(1)
+	// Owned by the proxy; ends when the server is retired or shut down,
+	// and Serve waits for it.
+	go func() {
+		defer p.served.Done()
+		hs.server.Serve(chanListener{hs, p.ln.Addr()})
+	}()
+	return hs
 }
+
+// offer hands the server a connection; false once it takes no more.
+func (hs *httpServer) offer(c net.Conn) bool {
+	select {
+	case hs.conns <- c:
+		return true
+	case <-hs.done:
+		return false
+	}
+}
+
+// retire stops the server taking connections; those it has go on.
+func (hs *httpServer) retire() { hs.once.Do(func() { close(hs.done) }) }
+
+// shutdown retires the server and closes its idle connections; requests
+// in flight finish on their own.
+func (hs *httpServer) shutdown() {
+	hs.retire()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Shutdown closes idle connections, then returns
+	hs.server.Shutdown(ctx)
+}
+
+// chanListener is the net.Listener an httpServer serves: the proxy's
+// accept loop hands it connections.
+type chanListener struct {
+	hs   *httpServer
+	addr net.Addr
+}
+
+func (l chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.hs.conns:
+		return c, nil
+	case <-l.hs.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l chanListener) Close() error   { l.hs.retire(); return nil }
+func (l chanListener) Addr() net.Addr { return l.addr }
 
 // transport is one backend's connections; closing its idle ones after a
 // drain leaves nothing open to a worker that is gone.
 type transport = http.Transport
 
-func (h *httpMode) newTransport(addr string) *transport {
+func (h *httpHandler) newTransport(addr string) *transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			c, err := backendDialer.DialContext(ctx, "tcp", addr)
@@ -101,11 +168,13 @@ func (e *dialError) Unwrap() error { return e.err }
 
 // RoundTrip sends one request to the least loaded ready backend, counting
 // it in flight until its response body is closed (for an upgrade, the
-// connection). A backend that refuses the connection is skipped.
-func (h *httpMode) RoundTrip(r *http.Request) (*http.Response, error) {
+// connection). A backend that refuses the connection is skipped. A
+// request the backend fails after it reached it is counted as cut.
+func (h *httpHandler) RoundTrip(r *http.Request) (*http.Response, error) {
+	p := h.p
 	var skip map[string]bool // made on the first refusal
 	for {
-		b, err := h.p.pick(r.Context(), skip)
+		b, err := p.pick(r.Context(), skip)
 		if err != nil {
 			return nil, err
 		}
@@ -116,35 +185,58 @@ func (h *httpMode) RoundTrip(r *http.Request) (*http.Response, error) {
 				skip = map[string]bool{}
 			}
 			skip[b.key] = true
-			h.p.done(b)
+			p.done(b, false)
 			continue
 		}
 		if err != nil {
-			h.p.done(b)
+			p.done(b, r.Context().Err() == nil)
 			return nil, err
 		}
-		resp.Body = &countedBody{ReadCloser: resp.Body, done: func() { h.p.done(b) }}
+		body := &countedBody{ReadCloser: resp.Body, p: p, b: b, ctx: r.Context()}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			body.upgraded = true
+			p.upgrade(b, 1)
+		}
+		resp.Body = body
 		return resp, nil
 	}
 }
 
-// countedBody ends a request's time in flight when its body is closed.
+// countedBody ends a request's time in flight when its body is closed, and
+// counts an answer that broke off on the backend's side as cut.
 type countedBody struct {
 	io.ReadCloser
-	once sync.Once
-	done func()
+	p        *Proxy
+	b        *backend
+	ctx      context.Context
+	upgraded bool
+	once     sync.Once
+	broke    bool
 }
 
-func (b *countedBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.done)
+func (c *countedBody) Read(buf []byte) (int, error) {
+	n, err := c.ReadCloser.Read(buf)
+	if err != nil && err != io.EOF && c.ctx.Err() == nil && !c.upgraded {
+		c.broke = true
+	}
+	return n, err
+}
+
+func (c *countedBody) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(func() {
+		if c.upgraded {
+			c.p.upgrade(c.b, -1)
+		}
+		c.p.done(c.b, c.broke)
+	})
 	return err
 }
 
 // Write passes through for upgraded connections (WebSocket), whose body
 // is the connection itself.
-func (b *countedBody) Write(p []byte) (int, error) {
-	if w, ok := b.ReadCloser.(io.Writer); ok {
+func (c *countedBody) Write(p []byte) (int, error) {
+	if w, ok := c.ReadCloser.(io.Writer); ok {
 		return w.Write(p)
 	}
 	return 0, errors.New("not an upgraded connection")

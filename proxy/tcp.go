@@ -8,59 +8,229 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // proxyTCP connects a client to a backend and copies both ways until both
 // have ended. A backend that refuses the connect (it is starting, or just
 // died) is skipped for another: nothing has been sent to it yet.
-func (p *Proxy) proxyTCP(client net.Conn) {
+func (p *Proxy) proxyTCP(client net.Conn, opts Options) {
 	defer client.Close()
 	var skip map[string]bool // made on the first refusal
 	for {
 		b, err := p.pick(context.Background(), skip)
 		if err != nil {
 			if err != errClosed {
-				p.opts.Log(fmt.Sprintf("proxy: closed a connection from %s: %v", client.RemoteAddr(), err))
+				p.log(fmt.Sprintf("proxy: closed a connection from %s: %v", client.RemoteAddr(), err))
 			}
 			return
 		}
+		p.countTCP(b, 1)
 		server, err := backendDialer.Dial("tcp", b.addr)
 		if err != nil {
 			if skip == nil {
 				skip = map[string]bool{}
 			}
 			skip[b.key] = true
-			p.done(b)
+			p.countTCP(b, -1)
+			p.done(b, false)
 			continue
 		}
-		p.pipe(client, server)
-		p.done(b)
+		t := &tcpConn{client: client, server: server, idle: opts.IdleTimeout, fin: opts.FinTimeout}
+		t.last.Store(p.now())
+		p.tcp.add(t)
+		p.pipe(t, opts.ProxyProtocol)
+		p.tcp.remove(t)
+		p.countTCP(b, -1)
+		p.done(b, false)
 		return
 	}
 }
 
-// pipe copies both ways. Between two TCP connections io.Copy splices in
-// the kernel on Linux. Each direction's end is passed on as a half-close,
-// so a client that shuts its writing side still gets its answer.
-func (p *Proxy) pipe(client, server net.Conn) {
-	defer server.Close()
-	if v := p.opts.ProxyProtocol; v > 0 {
-		if _, err := server.Write(proxyHeader(v, client.RemoteAddr(), client.LocalAddr())); err != nil {
+// countTCP counts a tcp connection to b in or out of flight, beside
+// inFlight.
+func (p *Proxy) countTCP(b *backend, by int) {
+	p.mu.Lock()
+	b.tcp += by
+	p.mu.Unlock()
+}
+
+// tcpConn is one proxied tcp connection, as the sweeper sees it.
+type tcpConn struct {
+	client, server net.Conn
+	idle, fin      time.Duration // its bounds, as they were when it came
+	last           atomic.Int64  // Proxy.now() when a byte last moved
+	halfClosed     atomic.Bool   // one direction has ended
+	aborted        sync.Once
+}
+
+// abort closes both sides, which ends both directions' copies.
+func (t *tcpConn) abort() {
+	t.aborted.Do(func() {
+		t.client.Close()
+		t.server.Close()
+	})
+}
+
+// tcpConns is every tcp connection being proxied, for the sweeper.
+type tcpConns struct {
+	mu    sync.Mutex
+	conns map[*tcpConn]struct{}
+	wake  chan struct{} // signalled when the first connection comes
+}
+
+func (s *tcpConns) add(t *tcpConn) {
+	s.mu.Lock()
+	s.conns[t] = struct{}{}
+	first := len(s.conns) == 1
+	s.mu.Unlock()
+	if first {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *tcpConns) remove(t *tcpConn) {
+	s.mu.Lock()
+	delete(s.conns, t)
+	s.mu.Unlock()
+}
+
+// sweepEvery is how often the sweeper looks at the open tcp connections;
+// it sleeps while there are none.
+const sweepEvery = 250 * time.Millisecond
+
+// sweep closes the tcp connections idle past their bounds until the proxy
+// closes: past IdleTimeout (when set), or half-closed past FinTimeout.
+func (p *Proxy) sweep() {
+	tick := time.NewTicker(sweepEvery)
+	defer tick.Stop()
+	var doomed []*tcpConn
+	for {
+		p.tcp.mu.Lock()
+		empty := len(p.tcp.conns) == 0
+		p.tcp.mu.Unlock()
+		if empty {
+			select {
+			case <-p.tcp.wake:
+			case <-p.closing:
+				return
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-p.closing:
+			return
+		}
+		now := p.now()
+		doomed = doomed[:0]
+		p.tcp.mu.Lock()
+		for t := range p.tcp.conns {
+			idle := time.Duration(now - t.last.Load())
+			if (t.idle > 0 && idle > t.idle) || (t.halfClosed.Load() && idle > t.fin) {
+				doomed = append(doomed, t)
+			}
+		}
+		p.tcp.mu.Unlock()
+		for _, t := range doomed {
+			t.abort()
+		}
+		clear(doomed)
+	}
+}
+
+// pipe copies both ways. Each direction's end is passed on as a
+// half-close, so a client that shuts its writing side still gets its
+// answer; an error on either side ends both.
+func (p *Proxy) pipe(t *tcpConn, proxyProtocol int) {
+	defer t.server.Close()
+	if proxyProtocol > 0 {
+		if _, err := t.server.Write(proxyHeader(proxyProtocol, t.client.RemoteAddr(), t.client.LocalAddr())); err != nil {
 			return
 		}
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	// Run by the pool for pipe, which waits for it; ends when the client
-	// stops sending or the server stops taking.
+	// stops sending or the connection is aborted.
 	p.pool.Go(func() {
 		defer wg.Done()
-		io.Copy(server, client)
-		closeWrite(server)
+		p.half(t, t.server, t.client)
 	})
-	io.Copy(client, server)
-	closeWrite(client)
+	p.half(t, t.client, t.server)
 	wg.Wait()
+}
+
+// half copies one direction until its source ends.
+func (p *Proxy) half(t *tcpConn, dst, src net.Conn) {
+	if !p.copyHalf(t, dst, src) {
+		t.abort()
+		return
+	}
+	closeWrite(dst)
+	t.halfClosed.Store(true)
+	t.last.Store(p.now())
+}
+
+// copyBuf is the size of the buffers bytes move through: HAProxy's
+// default tune.bufsize.
+const copyBuf = 16 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b }}
+
+// copyHalf moves bytes from src to dst until src ends, reporting whether
+// it ended cleanly (EOF). It holds a buffer only while bytes are there to
+// move: an idle connection costs its two sockets and nothing else (with
+// splice, each direction also held a pipe, two more descriptors, for as
+// long as the connection lived).
+func (p *Proxy) copyHalf(t *tcpConn, dst, src net.Conn) bool {
+	sc, ok := src.(syscall.Conn)
+	if !ok {
+		_, err := io.Copy(dst, src)
+		return err == nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	for {
+		var buf *[]byte
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			b := copyBufs.Get().(*[]byte)
+			for {
+				n, rerr = syscall.Read(int(fd), *b)
+				if rerr != syscall.EINTR {
+					break
+				}
+			}
+			if rerr == syscall.EAGAIN {
+				copyBufs.Put(b)
+				return false // wait until there is something to read
+			}
+			buf = b
+			return true
+		})
+		if err != nil {
+			return false // closed (aborted)
+		}
+		if rerr != nil || n <= 0 {
+			copyBufs.Put(buf)
+			return rerr == nil
+		}
+		t.last.Store(p.now())
+		_, werr := dst.Write((*buf)[:n])
+		copyBufs.Put(buf)
+		if werr != nil {
+			return false
+		}
+		t.last.Store(p.now())
+	}
 }
 
 func closeWrite(c net.Conn) {

@@ -63,28 +63,35 @@ type cluster struct {
 	firstReady chan struct{}
 
 	// Owned by run.
-	phase     phase
-	spec      *serviceSpec // what the next generation runs
-	held      *lease       // the spec's sockets, held from the first start for as long as the service exists
-	size      int          // the worker count: the spec's, or what scale set
-	maxGen    int
-	current   *generation // the serving (or last) generation
-	reload    *reloadOp   // in phaseReloading
-	slots     []*slot     // one per worker id of the current generation
-	live      map[*worker]struct{}
-	drains    []*drain
-	waiters   []func(error) // callers waiting for every slot to be ready
-	deferred  []request     // held until a reload or a stop ends
-	onStopped []func()      // run when phaseStopping ends
-	restartAt *restartReq   // a restart waiting for its stop to end
-	readyOnce bool
+	phase phase
+	spec  *serviceSpec // what the next generation runs
+	held  *lease       // the spec's sockets, held from the first start for as long as the service exists
+	// heldRouter is the spec's proxy, held as its sockets are: a client
+	// that comes while no worker serves (a restart, a stop) waits for one.
+	heldRouter *routerHandle
+	size       int // the worker count: the spec's, or what scale set
+	maxGen     int
+	current    *generation // the serving (or last) generation
+	reload     *reloadOp   // in phaseReloading
+	slots      []*slot     // one per worker id of the current generation
+	live       map[*worker]struct{}
+	drains     []*drain
+	waiters    []func(error) // callers waiting for every slot to be ready
+	deferred   []request     // held until a reload or a stop ends
+	onStopped  []func()      // run when phaseStopping ends
+	restartAt  *restartReq   // a restart waiting for its stop to end
+	readyOnce  bool
 	// routers serve the proxy settings of live generations;
 	// closedRouters are closed ones whose Serve run waits for.
-	routers       map[config.Proxy]*routerHandle
+	routers       map[config.Listen]*routerHandle
 	closedRouters []*routerHandle
 	ports         map[int]bool // the PORTs of live proxied workers
-	builders      map[*builder]struct{}
-	failure       error // why the service is in phaseFailed or phaseBlocked
+	// releasing holds gone workers whose proxy has yet to count what
+	// their end cut; they are gone for whenGone once it has.
+	releasing map[*worker]struct{}
+	cutTotal  int // requests and connections cut since the service began
+	builders  map[*builder]struct{}
+	failure   error // why the service is in phaseFailed or phaseBlocked
 	// everStarted and readyOnce (with firstReady) say what `after`
 	// conditions of other services it has met; published tells the
 	// Manager what it last heard (tasks.go).
@@ -108,6 +115,7 @@ func newCluster(spec *serviceSpec, opts *Options, s *sockets) *cluster {
 		spec:       spec,
 		size:       spec.Workers,
 		live:       map[*worker]struct{}{},
+		releasing:  map[*worker]struct{}{},
 		builders:   map[*builder]struct{}{},
 	}
 }
@@ -148,21 +156,21 @@ func (c *cluster) Restart(ctx context.Context, spec *serviceSpec) error {
 }
 
 // Reload replaces the serving generation with one of spec (reload.go). On
-// success it returns notes on what the old generation's stop cut short.
-func (c *cluster) Reload(ctx context.Context, spec *serviceSpec) ([]string, error) {
+// success it reports what the old generation's stop cut short.
+func (c *cluster) Reload(ctx context.Context, spec *serviceSpec) (ReloadReport, error) {
 	reply := make(chan reloadResult, 1)
 	select {
 	case c.reqs <- reloadReq{spec, reply}:
 	case <-c.done:
-		return nil, ErrShuttingDown
+		return ReloadReport{}, ErrShuttingDown
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ReloadReport{}, ctx.Err()
 	}
 	select {
 	case r := <-reply:
-		return r.notes, r.err
+		return r.report, r.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ReloadReport{}, ctx.Err()
 	}
 }
 
@@ -201,7 +209,10 @@ func (c *cluster) Kill() {
 // returns once all are gone. A cluster runs once.
 func (c *cluster) run(ctx context.Context) {
 	defer close(c.done)
-	defer func() { c.held.release() }()
+	defer func() {
+		c.held.release()
+		c.releaseRouter(c.heldRouter)
+	}()
 	defer func() {
 		for _, h := range c.closedRouters {
 			<-h.served
@@ -218,7 +229,7 @@ func (c *cluster) run(ctx context.Context) {
 		case e := <-c.events:
 			c.handleEvent(e)
 		}
-		if c.phase == phaseShutDown && len(c.live) == 0 && len(c.builders) == 0 {
+		if c.phase == phaseShutDown && len(c.live) == 0 && len(c.builders) == 0 && len(c.releasing) == 0 {
 			return
 		}
 		c.buildWhenIdle()
@@ -367,6 +378,8 @@ func (c *cluster) handleEvent(e message) {
 		c.killTimedOut(e.w)
 	case drainedEvent:
 		c.drained(e.w, e.timedOut)
+	case releasedEvent:
+		c.released(e.w, e.cut)
 	case respawnEvent:
 		c.respawn(e.s, e.token)
 	case buildEvent:

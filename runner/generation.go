@@ -25,7 +25,7 @@ func (c *cluster) newGeneration(spec *serviceSpec) (*generation, error) {
 		return nil, err
 	}
 	gen := &generation{num: c.maxGen + 1, spec: spec, lease: l, live: map[*worker]struct{}{}}
-	if gen.router, err = c.routerFor(gen); err != nil {
+	if gen.router, err = c.routerFor(spec, l); err != nil {
 		l.release()
 		return nil, err
 	}

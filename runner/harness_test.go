@@ -89,7 +89,9 @@ func startHarness(t *testing.T, yaml string, names ...string) *harness {
 		Output:  MuxOutput(mux),
 		Load:    func() (*config.Config, error) { return opts.Load(path) },
 		NewRouter: func(spec RouterSpec) (Router, error) {
-			return proxy.New(spec.Listener, proxy.Options{Protocol: spec.Proxy.Protocol, ProxyProtocol: spec.Proxy.ProxyProtocol, Log: spec.Log}), nil
+			opts := proxy.OptionsFor(spec.Proxy, spec.Wait)
+			opts.Log = spec.Log
+			return proxy.New(spec.Listener, opts), nil
 		},
 		OnEvent: func(e Event) {
 			select {

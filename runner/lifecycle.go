@@ -23,8 +23,14 @@ func (c *cluster) adopt(spec *serviceSpec) error {
 		if err != nil {
 			return err
 		}
+		r, err := c.routerFor(spec, l)
+		if err != nil {
+			l.release()
+			return err
+		}
 		c.held.release()
-		c.held = l
+		c.releaseRouter(c.heldRouter)
+		c.held, c.heldRouter = l, r
 	}
 	c.spec, c.size = spec, spec.Workers
 	return nil
@@ -51,7 +57,13 @@ func (c *cluster) start(done func(error)) {
 			done(err)
 			return
 		}
-		c.held = l
+		r, err := c.routerFor(c.spec, l)
+		if err != nil {
+			l.release()
+			done(err)
+			return
+		}
+		c.held, c.heldRouter = l, r
 	}
 	gen, err := c.newGeneration(c.spec)
 	if err != nil {
@@ -322,7 +334,9 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 	w.gen.workerGone(w) // sockets nothing uses are released first
 	c.emit(EventExited, w, st.String())
 	defer c.checkStopped()
-	defer c.workerGone(w)
+	if !c.release(w) {
+		defer c.workerGone(w)
+	}
 
 	if w.stopAsked {
 		return
@@ -358,6 +372,45 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 		// generation takes its slot, or abortReload refills it.
 		c.afterExit(s, w, st, wasReady)
 	}
+}
+
+// release asks the proxy, for a worker that served behind one, what its
+// end cut; the worker is gone for whenGone once it has answered, so that
+// a reload's answer counts it. It reports false for a worker that served
+// behind no proxy.
+func (c *cluster) release(w *worker) bool {
+	h := w.gen.router
+	if h == nil || w.proc == nil {
+		return false
+	}
+	c.releasing[w] = struct{}{}
+	h.router.Release(backendKey(w), func(cut int) {
+		// Owned by the loop: delivers the count, or gives up once run
+		// has returned.
+		go func() {
+			select {
+			case c.events <- releasedEvent{w: w, cut: cut}:
+			case <-c.done:
+			}
+		}()
+	})
+	return true
+}
+
+// released ends a worker's release: what its end cut is said and
+// counted, and it is gone.
+func (c *cluster) released(w *worker, cut int) {
+	if _, ok := c.releasing[w]; !ok {
+		return
+	}
+	delete(c.releasing, w)
+	if cut > 0 {
+		w.cut = cut
+		c.cutTotal += cut
+		c.logf("%s (pid %d) ended with %d request(s) or connection(s) it had not finished: cut", w.ref, w.pid, cut)
+	}
+	c.workerGone(w)
+	c.checkStopped()
 }
 
 // drain waits for a set of workers to be gone, then runs done.

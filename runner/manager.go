@@ -426,12 +426,12 @@ func (m *Manager) Status(ctx context.Context) ([]ServiceStatus, error) {
 // Reload re-reads the config file and replaces the named services' workers
 // (every service when names is empty) with a new generation, with zero
 // downtime. An invalid file changes nothing. On a reload of all, services
-// added to the file start and removed ones stop. On success it returns
-// notes on what the old generations' stops cut short.
-func (m *Manager) Reload(ctx context.Context, names []string) ([]string, error) {
+// added to the file start and removed ones stop. On success it reports
+// what the old generations' stops cut short.
+func (m *Manager) Reload(ctx context.Context, names []string) (ReloadReport, error) {
 	cfg, err := m.opts.Load()
 	if err != nil {
-		return nil, err
+		return ReloadReport{}, err
 	}
 	return m.reload(ctx, cfg, names, false)
 }
@@ -458,15 +458,15 @@ func (m *Manager) Building(name string) bool {
 	return c != nil && time.Now().UnixNano() < c.buildingUntil.Load()
 }
 
-func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string, onlyChanged bool) ([]string, error) {
+func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string, onlyChanged bool) (ReloadReport, error) {
 	m.mu.Lock()
 	if m.runCtx == nil {
 		m.mu.Unlock()
-		return nil, errors.New("not running")
+		return ReloadReport{}, errors.New("not running")
 	}
 	if m.stopping {
 		m.mu.Unlock()
-		return nil, ErrShuttingDown
+		return ReloadReport{}, ErrShuttingDown
 	}
 	all := len(names) == 0
 	if all {
@@ -476,9 +476,9 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 		if cfg.Service(n) == nil {
 			m.mu.Unlock()
 			if m.clusters[n] != nil {
-				return nil, fmt.Errorf("%q is no longer in %s; `recluster reload` with no names stops removed services", n, cfg.Path)
+				return ReloadReport{}, fmt.Errorf("%q is no longer in %s; `recluster reload` with no names stops removed services", n, cfg.Path)
 			}
-			return nil, unknownService(cfg, n)
+			return ReloadReport{}, unknownService(cfg, n)
 		}
 	}
 	type job struct {
@@ -528,8 +528,8 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 		byCluster[j.c] = j
 	}
 	cs = append(cs, removed...)
-	var notesMu sync.Mutex
-	var notes []string
+	var reportMu sync.Mutex
+	var report ReloadReport
 	err := each(cs, func(c *cluster) error {
 		j, ok := byCluster[c]
 		switch {
@@ -543,12 +543,12 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 				return ctx.Err()
 			}
 		default:
-			n, err := c.Reload(ctx, j.spec)
-			notesMu.Lock()
-			notes = append(notes, n...)
-			notesMu.Unlock()
+			r, err := c.Reload(ctx, j.spec)
+			reportMu.Lock()
+			report.add(r)
+			reportMu.Unlock()
 			return err
 		}
 	})
-	return notes, err
+	return report, err
 }

@@ -59,6 +59,11 @@ type (
 		s     *slot
 		token int
 	}
+	// releasedEvent: the proxy has counted what a gone worker's end cut.
+	releasedEvent struct {
+		w   *worker
+		cut int
+	}
 )
 
 func (startReq) isMessage()          {}
@@ -75,6 +80,7 @@ func (readyTimeoutEvent) isMessage() {}
 func (killTimeoutEvent) isMessage()  {}
 func (drainedEvent) isMessage()      {}
 func (respawnEvent) isMessage()      {}
+func (releasedEvent) isMessage()     {}
 
 func (r startReq) refuse(err error)   { r.reply <- err }
 func (r stopReq) refuse(err error)    { r.reply <- err }
@@ -89,8 +95,25 @@ func (r blockReq) refuse(err error)   { r.reply <- err }
 func (r statusReq) refuse(error) { r.reply <- ServiceStatus{} }
 
 // reloadResult answers a reload: why it failed, or what its old
-// generation's stop had to cut short (workers killed at their timeout).
+// generation's stop had to cut short.
 type reloadResult struct {
-	err   error
-	notes []string
+	err    error
+	report ReloadReport
+}
+
+// ReloadReport says what a reload that succeeded had to cut short while
+// its old workers stopped. Its zero value says nothing was.
+type ReloadReport struct {
+	// Notes name each old worker whose stop cut something: killed at its
+	// timeout, or gone with requests or connections it had not finished.
+	Notes []string
+	// Cut counts the requests and connections those stops cut (through
+	// the proxy: requests failed after they reached the worker, tcp
+	// connections still open when it went).
+	Cut int
+}
+
+func (r *ReloadReport) add(o ReloadReport) {
+	r.Notes = append(r.Notes, o.Notes...)
+	r.Cut += o.Cut
 }

@@ -156,12 +156,12 @@ services:
     timeout: 200ms
 `)
 	h.waitLine(`stubborn\.0 +\| ignoring SIGTERM`)
-	notes, err := h.m.Reload(context.Background(), nil)
+	report, err := h.m.Reload(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(notes) != 1 || !strings.Contains(notes[0], "stubborn.0") || !strings.Contains(notes[0], "did not exit within 200ms of SIGTERM: killed") {
-		t.Errorf("the reload's notes: %q", notes)
+	if notes := report.Notes; len(notes) != 1 || !strings.Contains(notes[0], "stubborn.0") || !strings.Contains(notes[0], "did not exit within 200ms of SIGTERM: killed") {
+		t.Errorf("the reload's notes: %q", report.Notes)
 	}
 	h.waitLine(`stubborn\.0 \(pid \d+\) did not exit within 200ms of SIGTERM: killed`)
 }

@@ -1,6 +1,9 @@
 package runner
 
-import "strconv"
+import (
+	"fmt"
+	"strconv"
+)
 
 // A reload, from start to end, in the order it happens. Throughout, the
 // serving generation (c.current) is untouched: its workers go on serving,
@@ -164,14 +167,18 @@ func (c *cluster) promote() {
 	c.logf("%s generation %d is ready; stopping %d old worker(s)", c.name, op.gen.num, len(retiring))
 	c.emit(EventReloaded, nil, strconv.Itoa(op.gen.num))
 	c.whenGone(retiring, func() {
-		var notes []string
+		var report ReloadReport
 		for _, w := range retiring {
-			if w.killed != "" {
-				notes = append(notes, w.killed)
+			switch {
+			case w.killed != "":
+				report.Notes = append(report.Notes, w.killed)
+			case w.cut > 0:
+				report.Notes = append(report.Notes, fmt.Sprintf("%s (pid %d) ended with %d request(s) or connection(s) it had not finished", w.ref, w.pid, w.cut))
 			}
+			report.Cut += w.cut
 		}
 		for _, r := range op.replies {
-			r <- reloadResult{notes: notes}
+			r <- reloadResult{report: report}
 		}
 	})
 	c.checkAllReady()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/recluster/recluster/config"
 )
@@ -12,16 +13,27 @@ import (
 // the service's public address and sends new connections or requests only
 // to the backends it was given. The runner gives it the ready workers of
 // the serving generation, and drains a worker through it before stopping
-// the worker.
+// the worker. One Router serves an address for as long as the service
+// has it: through reloads, restarts and stops, and whatever the proxy
+// settings of each generation, so that a client that comes while no
+// worker is ready waits for one instead of being refused.
 type Router interface {
 	// Serve accepts until Close; the cluster runs it on a goroutine it
 	// joins before it returns.
 	Serve() error
+	// Configure sets how new connections are handled: the serving
+	// generation's proxy settings, and how long work waits for a ready
+	// backend. Those accepted already go on as they began.
+	Configure(p config.Proxy, wait time.Duration)
 	// SetBackends sets where new work goes: worker key → address.
 	SetBackends(backends map[string]string)
 	// Drain stops sending work to a backend and calls done (on any
-	// goroutine) once it has nothing in flight.
+	// goroutine) once it has nothing in flight but upgraded connections.
 	Drain(key string, done func())
+	// Release says the backend's worker is gone, and calls done (on any
+	// goroutine, within seconds) with how many requests or connections
+	// its end cut.
+	Release(key string, done func(cut int))
 	// InFlight says how many connections or requests are in flight to a
 	// backend.
 	InFlight(key string) int
@@ -33,46 +45,51 @@ type Router interface {
 type RouterSpec struct {
 	Service  string
 	Proxy    config.Proxy
+	Wait     time.Duration // how long work waits for a ready backend
 	Listener net.Listener
 	// Log prints one of recluster's own lines about the service.
 	Log func(string)
 }
 
-// routerHandle is one Router, shared by every generation whose spec has
-// the same proxy setting, and closed when the last of them is done.
+// routerHandle is the Router of one address, shared by every generation
+// that serves there and by the spec in force, and closed when the last of
+// them lets go.
 type routerHandle struct {
-	proxy  config.Proxy
+	addr   config.Listen
 	router Router
 	users  int
+	// proxy and wait are what Configure was last given.
+	proxy  config.Proxy
+	wait   time.Duration
 	served chan struct{} // closed when Serve has returned
 }
 
-// routerFor returns the router for gen's proxy setting, making it when
-// none serves that setting yet; nil when the service has no proxy.
-func (c *cluster) routerFor(gen *generation) (*routerHandle, error) {
-	p := gen.spec.Proxy
+// routerFor returns the router for spec's proxy address, making it on the
+// lease's socket when none serves there yet; nil when spec has no proxy.
+func (c *cluster) routerFor(spec *serviceSpec, l *lease) (*routerHandle, error) {
+	p := spec.Proxy
 	if p == nil {
 		return nil, nil
 	}
-	if h := c.routers[*p]; h != nil {
+	if h := c.routers[p.Address]; h != nil {
 		h.users++
 		return h, nil
 	}
 	if c.opts.NewRouter == nil {
 		return nil, fmt.Errorf("%s: proxy %s: this recluster runs no proxy", c.name, p)
 	}
-	f := gen.lease.files[len(gen.lease.files)-1] // the proxy's socket comes last
-	ln, err := net.FileListener(f)               // a dup: closing it leaves the socket
+	f := l.files[len(l.files)-1]   // the proxy's socket comes last
+	ln, err := net.FileListener(f) // a dup: closing it leaves the socket
 	if err != nil {
 		return nil, fmt.Errorf("%s: proxy %s: %w", c.name, p, err)
 	}
-	r, err := c.opts.NewRouter(RouterSpec{Service: c.name, Proxy: *p, Listener: ln,
+	r, err := c.opts.NewRouter(RouterSpec{Service: c.name, Proxy: *p, Wait: spec.ReadyTimeout, Listener: ln,
 		Log: func(line string) { c.opts.Output.System(c.name, line) }})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	h := &routerHandle{proxy: *p, router: r, users: 1, served: make(chan struct{})}
+	h := &routerHandle{addr: p.Address, router: r, users: 1, proxy: *p, wait: spec.ReadyTimeout, served: make(chan struct{})}
 	// Owned by the cluster: ends when the router is closed, and run waits
 	// for it before it returns.
 	go func() {
@@ -82,13 +99,13 @@ func (c *cluster) routerFor(gen *generation) (*routerHandle, error) {
 		}
 	}()
 	if c.routers == nil {
-		c.routers = map[config.Proxy]*routerHandle{}
+		c.routers = map[config.Listen]*routerHandle{}
 	}
-	c.routers[*p] = h
+	c.routers[p.Address] = h
 	return h, nil
 }
 
-// releaseRouter drops one generation's use of h, closing it after the last.
+// releaseRouter drops one user of h, closing it after the last.
 func (c *cluster) releaseRouter(h *routerHandle) {
 	if h == nil {
 		return
@@ -96,9 +113,20 @@ func (c *cluster) releaseRouter(h *routerHandle) {
 	if h.users--; h.users > 0 {
 		return
 	}
-	delete(c.routers, h.proxy)
+	delete(c.routers, h.addr)
 	h.router.Close()
 	c.closedRouters = append(c.closedRouters, h)
+}
+
+// configure gives h the settings of spec, when they changed.
+func (h *routerHandle) configure(spec *serviceSpec) {
+	if spec.Proxy == nil || spec.Proxy.Address != h.addr {
+		return
+	}
+	if *spec.Proxy != h.proxy || spec.ReadyTimeout != h.wait {
+		h.proxy, h.wait = *spec.Proxy, spec.ReadyTimeout
+		h.router.Configure(h.proxy, h.wait)
+	}
 }
 
 // backendKey names a worker to its router.
@@ -107,7 +135,8 @@ func backendKey(w *worker) string {
 }
 
 // syncBackends gives each router the ready workers of the current
-// generation that are not stopping.
+// generation that are not stopping, and the serving generation's
+// settings.
 func (c *cluster) syncBackends() {
 	if len(c.routers) == 0 {
 		return
@@ -115,6 +144,14 @@ func (c *cluster) syncBackends() {
 	backends := map[*routerHandle]map[string]string{}
 	for _, h := range c.routers {
 		backends[h] = map[string]string{}
+		// The spec in force sets the router of its address, until a
+		// generation of it serves there.
+		if c.current == nil || c.current.router != h {
+			h.configure(c.spec)
+		}
+	}
+	if c.current != nil && c.current.router != nil {
+		c.current.router.configure(c.current.spec)
 	}
 	if c.current != nil && c.current.router != nil && c.phase != phaseStopping && c.phase != phaseShutDown {
 		for _, s := range c.slots {

@@ -25,6 +25,7 @@ type serviceSpec struct {
 	ReadyWhen    config.ReadyWhen
 	ReadyTimeout time.Duration
 	StopTimeout  time.Duration
+	DrainTimeout time.Duration
 	StopSignal   syscall.Signal
 	Respawn      time.Duration
 	Backoff      time.Duration
@@ -58,6 +59,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 		ReadyWhen:    s.ReadyWhen,
 		ReadyTimeout: s.ReadyTimeout,
 		StopTimeout:  s.Timeout,
+		DrainTimeout: s.DrainTimeout,
 		StopSignal:   s.StopSignal,
 		Respawn:      s.Respawn,
 		Backoff:      s.Backoff,

@@ -19,7 +19,10 @@ type ServiceStatus struct {
 	Size       int
 	Listen     []string
 	Proxy      string // the proxy's public address, when there is one
-	Workers    []WorkerStatus
+	// Cut counts the requests and connections that workers' ends cut
+	// (through the proxy), since the service began.
+	Cut     int
+	Workers []WorkerStatus
 }
 
 // WorkerStatus is one worker, or one slot waiting to respawn (state
@@ -44,7 +47,7 @@ type WorkerStatus struct {
 
 func (c *cluster) status() ServiceStatus {
 	st := ServiceStatus{Name: c.name, Running: c.phase == phaseServing || c.phase == phaseReloading,
-		Reloading: c.phase == phaseReloading, Size: c.size, State: c.phase.String()}
+		Reloading: c.phase == phaseReloading, Size: c.size, State: c.phase.String(), Cut: c.cutTotal}
 	switch {
 	case c.phase == phaseServing && c.current != nil && c.current.build != nil:
 		st.State = "building"

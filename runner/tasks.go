@@ -27,8 +27,9 @@ func (c *cluster) afterExit(s *slot, w *worker, st ExitStatus, wasReady bool) {
 	spec := w.gen.spec
 	switch {
 	case outOfResources(st.Err):
-		// The system could not fork (a process or memory limit): not the
-		// program's fault, and no crash loop; it is retried with backoff
+		// The system could not fork or open what a worker needs (a
+		// process, memory or descriptor limit): not the program's
+		// fault, and no crash loop; it is retried with backoff
 		// for as long as it takes, and the workers that run go on.
 	case !wasReady || time.Since(w.started) < spec.MinUptime:
 		s.fastExits++
@@ -52,10 +53,14 @@ func (c *cluster) afterExit(s *slot, w *worker, st ExitStatus, wasReady bool) {
 	}
 }
 
-// outOfResources says whether a start failed for want of a process or
-// memory rather than because of the program.
+// outOfResources says whether a start failed for want of a process,
+// memory or file descriptors rather than because of the program: such a
+// start is retried with backoff and never counts towards startLimit, so
+// a shortage (another service's flood of clients, say) cannot fail a
+// healthy service.
 func outOfResources(err error) bool {
-	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM)
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // checkFinished ends a service whose every slot is done: completed when

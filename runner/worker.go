@@ -59,8 +59,10 @@ type worker struct {
 	// seen listening, when readiness looked.
 	port      int
 	listening string
-	// killed says how its stop ended in SIGKILL, for the reload's answer.
+	// killed says how its stop ended in SIGKILL, and cut how many
+	// requests or connections its end cut, for the reload's answer.
 	killed string
+	cut    int
 }
 
 // backendAddr is where the proxy reaches the worker: where it was seen
@@ -100,14 +102,18 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 	c.everStarted = true
 	env := append(append([]string(nil), spec.Env...),
 		"WORKER_ID="+strconv.Itoa(id), "RECLUSTER_SERVICE="+c.name, "RECLUSTER_GENERATION="+strconv.Itoa(gen.num))
+	var portErr error
 	if spec.Proxy != nil {
 		// Its own PORT replaces any other: runtimes differ on which of
 		// two entries they read.
-		w.port = c.freePort()
+		w.port, portErr = c.freePort()
 		env = append(withoutVar(env, "PORT"), "PORT="+strconv.Itoa(w.port))
 	}
 	stdout, stderr := c.opts.Output.Open(w.ref)
 	argv, err := spec.Command.Argv(func(k string) string { return getenv(env, k) })
+	if err == nil && portErr != nil {
+		err = fmt.Errorf("choosing a PORT: %w", portErr)
+	}
 	var proc Process
 	if err == nil {
 		proc, err = c.opts.Starter.Start(StartSpec{
@@ -164,8 +170,9 @@ func listenNames(spec *serviceSpec) []string {
 // stopWorker asks a worker to stop: its stop signal to the group, SIGKILL
 // after its timeout. Its exit is then no crash. A worker behind a proxy is
 // first taken out of the proxy's backends and gets its signal only once
-// nothing it serves is in flight (or after its timeout), so an app that
-// handles no signal at all loses nothing.
+// nothing it serves is in flight but upgraded connections (or after
+// drainTimeout), so an app that handles no signal at all loses nothing,
+// and one that does can close its WebSockets cleanly.
 func (c *cluster) stopWorker(w *worker) {
 	if w.stopAsked {
 		return
@@ -185,9 +192,7 @@ func (c *cluster) stopWorker(w *worker) {
 				}
 			}()
 		})
-		if w.gen.spec.StopTimeout > 0 {
-			w.drainTimer = c.after(w.gen.spec.StopTimeout, drainedEvent{w: w, timedOut: true})
-		}
+		w.drainTimer = c.after(w.gen.spec.DrainTimeout, drainedEvent{w: w, timedOut: true})
 		return
 	}
 	c.signalStop(w)
@@ -200,7 +205,7 @@ func (c *cluster) drained(w *worker, timedOut bool) {
 	}
 	stopTimer(w.drainTimer)
 	if timedOut {
-		c.logf("%s still had %d connection(s) in flight after %s; sending %s anyway", w.ref, w.gen.router.router.InFlight(backendKey(w)), w.gen.spec.StopTimeout, unix.SignalName(w.gen.spec.StopSignal))
+		c.logf("%s still had %d request(s) or connection(s) in flight after drainTimeout %s; sending %s anyway", w.ref, w.gen.router.router.InFlight(backendKey(w)), w.gen.spec.DrainTimeout, unix.SignalName(w.gen.spec.StopSignal))
 	}
 	c.signalStop(w)
 }
@@ -224,21 +229,22 @@ func (c *cluster) killTimedOut(w *worker) {
 }
 
 // freePort picks a port for a proxied worker: one the kernel has free now
-// and no live worker of this service holds.
-func (c *cluster) freePort() int {
+// and no live worker of this service holds. It fails only when the kernel
+// has none to give, or recluster no descriptor to ask with.
+func (c *cluster) freePort() (int, error) {
 	if c.ports == nil {
 		c.ports = map[int]bool{}
 	}
 	for tries := 0; ; tries++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return 0 // the worker binds PORT=0 and fails, saying why
+			return 0, err
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
 		if !c.ports[port] || tries > 100 {
 			c.ports[port] = true
-			return port
+			return port, nil
 		}
 	}
 }
