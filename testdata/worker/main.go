@@ -5,8 +5,10 @@ package main
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -32,6 +34,7 @@ func main() {
 	to := flag.String("to", "", "sendnotify: the notify socket to send -msg to")
 	msg := flag.String("msg", "READY=1", "sendnotify: the datagram")
 	statusText := flag.String("status", "", "default mode: send STATUS= with this text when ready")
+	closeWS := flag.Bool("closews", false, "naive: on SIGTERM, close WebSockets with 1001 and exit")
 	flag.Parse()
 	id := os.Getenv("WORKER_ID")
 	gen := os.Getenv("RECLUSTER_GENERATION")
@@ -140,7 +143,42 @@ func main() {
 			os.Exit(3)
 		}
 		fmt.Printf("naive listening on %s\n", ln.Addr())
+		ws := &webSockets{gen: gen}
+		if *closeWS {
+			// Its only signal handling: WebSockets get a clean close
+			// (1001, going away) on SIGTERM, and the process ends once
+			// they are closed.
+			term := make(chan os.Signal, 1)
+			signal.Notify(term, syscall.SIGTERM)
+			go func() {
+				<-term
+				ws.closeAll()
+				fmt.Println("websockets closed")
+				os.Exit(0)
+			}()
+		}
 		http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/upload":
+				// The sha256 of the body, read as slowly as it comes.
+				h := sha256.New()
+				n, err := io.Copy(h, r.Body)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				fmt.Fprintf(w, "%d %x gen=%s\n", n, h.Sum(nil), gen)
+				return
+			case "/download":
+				// bytes=N of a pattern the client can check.
+				n, _ := strconv.Atoi(r.URL.Query().Get("bytes"))
+				w.Header().Set("Content-Length", strconv.Itoa(n))
+				writePattern(w, n)
+				return
+			case "/ws":
+				ws.serve(w, r)
+				return
+			}
 			if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
 				fmt.Printf("request in, answering in %d ms\n", ms)
 				time.Sleep(time.Duration(ms) * time.Millisecond)
