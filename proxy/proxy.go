@@ -152,6 +152,7 @@ type Proxy struct {
 	changed    chan struct{} // closed and replaced when the usable set changes
 	closed     bool
 	cuts       map[string]int // what was cut on backends already forgotten
+	waiting    int            // pieces of work waiting for a backend
 
 	served sync.WaitGroup // tcp connections and http servers
 	tcp    tcpConns
@@ -518,23 +519,36 @@ func (p *Proxy) pick(ctx context.Context, skip map[string]bool) (*backend, error
 		if len(skip) > 0 && len(p.order) > 0 {
 			retry = time.After(retryPause)
 		}
+		p.waiting++
 		p.mu.Unlock()
 		if deadline == nil {
 			t := time.NewTimer(wait)
 			defer t.Stop()
 			deadline = t.C
 		}
-		select {
-		case <-changed:
-			clear(skip) // a new set: try every one again
-		case <-retry:
-			clear(skip)
-		case <-deadline:
-			return nil, errNoBackend
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		err := p.awaitChange(ctx, changed, retry, deadline)
+		p.mu.Lock()
+		p.waiting--
+		p.mu.Unlock()
+		if err != nil {
+			return nil, err
 		}
+		clear(skip) // a new set, or a pause: try every one again
 	}
+}
+
+// awaitChange waits for the usable set to change or for a retry, until the
+// deadline or ctx.
+func (p *Proxy) awaitChange(ctx context.Context, changed <-chan struct{}, retry, deadline <-chan time.Time) error {
+	select {
+	case <-changed:
+	case <-retry:
+	case <-deadline:
+		return errNoBackend
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 // retryPause is the wait before trying again backends that all refused.
@@ -595,8 +609,9 @@ type connLimit struct {
 	max     int           // 0: no bound
 	freed   chan struct{} // closed when a connection ends while one waits
 	waiting bool
-	atMax   bool // an episode at the bound, said once
-	peak    int  // the most open since memory was last returned
+	atMax   bool      // an episode at the bound
+	saidAt  time.Time // when reaching the bound was last said
+	peak    int       // the most open since memory was last returned
 	// returned is when memory was last given back to the OS.
 	returned time.Time
 }
@@ -624,8 +639,14 @@ func (l *connLimit) acquire(done <-chan struct{}) bool {
 			return true
 		}
 		if !l.atMax {
+			// Said once an episode, and episodes closer than a
+			// minute are one: a proxy that hovers at its bound does
+			// not fill the log.
 			l.atMax = true
-			l.log(fmt.Sprintf("proxy: %d connections open, the most it takes (maxConnections); new ones wait in the listen backlog", l.open))
+			if time.Since(l.saidAt) > time.Minute {
+				l.saidAt = time.Now()
+				l.log(fmt.Sprintf("proxy: %d connections open, the most it takes (maxConnections); new ones wait in the listen backlog", l.open))
+			}
 		}
 		l.waiting = true
 		freed := l.freed
@@ -643,9 +664,8 @@ func (l *connLimit) release() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.open--
-	if l.atMax && l.open <= l.max-max(l.max/10, 1) {
+	if l.atMax && l.open <= l.max*3/4 {
 		l.atMax = false
-		l.log(fmt.Sprintf("proxy: %d connections open; below maxConnections again", l.open))
 	}
 	l.wake()
 	l.returnMemory()

@@ -104,28 +104,30 @@ func (s *tcpConns) remove(t *tcpConn) {
 // it sleeps while there are none.
 const sweepEvery = 250 * time.Millisecond
 
-// sweep closes the tcp connections idle past their bounds until the proxy
-// closes: past IdleTimeout (when set), or half-closed past FinTimeout.
+// sweep closes the tcp connections idle past their bounds: past
+// IdleTimeout (when set), or half-closed past FinTimeout. It ends once the
+// proxy is closed and its last connection gone.
 func (p *Proxy) sweep() {
 	tick := time.NewTicker(sweepEvery)
 	defer tick.Stop()
 	var doomed []*tcpConn
+	closing := p.closing
 	for {
 		p.tcp.mu.Lock()
 		empty := len(p.tcp.conns) == 0
 		p.tcp.mu.Unlock()
 		if empty {
-			select {
-			case <-p.tcp.wake:
-			case <-p.closing:
+			if closing == nil {
 				return
 			}
+			select {
+			case <-p.tcp.wake:
+			case <-closing:
+				closing = nil // no new connection comes: sweep what is left
+				continue
+			}
 		}
-		select {
-		case <-tick.C:
-		case <-p.closing:
-			return
-		}
+		<-tick.C
 		now := p.now()
 		doomed = doomed[:0]
 		p.tcp.mu.Lock()
