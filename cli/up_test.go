@@ -208,6 +208,7 @@ type statusJSON struct {
 		Generation int      `json:"generation"`
 		Listen     []string `json:"listen"`
 		Proxy      string   `json:"proxy"`
+		Cut        int      `json:"cut"`
 		Workers    []struct {
 			ID         int    `json:"id"`
 			Pid        int    `json:"pid"`

@@ -84,7 +84,7 @@ func (c *cluster) routerFor(spec *serviceSpec, l *lease) (*routerHandle, error) 
 		return nil, fmt.Errorf("%s: proxy %s: %w", c.name, p, err)
 	}
 	r, err := c.opts.NewRouter(RouterSpec{Service: c.name, Proxy: *p, Wait: spec.ReadyTimeout, Listener: ln,
-		Log: func(line string) { c.opts.Output.System(c.name, line) }})
+		Log: func(line string) { c.opts.Output.System(c.name, c.name+" "+line) }})
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -185,6 +185,24 @@ func main() {
 			}
 			fmt.Fprintf(w, "gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
 		}))
+	case "blackhole":
+		// Binds $PORT, accepts every connection and never reads, writes
+		// nor closes one: a worker wedged with its port open.
+		ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+		fmt.Printf("blackhole listening on %s\n", ln.Addr())
+		var held []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				time.Sleep(10 * time.Millisecond) // out of descriptors: wedged, not dead
+				continue
+			}
+			held = append(held, c)
+		}
 	case "fds":
 		// What each open descriptor points at, one a line, then wait.
 		entries, _ := os.ReadDir("/proc/self/fd")

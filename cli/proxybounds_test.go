@@ -1,0 +1,283 @@
+package cli_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/recluster/recluster/internal/load"
+	"github.com/recluster/recluster/internal/testbin"
+)
+
+// bigHeaderRSSBound is what `up` may hold, in KiB, while a thousand
+// clients each send a header of almost a megabyte that never ends (it
+// held 2.7 GB before the header bound).
+const bigHeaderRSSBound = 300 << 10
+
+// TestBigHeaderFloodKeepsUpBounded: 1,000 connections each sending a
+// 900 KB header line that never ends get 431 at the header bound, `up`
+// stays under bigHeaderRSSBound, and gives the memory back once they are
+// gone.
+func TestBigHeaderFloodKeepsUpBounded(t *testing.T) {
+	addr := freeAddr(t)
+	dir := stack(t, `
+services:
+  web:
+    command: [WORKER, -mode, naive]
+    workers: 1
+    proxy: {address: "`+addr+`", protocol: http}
+`)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	pid := u.cmd.Process.Pid
+	before := rssKiB(t, pid)
+
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	// Owned by the test; ends when stop closes. RSS has no event to wait
+	// on: it is sampled, 20 ms apart.
+	go func() {
+		defer close(sampled)
+		for {
+			if r := int64(rssKiB(t, pid)); r > peak.Load() {
+				peak.Store(r)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	line := strings.Repeat("a", 16<<10)
+	for range 1000 {
+		wg.Add(1)
+		// Owned by the test, which waits for it; ends when the proxy
+		// answers or closes the connection.
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", addr, deadline)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(deadline))
+			go func() { // Owned by the connection; ends when it closes.
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: ")
+				for sent := 0; sent < 900<<10; sent += len(line) {
+					if _, err := io.WriteString(c, line); err != nil {
+						return
+					}
+				}
+			}()
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil && resp.StatusCode == http.StatusRequestHeaderFieldsTooLarge {
+				refused.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	t.Logf("RSS before %d KiB, peak %d KiB; %d of 1000 answered 431", before, peak.Load(), refused.Load())
+	if refused.Load() < 900 {
+		t.Errorf("only %d of 1000 overlong headers were answered 431", refused.Load())
+	}
+	if peak.Load() > bigHeaderRSSBound {
+		t.Errorf("up reached %d KiB, more than %d", peak.Load(), bigHeaderRSSBound)
+	}
+	// The memory goes back once the crowd is gone (sampled: there is no
+	// event for it).
+	limit := time.Now().Add(deadline)
+	for rssKiB(t, pid) > before+32<<10 {
+		if time.Now().After(limit) {
+			t.Fatalf("up still holds %d KiB after the clients left (%d before)", rssKiB(t, pid), before)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// And it still serves.
+	if err := get(addr); err != nil {
+		t.Errorf("after the flood: %v", err)
+	}
+}
+
+// TestBlackholeFloodLeavesOthersServing: under a descriptor limit of 1024,
+// 2,000 connections to a service whose worker accepts and never answers
+// fill that proxy's share and wait in its backlog; meanwhile another
+// proxied service serves every request, `status` answers, a worker of it
+// that dies is respawned (no crash loop), and once the clients go the
+// descriptors come back (idleTimeout).
+func TestBlackholeFloodLeavesOthersServing(t *testing.T) {
+	holeAddr, webAddr := freeAddr(t), freeAddr(t)
+	dir := stack(t, `
+services:
+  hole:
+    command: [WORKER, -mode, blackhole]
+    workers: 1
+    proxy: {address: "`+holeAddr+`", idleTimeout: 200ms}
+  web:
+    command: [WORKER, -mode, naive]
+    workers: 2
+    proxy: {address: "`+webAddr+`", protocol: http}
+`)
+	up := startCmdLimited(t, dir, 1024)
+	up.waitLine(`every service is ready`)
+	pid := up.cmd.Process.Pid
+	fdsBefore := countFDs(pid)
+	web := load.Start(webAddr, load.Options{Conns: 4})
+
+	var flood []net.Conn
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 2000 {
+		wg.Add(1)
+		// Owned by the test, which waits for it; ends once dialled.
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", holeAddr, 2*time.Second)
+			if err != nil {
+				return // the backlog is full: the kernel drops the SYN
+			}
+			c.Write([]byte("hello"))
+			mu.Lock()
+			flood = append(flood, c)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	up.waitLine(`recluster +\| hole proxy: \d+ connections open, the most it takes \(maxConnections\)`)
+	if fds := countFDs(pid); fds > 1000 {
+		t.Errorf("up holds %d descriptors under the flood", fds)
+	}
+	served := web.Served()
+	if !web.WaitServed(served+50, deadline) {
+		t.Fatalf("web stopped serving under the flood: %v", web.Snapshot().Failures)
+	}
+	if r := web.Finish(); r.Failed() > 0 {
+		t.Errorf("web failed %d requests under the flood: %v %q", r.Failed(), r.Failures, r.Examples)
+	}
+	st := status(t, dir)
+	pids := pidsOf(st, "web")
+	if len(pids) != 2 {
+		t.Fatalf("web workers: %v", pids)
+	}
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	up.waitLine(fmt.Sprintf(`web\.\d \(pid %d\) ended: killed by SIGKILL; respawning`, pids[0]))
+	waitStatus(t, dir, "web respawned and ready", func(s statusJSON) bool {
+		n := 0
+		for _, sv := range s.Services {
+			for _, w := range sv.Workers {
+				if sv.Name == "web" && w.State == "ready" {
+					n++
+				}
+			}
+		}
+		return n == 2
+	})
+	mu.Lock()
+	for _, c := range flood {
+		c.Close()
+	}
+	mu.Unlock()
+	// The hole's worker never closes; its connections end by idleTimeout
+	// and the descriptors come back (sampled: no event says so).
+	limit := time.Now().Add(deadline)
+	for countFDs(pid) > fdsBefore+16 {
+		if time.Now().After(limit) {
+			t.Fatalf("up holds %d descriptors after the flood, %d before", countFDs(pid), fdsBefore)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out := up.output(); strings.Contains(out, "too many open files") || strings.Contains(out, "failed") {
+		t.Errorf("up ran out of descriptors or failed a service:\n%s", out)
+	}
+}
+
+// startCmdLimited starts `up` under a descriptor limit of n (soft and
+// hard), as a shell's ulimit sets it.
+func startCmdLimited(t *testing.T, dir string, n int) *upProcess {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" up`, n), testbin.Recluster(t))
+	return startCmd(t, cmd, dir, testEnv(t), nil)
+}
+
+// TestAReloadThatCutsSaysSo: a request still in flight when drainTimeout
+// ends is cut by its worker's stop; `reload` names it, exits 3 (README,
+// "Exit codes"), and `status` counts it.
+func TestAReloadThatCutsSaysSo(t *testing.T) {
+	addr := freeAddr(t)
+	dir := stack(t, `
+services:
+  web:
+    command: [WORKER, -mode, naive]
+    workers: 1
+    proxy: {address: "`+addr+`", protocol: http}
+    drainTimeout: 200ms
+`)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	done := make(chan error, 1)
+	// Owned by the test; ends with the request.
+	go func() {
+		resp, err := http.Get("http://" + addr + "/?ms=5000")
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		done <- err
+	}()
+	u.waitLine(`web\.0 +\| request in, answering in 5000 ms`)
+	r := verb(t, dir, "reload")
+	if r.code != 3 || !strings.Contains(r.stdout, "ended with 1 request(s) or connection(s) it had not finished") ||
+		!strings.Contains(r.err, "cut 1 request(s) or connection(s)") {
+		t.Errorf("reload: exit %d\n%s%s", r.code, r.stdout, r.err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "502") {
+		t.Errorf("the cut request: %v", err)
+	}
+	if st := status(t, dir); len(st.Services) != 1 || st.Services[0].Cut != 1 {
+		t.Errorf("status --json: %+v", st)
+	}
+	if out := verb(t, dir, "status").stdout; !strings.Contains(out, "web: 1 request(s) or connection(s) cut") {
+		t.Errorf("status:\n%s", out)
+	}
+}
+
+// TestReloadWaitSaysWhatItWaitsFor: `reload --wait` that gives up names
+// the workers it still waits for, instead of a bare deadline error.
+func TestReloadWaitSaysWhatItWaitsFor(t *testing.T) {
+	addr := freeAddr(t)
+	dir := stack(t, `
+services:
+  stubborn:
+    command: [WORKER, -mode, ignoreterm]
+    workers: 1
+    proxy: {address: "`+addr+`"}
+    readyWhen: started
+    timeout: 1m
+`)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	old := pidsOf(status(t, dir), "stubborn")
+	r := verb(t, dir, "reload", "--wait", "1s")
+	want := fmt.Sprintf("stubborn.0 (generation 1, pid %d) is stopping", old[0])
+	if r.code != 1 || !strings.Contains(r.err, "gave up waiting after 1s (--wait)") || !strings.Contains(r.err, want) {
+		t.Errorf("reload --wait 1s: exit %d, want 1 and %q\n%s", r.code, want, r.err)
+	}
+	// Rather than wait out the workers' minute: a second interrupt kills.
+	u.cmd.Process.Signal(syscall.SIGINT)
+	u.waitLine(`SIGINT: stopping every service`)
+	u.cmd.Process.Signal(syscall.SIGINT)
+	u.waitExit()
+}
