@@ -56,7 +56,12 @@ func Systemd(cfg *config.Config, o SystemdOptions) ([]Unit, error) {
 	seen := map[string]bool{}
 	stop := time.Duration(0)
 	for _, svc := range cfg.Services {
-		stop = max(stop, svc.Timeout)
+		svcStop := svc.Timeout
+		if svc.Proxy != nil {
+			// A proxied worker drains before its stop signal.
+			svcStop += svc.DrainTimeout
+		}
+		stop = max(stop, svcStop)
 		type addr struct {
 			l     config.Listen
 			proxy bool
