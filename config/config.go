@@ -178,6 +178,13 @@ type Options struct {
 	NumCPU int
 	// PortBase is the first PORT in Procfile mode. Default 5000.
 	PortBase int
+
+	// Hooks for tests, here rather than in globals: Load runs
+	// concurrently (a save, SIGUSR2 and the API at once), and a global
+	// counter written from it was a data race. onLoad runs inside Load;
+	// onSyntaxProbe for each parse that locates a syntax error.
+	onLoad        func()
+	onSyntaxProbe func()
 }
 
 func (o Options) withDefaults() Options {
@@ -210,10 +217,6 @@ func Load(path string) (*Config, error) {
 	return Options{}.Load(path)
 }
 
-// loadHook, when set by a test, runs inside Load, to prove that a panic
-// there is caught.
-var loadHook func()
-
 // Load reads, defaults and validates the file at path. Every problem is
 // returned at once, as a *multierror.Error of *FieldError. It never
 // panics: a running `up` re-reads its file on every reload, and a fault
@@ -226,11 +229,11 @@ func (o Options) Load(path string) (cfg *Config, err error) {
 				"recluster failed while reading this file (%v); nothing was changed; please report it with the file", r)}}.err()
 		}
 	}()
-	if loadHook != nil {
-		loadHook()
+	if o.onLoad != nil {
+		o.onLoad()
 	}
 	o = o.withDefaults()
-	data, err := os.ReadFile(path)
+	data, err := readRegular(path, MaxConfigBytes, "-f")
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -355,9 +356,9 @@ func TestNestedMergesAreLinear(t *testing.T) {
 }
 
 func TestAPanicWhileLoadingIsAConfigError(t *testing.T) {
-	loadHook = func() { panic("boom") }
-	defer func() { loadHook = nil }()
-	_, err := testOptions.Load(filepath.Join(fixtures, "valid-full.yml"))
+	opts := testOptions
+	opts.onLoad = func() { panic("boom") }
+	_, err := opts.Load(filepath.Join(fixtures, "valid-full.yml"))
 	if Problems(err) == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("want the panic as a positioned problem, got %v", err)
 	}
@@ -378,8 +379,10 @@ func TestSyntaxErrorIsLocatedInFewParses(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "recluster.yml")
 	os.WriteFile(path, []byte(b.String()), 0o644)
-	syntaxProbes = 0
-	_, err := testOptions.Load(path)
+	syntaxProbes := 0
+	opts := testOptions
+	opts.onSyntaxProbe = func() { syntaxProbes++ }
+	_, err := opts.Load(path)
 	problems := Problems(err)
 	if len(problems) != 1 || !strings.Contains(problems[0].Msg, "invalid YAML") {
 		t.Fatalf("want one syntax error, got %v", err)
@@ -422,5 +425,58 @@ func TestSocketNames(t *testing.T) {
 		if (err == nil) != ok {
 			t.Errorf("name %q: error %v, want accepted=%v", name, err, ok)
 		}
+	}
+}
+
+// TestFilesThatAreNotPlainAreRefused: an envFile or config that is a
+// device, a FIFO or too big is refused at once with what it is and what
+// is allowed, instead of being read until memory runs out or forever.
+func TestFilesThatAreNotPlainAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.env")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("A=1\n"), MaxEnvFileBytes/4+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ envFile, want string }{
+		{"/dev/zero", "/dev/zero is a character device, not a regular file; envFile must name a regular file"},
+		{fifo, "is a FIFO, not a regular file"},
+		{dir, "is a folder, not a regular file"},
+		{big, fmt.Sprintf("may name a file of at most %d bytes (1 MiB)", MaxEnvFileBytes)},
+	} {
+		path := filepath.Join(dir, "recluster.yml")
+		os.WriteFile(path, []byte("services:\n  a:\n    command: run\n    envFile: "+c.envFile+"\n"), 0o644)
+		done := make(chan error, 1)
+		go func() { _, err := testOptions.Load(path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("envFile %s: got %v, want %q", c.envFile, err, c.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("envFile %s: Load did not return", c.envFile)
+		}
+	}
+	for _, path := range []string{"/dev/zero", fifo} {
+		if _, err := testOptions.Load(path); err == nil || !strings.Contains(err.Error(), "not a regular file; -f must name a regular file") {
+			t.Errorf("-f %s: %v", path, err)
+		}
+	}
+}
+
+// TestProcfilePortsStayPorts: a Procfile whose lines would get a PORT
+// past 65535 (from the base or from their number) is refused at check.
+func TestProcfilePortsStayPorts(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Procfile")
+	os.WriteFile(path, []byte("web: run\nworker: run\n"), 0o644)
+	opts := testOptions
+	opts.PortBase = 65500
+	_, err := opts.Load(path)
+	if err == nil || !strings.Contains(err.Error(), "its PORT would be 65600 (the base 65500 + 100 × 1 services before it), but a port is 1 to 65535") {
+		t.Errorf("got %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -55,12 +56,11 @@ func (d *decoder) readEnvFiles(refs []fileRef, path string) []EnvVar {
 // readEnvFile parses an env file with godotenv, refusing what no
 // environment can hold.
 func readEnvFile(path string) ([]EnvVar, error) {
-	f, err := os.Open(path)
+	data, err := readRegular(path, MaxEnvFileBytes, "envFile")
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPathError(err))
 	}
-	defer f.Close()
-	m, err := godotenv.Parse(f)
+	m, err := godotenv.Parse(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("cannot parse %s: %w", path, err)
 	}

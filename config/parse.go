@@ -35,14 +35,14 @@ func (d *decoder) parseDocument(data []byte) (*yaml.Node, bool) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		d.errs.add(yamlSyntaxError(d.file, data, err))
+		d.errs.add(d.yamlSyntaxError(data, err))
 		return nil, false
 	}
 	var next yaml.Node
 	switch err := dec.Decode(&next); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		d.errs.add(yamlSyntaxError(d.file, data, err))
+		d.errs.add(d.yamlSyntaxError(data, err))
 		return nil, false
 	default:
 		d.errorf(&next, "", "a second YAML document starts here; recluster reads one document a file: remove the `---` and what follows, or merge it into the first")
@@ -51,11 +51,8 @@ func (d *decoder) parseDocument(data []byte) (*yaml.Node, bool) {
 	return &doc, true
 }
 
-// syntaxProbes counts the parses yamlSyntaxError makes, for a test that
-// keeps locating an error linear in the file's size.
-var syntaxProbes int
-
-func yamlSyntaxError(file string, data []byte, err error) *FieldError {
+func (d *decoder) yamlSyntaxError(data []byte, err error) *FieldError {
+	file := d.file
 	msg := strings.TrimSpace(err.Error())
 	line := 1
 	if m := yamlLineInfo.FindStringSubmatch(msg); m != nil {
@@ -65,7 +62,7 @@ func yamlSyntaxError(file string, data []byte, err error) *FieldError {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}
 	lines := strings.SplitAfter(string(data), "\n")
-	if at := faultLine(lines, line, msg); at != line {
+	if at := faultLine(lines, line, msg, d.opts.onSyntaxProbe); at != line {
 		msg += fmt.Sprintf(" (in the block that starts on line %d)", line)
 		line = at
 	}
@@ -83,9 +80,11 @@ func yamlSyntaxError(file string, data []byte, err error) *FieldError {
 // search gallops (1, 2, 4, … lines past the block's start) and then
 // bisects, so it parses O(log k) prefixes for a fault k lines after the
 // block's start: linear in the file's size up to that factor.
-func faultLine(lines []string, from int, msg string) int {
+func faultLine(lines []string, from int, msg string, probed func()) int {
 	fails := func(n int) bool {
-		syntaxProbes++
+		if probed != nil {
+			probed()
+		}
 		var probe yaml.Node
 		err := yaml.Unmarshal([]byte(strings.Join(lines[:n], "")), &probe)
 		return err != nil && strings.HasSuffix(err.Error(), msg)

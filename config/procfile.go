@@ -89,6 +89,11 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 			continue
 		}
 		port := o.PortBase + 100*len(cfg.Services)
+		if port < 1 || port > 65535 {
+			d.errs.add(&FieldError{File: path, Line: lineNo, Col: col, Path: name, Msg: fmt.Sprintf(
+				"its PORT would be %d (the base %d + 100 × %d services before it), but a port is 1 to 65535; use a lower --port, or fewer lines", port, o.PortBase, len(cfg.Services))})
+			continue
+		}
 		svc := o.newService(name, d.dir)
 		svc.Command = cmd
 		svc.Env = mergeEnv(dotenv, []EnvVar{{Name: "PORT", Value: strconv.Itoa(port)}})
