@@ -8,6 +8,7 @@ package sdnotify
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -45,9 +46,9 @@ func FromEnv(getenv func(string) string, pid int) (*Notifier, error) {
 	n := &Notifier{conn: conn}
 	if usec := getenv("WATCHDOG_USEC"); usec != "" {
 		v, err := strconv.ParseUint(usec, 10, 63)
-		if err != nil || v == 0 {
+		if err != nil || v == 0 || v > maxWatchdogUsec {
 			conn.Close()
-			return nil, fmt.Errorf("WATCHDOG_USEC=%q: want a whole number of microseconds above 0", usec)
+			return nil, fmt.Errorf("WATCHDOG_USEC=%q: want a whole number of microseconds from 1 to %d (about 292 years)", usec, maxWatchdogUsec)
 		}
 		if p := getenv("WATCHDOG_PID"); p == "" || p == strconv.Itoa(pid) {
 			n.watchdog = time.Duration(v) * time.Microsecond
@@ -55,6 +56,11 @@ func FromEnv(getenv func(string) string, pid int) (*Notifier, error) {
 	}
 	return n, nil
 }
+
+// maxWatchdogUsec is the longest watchdog a time.Duration holds: past it,
+// WATCHDOG_USEC × 1000 wrapped to a tiny or negative interval and the
+// watchdog fired thousands of times a second.
+const maxWatchdogUsec = uint64(math.MaxInt64 / int64(time.Microsecond))
 
 // Watchdog is how often to send WATCHDOG=1: half of WATCHDOG_USEC, as
 // sd_watchdog_enabled(3) advises; 0 when the supervisor wants none.

@@ -47,8 +47,17 @@ func TestFromEnv(t *testing.T) {
 	}
 
 	path, conn := supervisorSocket(t)
-	if _, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "soon"}), 1); err == nil || !strings.Contains(err.Error(), "WATCHDOG_USEC") {
-		t.Errorf("a bad WATCHDOG_USEC: %v", err)
+	// A number that multiplied to a time.Duration would wrap to a tiny
+	// interval (thousands of WATCHDOG=1 a second) is refused too.
+	for _, bad := range []string{"soon", "0", "18446744073709552", "9223372036854776"} {
+		if _, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path, "WATCHDOG_USEC": bad}), 1); err == nil || !strings.Contains(err.Error(), "WATCHDOG_USEC") {
+			t.Errorf("WATCHDOG_USEC=%s: %v", bad, err)
+		}
+	}
+	if n, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "9223372036854775"}), 1); err != nil || n.Watchdog() <= 0 {
+		t.Errorf("the longest WATCHDOG_USEC: %v %v", n.Watchdog(), err)
+	} else {
+		n.Close()
 	}
 	for pid, want := range map[string]time.Duration{"": time.Second, "7": time.Second, "8": 0} {
 		n, err := FromEnv(env(map[string]string{"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": pid}), 7)
