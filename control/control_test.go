@@ -505,3 +505,37 @@ func TestStalledBodiesAreCutOff(t *testing.T) {
 		t.Errorf("a stalled body got %q", reply)
 	}
 }
+
+// TestFollowersLeaveRoomForCommands: with more `logs -f` followers than
+// the server takes, each past MaxFollowers is refused at once, and
+// commands (down among them) are answered at once all the while.
+func TestFollowersLeaveRoomForCommands(t *testing.T) {
+	ctl := &fakeController{}
+	c := serve(t, t.TempDir(), ctl, logmux.New(&bytes.Buffer{}, logmux.Options{}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	following := make(chan error, MaxConns)
+	for range MaxConns {
+		// Owned by the test; ends when ctx does, or the follow is refused.
+		go func() {
+			following <- c.Logs(ctx, nil, 0, true, func(LogEvent) error { return nil })
+		}()
+	}
+	// Every one past MaxFollowers is refused, and says why.
+	for range MaxConns - MaxFollowers {
+		err := <-following
+		if err == nil || !strings.Contains(err.Error(), "followers already") {
+			t.Fatalf("a follower past the bound: %v", err)
+		}
+	}
+	quick, stop := context.WithTimeout(context.Background(), 2*time.Second)
+	defer stop()
+	for range 2 * MaxConns {
+		if _, err := c.Status(quick); err != nil {
+			t.Fatalf("status with %d followers: %v", MaxFollowers, err)
+		}
+	}
+	if err := c.Down(quick); err != nil {
+		t.Fatalf("down with %d followers: %v", MaxFollowers, err)
+	}
+}

@@ -42,6 +42,11 @@ const (
 	// MaxConns is the most connections served at once; more wait in the
 	// listen backlog.
 	MaxConns = 64
+	// MaxFollowers is the most `logs -f` followers at once. A follower
+	// gives its connection's place back, so followers never take the
+	// places that commands (`down` included) need; one past the bound
+	// is refused at once.
+	MaxFollowers = 32
 	// bodyTimeout bounds reading a request (headers and body), and
 	// writeTimeout each write of an answer: a client that stalls is cut
 	// off rather than holding a connection forever.
@@ -65,13 +70,15 @@ type Server struct {
 	closeOnce sync.Once
 	// bodyTimeout bounds reading a request's body; tests shorten it.
 	bodyTimeout time.Duration
+	followers   chan struct{} // a place for each `logs -f` follower
 }
 
 // NewServer returns a server over ctl and logs. down, called by
 // POST /v1/down, stops the whole instance and returns once every worker
 // is gone.
 func NewServer(ctl Controller, logs Logs, info Info, down func(ctx context.Context) error) *Server {
-	s := &Server{ctl: ctl, logs: logs, info: info, down: down, closing: make(chan struct{}), bodyTimeout: bodyTimeout}
+	s := &Server{ctl: ctl, logs: logs, info: info, down: down, closing: make(chan struct{}), bodyTimeout: bodyTimeout,
+		followers: make(chan struct{}, MaxFollowers)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/info", s.handleInfo)
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
@@ -82,7 +89,8 @@ func NewServer(ctl Controller, logs Logs, info Info, down func(ctx context.Conte
 	mux.HandleFunc("POST /v1/scale", s.handleScale)
 	mux.HandleFunc("POST /v1/down", s.handleDown)
 	mux.HandleFunc("GET /v1/logs", s.handleLogs)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: bodyTimeout, IdleTimeout: idleTimeout}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: bodyTimeout, IdleTimeout: idleTimeout,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
 	return s
 }
 
@@ -135,6 +143,9 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		return &slotConn{Conn: c, release: func() { <-l.slots }}, nil
 	}
 }
+
+// connKey finds a request's connection in its context.
+type connKey struct{}
 
 // slotConn gives its slot back when closed.
 type slotConn struct {
@@ -328,6 +339,20 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	follow := q.Get("follow") == "1"
+	if follow {
+		select {
+		case s.followers <- struct{}{}:
+			defer func() { <-s.followers }()
+		default:
+			writeError(w, &Error{Code: CodeBadRequest, Message: fmt.Sprintf("%d followers already (logs -f); end one, or read without -f", MaxFollowers)})
+			return
+		}
+		// A follower lasts: its connection's place goes back to
+		// commands.
+		if sc, ok := r.Context().Value(connKey{}).(*slotConn); ok {
+			sc.once.Do(sc.release)
+		}
+	}
 	// Subscribe before reading the backlog, so no line falls between.
 	var f *logmux.Follower
 	if follow {
