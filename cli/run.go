@@ -72,6 +72,7 @@ func runRun(io IO, c *common, args []string) error {
 func runOneOff(io IO, one *runner.OneOff) (int, error) {
 	cmd := &exec.Cmd{Path: one.Path, Args: one.Argv, Dir: one.Dir, Env: one.Env,
 		Stdin: io.In, Stdout: io.Out, Stderr: io.Err, SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
+	dieWithParent(cmd.SysProcAttr)
 	tty, foreground := terminalForeground(io)
 	if foreground {
 		cmd.SysProcAttr.Foreground, cmd.SysProcAttr.Ctty = true, tty

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -241,4 +242,31 @@ services:
 	if code := exitCode(cmd.Wait()); code != 9 || got != "interrupted" {
 		t.Errorf("after SIGINT: exit %d, %q; want 9 and the trap's line", code, got)
 	}
+}
+
+// TestRunsCommandDiesWithRun: a `recluster run` killed with SIGKILL
+// leaves no command behind.
+func TestRunsCommandDiesWithRun(t *testing.T) {
+	dir := stack(t, `
+services:
+  api:
+    command: sleep 1
+`)
+	cmd := exec.Command(testbin.Recluster(t), "run", "api", "--", "sh", "-c", `echo $$; exec sleep 300`)
+	cmd.Dir, cmd.Env = dir, testEnv(t)
+	pipe, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(pipe)
+	if !lines.Scan() {
+		t.Fatal("the command did not start")
+	}
+	pid, err := strconv.Atoi(lines.Text())
+	if err != nil {
+		t.Fatalf("the command's pid: %q", lines.Text())
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitGone(t, pid, deadline)
 }
