@@ -333,3 +333,34 @@ func TestRequestsWaitForAWorker(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP10WithoutHostGetsTheAddress: an HTTP/1.0 request with no Host
+// reaches the worker with the address the client reached, not the name
+// of the proxy's connection pool.
+func TestHTTP10WithoutHostGetsTheAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "host="+r.Host)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	p, addr := startProxy(t, Options{Protocol: "http"})
+	p.SetBackends(map[string]string{"w": ln.Addr().String()})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if got := string(body); got != "host="+addr {
+		t.Errorf("the worker saw %q, want host=%s", got, addr)
+	}
+}

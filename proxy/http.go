@@ -31,6 +31,14 @@ func newHTTPHandler(p *Proxy) *httpHandler {
 			// host only names the connection pool.
 			r.Out.URL.Scheme, r.Out.URL.Host = "http", "worker"
 			r.Out.Host = r.In.Host
+			if r.Out.Host == "" {
+				// HTTP/1.0 may leave Host out, and the worker would see
+				// the pool's name: it gets the address the client
+				// reached instead, as nginx gives its server's.
+				if a, ok := r.In.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+					r.Out.Host = a.String()
+				}
+			}
 		},
 		Transport:     h,
 		FlushInterval: -1, // stream: each write of the backend goes out at once
