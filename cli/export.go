@@ -53,6 +53,9 @@ func runExport(io IO, c *common, args []string) error {
 		}
 		return nil
 	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
 	for _, u := range units {
 		if err := os.WriteFile(filepath.Join(*out, u.Name), []byte(u.Text), 0o644); err != nil {
 			return err

@@ -19,7 +19,7 @@ services:
     command: [WORKER, -mode, serve]
     listen: "127.0.0.1:19090"
 `)
-	out := t.TempDir()
+	out := filepath.Join(t.TempDir(), "units", "new") // made by export
 	r := verb(t, dir, "export", "systemd", "-o", out, "--name", "shop")
 	if r.code != 0 {
 		t.Fatalf("export: %d %s", r.code, r.err)

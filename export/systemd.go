@@ -5,6 +5,7 @@
 package export
 
 import (
+	"math"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -52,16 +53,15 @@ func Systemd(cfg *config.Config, o SystemdOptions) ([]Unit, error) {
 		return nil, fmt.Errorf("no usable unit name in %q: give one with --name", o.Name)
 	}
 
+	if err := unitSafe("the config's path", cfg.Path); err != nil {
+		return nil, err
+	}
+	if err := unitSafe("the recluster binary's path", o.Bin); err != nil {
+		return nil, err
+	}
 	var sockets []Unit
 	seen := map[string]bool{}
-	stop := time.Duration(0)
 	for _, svc := range cfg.Services {
-		svcStop := svc.Timeout
-		if svc.Proxy != nil {
-			// A proxied worker drains before its stop signal.
-			svcStop += svc.DrainTimeout
-		}
-		stop = max(stop, svcStop)
 		type addr struct {
 			l     config.Listen
 			proxy bool
@@ -85,6 +85,9 @@ func Systemd(cfg *config.Config, o SystemdOptions) ([]Unit, error) {
 			}
 			seen[unit] = true
 			stream, err := listenStream(a.l)
+			if err == nil {
+				err = unitSafe("the address "+a.l.String(), stream)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("service %s: %w", svc.Name, err)
 			}
@@ -105,7 +108,7 @@ Backlog=4096
 
 [Install]
 WantedBy=sockets.target
-`, cfg.Path, name, svc.Name, what, a.l, stream, fdName, name)})
+`, cfg.Path, name, svc.Name, what, specifiers(a.l.String()), specifiers(stream), fdName, name)})
 		}
 	}
 
@@ -113,7 +116,10 @@ WantedBy=sockets.target
 	for _, s := range sockets {
 		fmt.Fprintf(&deps, "Requires=%s\nAfter=%s\n", s.Name, s.Name)
 	}
-	stopSec := int((stop + stopMargin + time.Second - 1) / time.Second)
+	stopSec := "infinity"
+	if stop := sat(longestStop(cfg), stopMargin); stop < maxStopSec*time.Second {
+		stopSec = fmt.Sprint(int64((stop + time.Second - 1) / time.Second))
+	}
 	service := Unit{Name: name + ".service", Text: fmt.Sprintf(`# Written by recluster export systemd from %s.
 # systemctl reload %s reloads every service with zero downtime.
 [Unit]
@@ -127,12 +133,12 @@ ExecStart=%s up -f %s
 ExecReload=%s reload -f %s
 WorkingDirectory=%s
 KillMode=mixed
-TimeoutStopSec=%d
+TimeoutStopSec=%s
 Restart=on-failure
 
 [Install]
 WantedBy=multi-user.target
-`, cfg.Path, name, name, cfg.Path, deps.String(), o.Bin, quote(cfg.Path), o.Bin, quote(cfg.Path), strings.ReplaceAll(cfg.Dir, "%", "%%"), stopSec)}
+`, cfg.Path, name, name, specifiers(cfg.Path), deps.String(), quote(o.Bin), quote(cfg.Path), quote(o.Bin), quote(cfg.Path), specifiers(cfg.Dir), stopSec)}
 	return append([]Unit{service}, sockets...), nil
 }
 
@@ -170,3 +176,66 @@ func quote(s string) string {
 	}
 	return s
 }
+
+// maxStopSec is the longest TimeoutStopSec written as a number; past it
+// (a timeout of years) the unit says infinity rather than overflow.
+const maxStopSec = 1 << 31
+
+// longestStop is the longest a stop of the whole stack can take:
+// services stop in reverse `after` order, so a chain of them stops one
+// after the other, each taking its drain (behind a proxy) and its
+// timeout.
+func longestStop(cfg *config.Config) time.Duration {
+	memo := map[string]time.Duration{}
+	var chain func(name string) time.Duration
+	chain = func(name string) time.Duration {
+		if d, ok := memo[name]; ok {
+			return d
+		}
+		memo[name] = 0 // config refuses cycles; this only stops one
+		svc := cfg.Service(name)
+		if svc == nil {
+			return 0
+		}
+		own := sat(svc.Timeout, 0)
+		if svc.Proxy != nil {
+			own = sat(own, svc.DrainTimeout)
+		}
+		var after time.Duration
+		for _, dep := range svc.After {
+			after = max(after, chain(dep))
+		}
+		memo[name] = sat(own, after)
+		return memo[name]
+	}
+	var longest time.Duration
+	for _, svc := range cfg.Services {
+		longest = max(longest, chain(svc.Name))
+	}
+	return longest
+}
+
+// sat adds durations, stopping at the largest rather than wrapping.
+func sat(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// unitSafe refuses what no unit file can hold: a line break or another
+// control character in a value would end the line and start another
+// directive (an ExecStartPre= of the path's choosing).
+func unitSafe(what, s string) error {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s %q holds a control character (%U), which a systemd unit cannot hold safely; move or rename it", what, s, r)
+		}
+	}
+	return nil
+}
+
+// specifiers escapes systemd's % specifiers (systemd.unit(7)): %h, %n
+// and the like in a path would otherwise be replaced, silently making it
+// another path.
+func specifiers(s string) string { return strings.ReplaceAll(s, "%", "%%") }

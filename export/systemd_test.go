@@ -122,3 +122,69 @@ func TestREADMEUnits(t *testing.T) {
 		t.Errorf("README.md's units are not what export writes:\n%s", text)
 	}
 }
+
+// TestSystemdEscapesWhatUnitsWouldRead: a line break in a path is refused
+// (it would start a directive of its own); % is escaped wherever systemd
+// expands specifiers; a binary path with a space is quoted; a stop that
+// no number of seconds holds is infinity; TimeoutStopSec covers a chain
+// of `after` stopping one after the other.
+func TestSystemdEscapesWhatUnitsWouldRead(t *testing.T) {
+	base := t.TempDir()
+	write := func(dir, yaml string) *config.Config {
+		t.Helper()
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(yaml), 0o644)
+		return load(t, dir)
+	}
+	evil := write(filepath.Join(base, "a\nExecStartPre=/bin/evil"), "services:\n  web:\n    command: run\n")
+	if _, err := Systemd(evil, SystemdOptions{Bin: "/bin/recluster", Name: "x"}); err == nil || !strings.Contains(err.Error(), "control character") {
+		t.Errorf("a newline in the folder: %v", err)
+	}
+	unixNL := write(filepath.Join(base, "unix"), "services:\n  web:\n    command: run\n    listen: \"unix:/tmp/a\\nb.sock\"\n")
+	if _, err := Systemd(unixNL, SystemdOptions{Bin: "/bin/recluster", Name: "x"}); err == nil || !strings.Contains(err.Error(), "control character") {
+		t.Errorf("a newline in a unix listen path: %v", err)
+	}
+
+	cfg := write(filepath.Join(base, "100%h"), `
+services:
+  db:
+    command: run
+    timeout: 20s
+  api:
+    command: run
+    after: [db]
+    proxy: 8080
+    timeout: 5s
+    drainTimeout: 10s
+    listen: "unix:sock%n"
+`)
+	units, err := Systemd(cfg, SystemdOptions{Bin: "/opt/my tools/recluster", Name: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := units[0].Text
+	for _, want := range []string{
+		`ExecStart="/opt/my tools/recluster" up -f "` + filepath.Join(base, "100%%h") + `/recluster.yml"`,
+		"WorkingDirectory=" + filepath.Join(base, "100%%h") + "\n",
+		"TimeoutStopSec=45\n", // api's 10 s drain + 5 s, then db's 20 s, + 10 s
+	} {
+		if !strings.Contains(svc, want) {
+			t.Errorf("the service unit lacks %q:\n%s", want, svc)
+		}
+	}
+	var sock string
+	for _, u := range units {
+		if strings.Contains(u.Text, "ListenStream=/") {
+			sock = u.Text
+		}
+	}
+	if !strings.Contains(sock, "ListenStream="+filepath.Join(base, "100%%h", "sock%%n")+"\n") {
+		t.Errorf("the unix socket unit:\n%s", sock)
+	}
+
+	forever := write(filepath.Join(base, "forever"), "services:\n  web:\n    command: run\n    timeout: 2000000h\n")
+	units, err = Systemd(forever, SystemdOptions{Bin: "/bin/recluster", Name: "x"})
+	if err != nil || !strings.Contains(units[0].Text, "TimeoutStopSec=infinity\n") {
+		t.Errorf("a timeout of centuries: %v\n%s", err, units[0].Text)
+	}
+}
