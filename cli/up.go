@@ -18,6 +18,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/logfile"
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
 	"github.com/recluster/recluster/sdnotify"
@@ -132,6 +133,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	closeInheritedFDs()
 	reserveThreads(reservedThreads())
 	tuneGC(io, cfg)
+	var logFile *logfile.File
 	if child != nil {
 		lf, err := openBackgroundLog(cfg, paths)
 		if err != nil {
@@ -140,6 +142,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		defer lf.Close()
 		io.Out, io.Err = lf, lf
 		color.value, *timestamps = "never", true
+		logFile = lf
 	}
 
 	maxWorkers := 1
@@ -150,6 +153,11 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		Color: color.enabled(io, io.Out), Timestamps: *timestamps,
 		Services: cfg.Names(), MaxWorkers: maxWorkers,
 	})
+	if logFile != nil {
+		// A file that drops lines (a full disk) says so in the stream,
+		// which `recluster logs` still reads.
+		logFile.OnTrouble(func(msg string) { mux.System("", msg) })
+	}
 	// A closed stdout must not kill recluster with SIGPIPE: the workers and
 	// the log ring go on, and `recluster logs` still reads them.
 	signal.Ignore(syscall.SIGPIPE)

@@ -77,3 +77,62 @@ func TestRefusesASymlink(t *testing.T) {
 		t.Errorf("the symlink's target changed: %q", data)
 	}
 }
+
+// TestAWriteErrorIsSurvived: a write that fails for a full disk (here
+// /dev/full, which answers ENOSPC) drops its lines and says so once; the
+// next write reopens the file, notes how many were lost and why, and
+// the stream hears that it works again.
+func TestAWriteErrorIsSurvived(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "up.log")
+	l, err := Open(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var said []string
+	l.OnTrouble(func(s string) { said = append(said, s) })
+	l.Write([]byte("one\n"))
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip("no /dev/full:", err)
+	}
+	l.mu.Lock()
+	l.f = full // the disk fills up
+	l.mu.Unlock()
+	if n, err := l.Write([]byte("two\nthree\n")); n != 10 || err != nil {
+		t.Fatalf("a failed write must not end the stream: %d %v", n, err)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "no space left on device; its lines are dropped") {
+		t.Fatalf("said %q", said)
+	}
+	// The disk has room again: the next write reopens the file.
+	l.Write([]byte("four\n"))
+	if len(said) != 2 || !strings.Contains(said[1], "works again; 2 line(s) were dropped") {
+		t.Errorf("said %q", said)
+	}
+	data, _ := os.ReadFile(path)
+	if want := "one\nrecluster | the log file dropped 2 line(s): write /dev/full: no space left on device\nfour\n"; string(data) != want {
+		t.Errorf("the file holds %q, want %q", data, want)
+	}
+}
+
+// TestAFailedRotationStartsTheFileOver: when NAME.1 cannot be replaced
+// (here a folder holds its name), the file starts over within its size
+// and says why, instead of ending.
+func TestAFailedRotationStartsTheFileOver(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "up.log")
+	os.MkdirAll(filepath.Join(path+".1", "taken"), 0o700)
+	l, err := Open(path, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := 0; i < 10; i++ {
+		l.Write([]byte(fmt.Sprintf("line %d of the log\n", i)))
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), "could not be rotated") || !strings.HasSuffix(string(data), "line 9 of the log\n") {
+		t.Errorf("the file holds %q", data)
+	}
+}
