@@ -168,7 +168,7 @@ type backend struct {
 	cut         int // what was cut: requests failed after reaching it, and tcp connections open when it went
 	usable      bool
 	drained     func()    // set by Drain; called once only upgraded ones remain
-	released    func(int) // set by Release; called once no http work remains
+	released    func(int) // set by Release; called once no request remains
 	wasReleased bool
 	tr          *transport
 }
@@ -477,9 +477,10 @@ func (p *Proxy) forgetIfIdle(b *backend) {
 		// Called without mu: done may call back into the proxy.
 		go done()
 	}
-	if b.released != nil && b.inFlight-b.tcp <= 0 {
-		// Only tcp connections remain, and they were counted at Release:
-		// a client may keep its side open for as long as FinTimeout.
+	if b.released != nil && b.inFlight-b.tcp-b.upgraded <= 0 {
+		// Only tcp and upgraded connections remain: their worker is
+		// gone, so its side of them is over (tcp ones were counted at
+		// Release), and a client may keep its own side open for long.
 		f, cut := b.released, b.cut
 		b.released = nil
 		go f(cut)
