@@ -29,6 +29,36 @@ import (
 // detachedEnv names the fd of the pipe in the background instance.
 const detachedEnv = "RECLUSTER_DETACHED_FD"
 
+// passedListenEnv, in the background instance, is the pid of the `up -d`
+// that passed its activation sockets on (LISTEN_PID names it).
+const passedListenEnv = "RECLUSTER_LISTEN_FROM"
+
+// activationFiles are the sockets this process was given by socket
+// activation, at fds 3 and on; none when LISTEN_PID is another's.
+func activationFiles(getenv func(string) string) []*os.File {
+	n, err := strconv.Atoi(getenv("LISTEN_FDS"))
+	if err != nil || n < 1 || n > 4096 || getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		return nil
+	}
+	files := make([]*os.File, n)
+	for i := range files {
+		files[i] = os.NewFile(uintptr(3+i), "activation")
+	}
+	return files
+}
+
+// listenPID is the pid that LISTEN_PID must name for this process to
+// take the sockets: its own, or, in a background instance, that of the
+// `up -d` that passed them on.
+func listenPID(getenv func(string) string) int {
+	from := getenv(passedListenEnv)
+	os.Unsetenv(passedListenEnv) // the workers must not see it
+	if from != "" && from == strconv.Itoa(os.Getppid()) && from == getenv("LISTEN_PID") {
+		return os.Getppid()
+	}
+	return os.Getpid()
+}
+
 // logPath is where the background instance writes its log stream.
 func logPath(cfg *config.Config, paths control.Paths) string {
 	if cfg.LogFile != "" {
@@ -136,9 +166,18 @@ func startDetached(io IO, cfg *config.Config, paths control.Paths, args []string
 	}
 	cmd := exec.Command(self, append([]string{"up", "-f", cfg.Path}, withoutDetach(args)...)...)
 	cmd.Dir = wd
-	cmd.Env = append(os.Environ(), detachedEnv+"=3")
+	// Sockets given to this recluster (socket activation) go on to the
+	// background instance as fds 3 and on, as they came; its pid is not
+	// known before it starts, so LISTEN_PID names this one and the
+	// instance checks that it is its parent's.
+	passed := activationFiles(io.Getenv)
+	env := os.Environ()
+	if len(passed) > 0 {
+		env = append(env, passedListenEnv+"="+strconv.Itoa(os.Getpid()))
+	}
+	cmd.Env = append(env, detachedEnv+"="+strconv.Itoa(3+len(passed)))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
-	cmd.ExtraFiles = []*os.File{w}
+	cmd.ExtraFiles = append(passed, w)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()

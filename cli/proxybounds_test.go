@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -280,4 +281,60 @@ services:
 	u.waitLine(`SIGINT: stopping every service`)
 	u.cmd.Process.Signal(syscall.SIGINT)
 	u.waitExit()
+}
+
+// TestUpDetachedEndsWhenAnAddressIsTaken: `up -d` whose address another
+// program holds exits 1 with the reason, instead of waiting for ever.
+func TestUpDetachedEndsWhenAnAddressIsTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := stack(t, `
+services:
+  web:
+    command: [WORKER, -mode, naive]
+    workers: 1
+    proxy: "`+taken.Addr().String()+`"
+`)
+	done := make(chan result, 1)
+	go func() { done <- verb(t, dir, "up", "-d") }() // Owned by the test; ends with up -d.
+	select {
+	case r := <-done:
+		if r.code != 1 || !strings.Contains(r.err, "address already in use") {
+			t.Errorf("up -d: exit %d\n%s%s", r.code, r.stdout, r.err)
+		}
+	case <-time.After(deadline):
+		t.Fatal("up -d did not return")
+	}
+}
+
+// TestUpDetachedTakesActivationSockets: `up -d` started with sockets
+// (socket activation) hands them to its background instance, which
+// serves on them instead of binding its own.
+func TestUpDetachedTakesActivationSockets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	sock, _ := ln.(*net.TCPListener).File()
+	defer sock.Close()
+	dir := stack(t, strings.Replace(activatedStack, "ADDR", addr, 1))
+	env := append(testEnv(t), "LISTEN_FDS=1", "LISTEN_FDNAMES=web")
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" up -d`, testbin.Recluster(t))
+	cmd.Dir, cmd.Env, cmd.ExtraFiles = dir, env, []*os.File{sock}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("up -d: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { verb(t, dir, "down") })
+	if err := get(addr); err != nil {
+		t.Errorf("the activation socket: %v", err)
+	}
+	if n := listeners(t, addr); n != 1 {
+		t.Errorf("%d sockets listen on %s, want only the one passed", n, addr)
+	}
 }

@@ -123,7 +123,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	// Sockets systemd passed (socket activation) serve the addresses they
 	// match; every other descriptor recluster inherited must not leak
 	// into workers.
-	inherited, err := runner.InheritedSockets(io.Getenv, os.Getpid())
+	inherited, err := runner.InheritedSockets(io.Getenv, listenPID(io.Getenv))
 	if err == nil {
 		err = runner.CheckInherited(cfg, inherited)
 	}
@@ -355,6 +355,9 @@ func endWhenDone(ctx context.Context, m *runner.Manager, failures <-chan runner.
 		return nil
 	case e := <-failures:
 		what := fmt.Sprintf("%s failed", e.Service)
+		if e.Kind == runner.EventFailed && e.Detail != "" {
+			what += ": " + e.Detail
+		}
 		switch e.Kind {
 		case runner.EventCrashed:
 			what = fmt.Sprintf("%s.%d (pid %d) ended: %s", e.Service, e.Worker, e.Pid, e.Detail)

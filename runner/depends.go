@@ -124,6 +124,13 @@ func (m *Manager) act(acts []startAction) {
 			err := a.p.c.Start(m.runCtx)
 			if err != nil && !alreadySaid(err) {
 				m.opts.Output.System(a.p.c.name, fmt.Sprintf("%s is not ready: %v", a.p.c.name, err))
+				var wf *WorkerFailedError
+				if !errors.As(err, &wf) && m.opts.OnEvent != nil {
+					// It could not even begin (its address is taken,
+					// say): `up -d` and --exit-on-failure end on it
+					// rather than wait for a start that will not come.
+					m.opts.OnEvent(Event{Kind: EventFailed, Service: a.p.c.name, Detail: err.Error(), Code: 1})
+				}
 			}
 			if a.p.done != nil {
 				a.p.done <- err
