@@ -5,8 +5,8 @@
 package export
 
 import (
-	"math"
 	"fmt"
+	"math"
 	"path/filepath"
 	"regexp"
 	"strings"
