@@ -338,3 +338,20 @@ func TestUpDetachedTakesActivationSockets(t *testing.T) {
 		t.Errorf("%d sockets listen on %s, want only the one passed", n, addr)
 	}
 }
+
+// TestASocketNotGivenIsNamedAsSuch: a socket inherited with a LISTEN_PID
+// of another process is not taken; when it holds the address up wants,
+// the error says so rather than naming recluster as a stranger.
+func TestASocketNotGivenIsNamedAsSuch(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sock, _ := ln.(*net.TCPListener).File()
+	defer sock.Close()
+	dir := stack(t, strings.Replace(activatedStack, "ADDR", ln.Addr().String(), 1))
+	env := append(testEnv(t), "LISTEN_FDS=1", "LISTEN_PID=1")
+	u := startCmd(t, exec.Command(testbin.Recluster(t), "up"), dir, env, []*os.File{sock})
+	u.waitLine(`held by recluster itself, on fd 3, which it inherited but was not given: LISTEN_PID="1" is not recluster's pid`)
+}

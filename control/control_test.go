@@ -539,3 +539,11 @@ func TestFollowersLeaveRoomForCommands(t *testing.T) {
 		t.Fatalf("down with %d followers: %v", MaxFollowers, err)
 	}
 }
+
+// TestARacingLockNamesNoPidZero: a lock taken but not yet written says
+// the instance is starting, not that it runs as pid 0.
+func TestARacingLockNamesNoPidZero(t *testing.T) {
+	if msg := (&RunningError{}).Error(); strings.Contains(msg, "pid 0") || !strings.Contains(msg, "already starting") {
+		t.Errorf("%q", msg)
+	}
+}

@@ -21,6 +21,9 @@ type RunningError struct {
 }
 
 func (e *RunningError) Error() string {
+	if e.Pid <= 0 {
+		return "recluster is already starting for this config (its pid is not written yet)"
+	}
 	return fmt.Sprintf("recluster is already running for this config (pid %d)", e.Pid)
 }
 
@@ -77,8 +80,12 @@ func lockFile(path string) (*os.File, error) {
 		}
 		return nil, err
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	// One write of a fixed width over what was there, then the length:
+	// a racing reader never finds the file empty, as it did between a
+	// truncation and the write (and took pid 0).
+	pid := fmt.Appendf(nil, "%10d\n", os.Getpid())
+	f.WriteAt(pid, 0)
+	f.Truncate(int64(len(pid)))
 	return f, nil
 }
 

@@ -121,11 +121,21 @@ func portHolder(addr string) string {
 	if len(inodes) == 0 {
 		return ""
 	}
-	for _, pr := range scanProcs() {
+	// recluster itself first: when it holds the socket, that is the
+	// explanation, whoever else shares it.
+	procs := append([]procInfo{{pid: os.Getpid()}}, scanProcs()...)
+	for _, pr := range procs {
 		dir := "/proc/" + strconv.Itoa(pr.pid)
 		fds, _ := os.ReadDir(dir + "/fd")
 		for _, fd := range fds {
 			if target, _ := os.Readlink(dir + "/fd/" + fd.Name()); inodes[target] {
+				if pr.pid == os.Getpid() {
+					// recluster holds it without having opened it: a
+					// socket inherited with LISTEN_FDS whose LISTEN_PID
+					// named another process, so it was not taken.
+					return fmt.Sprintf("recluster itself, on fd %s, which it inherited but was not given: LISTEN_PID=%q is not recluster's pid (%d), so LISTEN_FDS did not apply to it",
+						fd.Name(), os.Getenv("LISTEN_PID"), os.Getpid())
+				}
 				comm, _ := os.ReadFile(dir + "/comm")
 				return fmt.Sprintf("pid %d (%s)", pr.pid, strings.TrimSpace(string(comm)))
 			}
