@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -354,4 +355,28 @@ func TestASocketNotGivenIsNamedAsSuch(t *testing.T) {
 	env := append(testEnv(t), "LISTEN_FDS=1", "LISTEN_PID=1")
 	u := startCmd(t, exec.Command(testbin.Recluster(t), "up"), dir, env, []*os.File{sock})
 	u.waitLine(`held by recluster itself, on fd 3, which it inherited but was not given: LISTEN_PID="1" is not recluster's pid`)
+}
+
+// TestLeftoversOutsideTheGroupLogAreEnded: a worker's child that left its
+// process group (setsid) survives a SIGKILL of up, which the group log
+// cannot see; the next up for the same config finds it by the instance's
+// mark in its environment and ends it.
+func TestLeftoversOutsideTheGroupLogAreEnded(t *testing.T) {
+	dir := stack(t, `
+services:
+  escape:
+    command: sh -c 'setsid sh -c "echo escaped \$\$; exec sleep 777" & exec sleep 1000'
+    workers: 1
+`)
+	u := startUp(t, dir)
+	m := u.waitLine(`escape\.0 +\| escaped (\d+)`)
+	pid, _ := strconv.Atoi(m[1])
+	u.cmd.Process.Kill()
+	u.waitExit()
+	if !alive(pid) {
+		t.Fatalf("the escaped process %d did not survive the kill; the test shows nothing", pid)
+	}
+	again := startUp(t, dir)
+	again.waitLine(`ended 1 process\(es\) that a recluster that did not stop cleanly left outside its process groups`)
+	waitGone(t, pid, deadline)
 }

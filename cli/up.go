@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -168,6 +170,13 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	} else if len(ended) > 0 {
 		mux.System("", fmt.Sprintf("ended %d process group(s) left by a recluster that did not stop cleanly", len(ended)))
 	}
+	// What escaped the group log (a worker forked just before recluster
+	// was killed, a process that left its group) still carries the
+	// instance's mark.
+	instance := instanceMark(cfg.Path)
+	if ended := runner.EndMarkedLeftovers(instance); len(ended) > 0 {
+		mux.System("", fmt.Sprintf("ended %d process(es) that a recluster that did not stop cleanly left outside its process groups: %v", len(ended), ended))
+	}
 	groups, err := runner.OpenGroupLog(paths.Groups)
 	if err != nil {
 		return err
@@ -221,6 +230,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 			return next, err
 		},
 		NewRouter: newProxyFleet().newRouter,
+		Instance:  instance,
 		OnEvent:   onEvent,
 		Inherited: inherited,
 	})
@@ -531,4 +541,11 @@ func signalName(sig os.Signal) string {
 		}
 	}
 	return sig.String()
+}
+
+// instanceMark identifies the instance of one config file in its
+// workers' environments: its resolved path's digest.
+func instanceMark(path string) string {
+	sum := sha256.Sum256([]byte(path))
+	return hex.EncodeToString(sum[:12])
 }

@@ -191,3 +191,25 @@ func endGroupIfOurs(pgid int, e groupEntry) bool {
 	}
 	return killed
 }
+
+// InstanceEnv names the variable that marks every worker of one config's
+// `up` (Options.Instance): a process that left its group (setsid, a
+// daemon) or was forked before its group was logged still carries it.
+const InstanceEnv = "RECLUSTER_INSTANCE"
+
+// EndMarkedLeftovers kills the processes of this user that carry
+// instance's mark: what a crashed `up` for the same config left behind
+// that the group log does not name. The caller holds the instance lock,
+// so no live `up` has such workers. It returns the pids it ended.
+func EndMarkedLeftovers(instance string) []int {
+	if instance == "" {
+		return nil
+	}
+	var ended []int
+	for _, pid := range markedProcesses(InstanceEnv + "=" + instance) {
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			ended = append(ended, pid)
+		}
+	}
+	return ended
+}

@@ -39,6 +39,10 @@ type Options struct {
 	// activation, InheritedSockets): each serves the listen or proxy
 	// address it matches, instead of a socket of recluster's own.
 	Inherited []InheritedSocket
+	// Instance, when set, marks every worker's environment
+	// (InstanceEnv), so that the next run for the same config can end
+	// what outlived a crash of this one (EndMarkedLeftovers).
+	Instance string
 }
 
 // Manager runs every service of one config file, each as a cluster. Its
@@ -96,7 +100,11 @@ func New(cfg *config.Config, opts Options) (*Manager, error) {
 }
 
 func (m *Manager) spec(s *config.Service) *serviceSpec {
-	return specFromConfig(s, m.opts.Environ)
+	spec := specFromConfig(s, m.opts.Environ)
+	if m.opts.Instance != "" {
+		spec.Env = append(spec.Env, InstanceEnv+"="+m.opts.Instance)
+	}
+	return spec
 }
 
 // Run starts the named services (all when names is empty) and what they

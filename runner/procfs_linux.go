@@ -143,3 +143,26 @@ func portHolder(addr string) string {
 	}
 	return ""
 }
+
+// markedProcesses lists the processes of this user whose environment
+// holds marker (NAME=value), other than recluster itself.
+func markedProcesses(marker string) []int {
+	want := []byte(marker + "\x00")
+	var out []int
+	for _, pr := range scanProcs() {
+		if pr.pid == os.Getpid() || pr.state == 'Z' {
+			continue
+		}
+		if uid, ok := realUID(pr.pid); !ok || uid != os.Getuid() {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(pr.pid) + "/environ")
+		if err != nil {
+			continue
+		}
+		if bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...)) {
+			out = append(out, pr.pid)
+		}
+	}
+	return out
+}

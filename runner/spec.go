@@ -79,7 +79,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 // worker or that belong to recluster's own socket activation, so a worker
 // never inherits another's.
 func mergeEnviron(base []string, vars []config.EnvVar) []string {
-	skip := map[string]bool{"LISTEN_FDS": true, "LISTEN_PID": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true,
+	skip := map[string]bool{"LISTEN_FDS": true, "LISTEN_PID": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true, InstanceEnv: true,
 		"WATCHDOG_USEC": true, "WATCHDOG_PID": true,
 		"RECLUSTER_READY_FD": true, "WORKER_ID": true, "RECLUSTER_SERVICE": true, "RECLUSTER_GENERATION": true}
 	for _, v := range vars {
