@@ -104,6 +104,9 @@ type state struct {
 	pending Change
 	files   map[string]bool      // the files of the burst
 	first   time.Time            // when the burst began
+	last    time.Time            // its last change
+	due     time.Time            // when its timer fires; an earlier fire is stale
+	calmAt  time.Time            // in a storm (changes that never settle), no fire before this
 	outputs map[string]time.Time // files written while it built, and when last
 	timer   *time.Timer
 	full    bool // said that its tree is too big to watch whole
@@ -152,7 +155,13 @@ func (w *Watcher) Run(ctx context.Context, services []Service, changes chan<- Ch
 				w.opts.Log("", fmt.Sprintf("watching files: %v", err))
 			}
 		case name := <-r.fire:
-			if s := r.services[name]; s != nil && s.pending.Files > 0 {
+			if s := r.services[name]; s != nil && s.pending.Files > 0 && !time.Now().Before(s.due) {
+				// A burst cut short by maxBurst, its changes still
+				// coming, is a storm: the next fires maxBurst after
+				// this one at the soonest, however it goes on.
+				if now := time.Now(); now.Sub(s.last) < s.Watch.Debounce {
+					s.calmAt = now.Add(maxBurst)
+				}
 				change := s.pending
 				change.File = s.namedFile(change.File)
 				s.pending, s.timer = Change{}, nil
@@ -374,10 +383,15 @@ func (r *run) changed(s *state, rel string) {
 		s.files[rel] = true
 		s.pending.Files++
 	}
+	s.last = now
 	wait := s.Watch.Debounce
 	if left := maxBurst - now.Sub(s.first); wait > left {
 		wait = max(left, 0)
 	}
+	if calm := s.calmAt.Sub(now); wait < calm {
+		wait = calm
+	}
+	s.due = now.Add(wait)
 	if s.timer != nil {
 		s.timer.Stop()
 	}

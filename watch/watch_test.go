@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -221,5 +222,34 @@ func TestAGlobBelowAFolderNotMadeYet(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "gen", "sub", "a.txt"), nil, 0o644)
 	if c := waitChange(t, changes); c.File != "gen/sub/a.txt" {
 		t.Errorf("the change: %+v", c)
+	}
+}
+
+// TestAStormReloadsAtMostEveryMaxBurst: changes that never settle (a
+// rename storm, a generator writing without pause) fire at most once per
+// maxBurst, not once per debounce.
+func TestAStormReloadsAtMostEveryMaxBurst(t *testing.T) {
+	dir, changes := watching(t, config.Watch{Paths: []string{"**/*.py"}, Debounce: 20 * time.Millisecond, Action: "reload"}, nil)
+	stop := time.Now().Add(2*maxBurst + maxBurst/2)
+	for i := 0; time.Now().Before(stop); i++ {
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("gen%d.py", i%50)), nil, 0o644)
+		os.Rename(filepath.Join(dir, fmt.Sprintf("gen%d.py", i%50)), filepath.Join(dir, fmt.Sprintf("moved%d.py", i%50)))
+	}
+	fired := 0
+	for done := false; !done; {
+		select {
+		case <-changes:
+			fired++
+		default:
+			done = true
+		}
+	}
+	// 2.5 × maxBurst of storm: the cap fires at most 3 times (at 2 s,
+	// 4 s and the end), where once a debounce would be dozens.
+	if fired > 3 {
+		t.Errorf("%d changes in %s of storm; want at most one per %s", fired, 2*maxBurst+maxBurst/2, maxBurst)
+	}
+	if c := waitChange(t, changes); c.Files == 0 {
+		t.Errorf("the storm's last burst: %+v", c)
 	}
 }
