@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"sync"
 	"time"
 
 	"github.com/recluster/recluster/control"
@@ -224,5 +225,70 @@ func TestUpSurvivesAProcessLimit(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("up under the limit ended with %v", err)
+	}
+}
+
+// TestScalingFarPastAProcessLimit: a scale to 100,000 under a per-user
+// process limit neither floods the log with a line per failed fork nor
+// keeps what it grew once scaled back down, and status answers
+// throughout.
+func TestScalingFarPastAProcessLimit(t *testing.T) {
+	_, bin, env := asNobody(t)
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("no prlimit")
+	}
+	sleep, _ := exec.LookPath("sleep")
+	app, _ := os.MkdirTemp(filepath.Dir(bin), "app")
+	os.Chmod(app, 0o755)
+	os.WriteFile(filepath.Join(app, "recluster.yml"), []byte("services:\n  many:\n    command: ["+sleep+", \"1000\"]\n    workers: 2\n"), 0o644)
+	cmd := nobody(exec.Command("prlimit", "--nproc=120:120", bin, "up"))
+	cmd.Dir, cmd.Env = app, env
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	sc := bufio.NewScanner(out)
+	readUntil(t, sc, "every service is ready")
+	var mu sync.Mutex
+	lines := 0
+	// Owned by the test; counts up's lines until its output ends.
+	go func() {
+		for sc.Scan() {
+			mu.Lock()
+			lines++
+			mu.Unlock()
+		}
+	}()
+	verbAs := func(args ...string) string {
+		c := nobody(exec.Command(bin, args...))
+		c.Dir, c.Env = app, env
+		outb, err := c.CombinedOutput()
+		if err != nil && args[0] == "status" {
+			t.Fatalf("%v: %v\n%s", args, err, outb)
+		}
+		return string(outb)
+	}
+	verbAs("scale", "--wait", "20s", "many=100000")
+	verbAs("status")
+	mu.Lock()
+	said := lines
+	mu.Unlock()
+	if said > 1000 {
+		t.Errorf("up printed %d lines for a scale past its process limit", said)
+	}
+	verbAs("scale", "--wait", "60s", "many=2")
+	verbAs("status")
+	// Sampled: the kernel sends no event when memory is returned.
+	limit := time.Now().Add(deadline)
+	for rssKiB(t, cmd.Process.Pid) > 150<<10 {
+		if time.Now().After(limit) {
+			t.Fatalf("up holds %d KiB after scaling back to 2", rssKiB(t, cmd.Process.Pid))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -180,12 +180,20 @@ services:
 		os.WriteFile(filepath.Join(dir, "x.txt"), []byte(fmt.Sprint(i)), 0o644)
 		u.waitCount(`w generation \d+ is ready`, i)
 	}
+	// Counted once the old worker is gone, as its pipes and pidfd are
+	// until then: a machine under load stops it later.
+	settled := func() int {
+		waitStatus(t, dir, "the old worker gone", func(st statusJSON) bool {
+			return len(st.Services) == 1 && len(st.Services[0].Workers) == 1
+		})
+		return countFDs(pid)
+	}
 	save(1)
-	fds := countFDs(pid)
+	fds := settled()
 	for i := 2; i <= 100; i++ {
 		save(i)
 	}
-	if after := countFDs(pid); after > fds+2 {
+	if after := settled(); after > fds+2 {
 		t.Errorf("up's fds grew from %d to %d over 100 reloads on save", fds, after)
 	}
 }

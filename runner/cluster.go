@@ -90,6 +90,16 @@ type cluster struct {
 	// their end cut; they are gone for whenGone once it has.
 	releasing map[*worker]struct{}
 	cutTotal  int // requests and connections cut since the service began
+	// failedStarts are workers that could not start, handled as exits
+	// once the message that started them is done.
+	failedStarts []exitEvent
+	// resourceFails counts starts that failed for want of a process,
+	// memory or descriptors since that was last said (resourceSaid).
+	resourceFails int
+	resourceSaid  time.Time
+	// resourceShortAt is when a start last failed for want of a
+	// resource; for a moment after, starts wait (resourceShort).
+	resourceShortAt time.Time
 	builders  map[*builder]struct{}
 	failure   error // why the service is in phaseFailed or phaseBlocked
 	// everStarted and readyOnce (with firstReady) say what `after`
@@ -229,10 +239,12 @@ func (c *cluster) run(ctx context.Context) {
 		case e := <-c.events:
 			c.handleEvent(e)
 		}
+		c.handleFailedStarts()
 		if c.phase == phaseShutDown && len(c.live) == 0 && len(c.builders) == 0 && len(c.releasing) == 0 {
 			return
 		}
 		c.buildWhenIdle()
+		c.handleFailedStarts()
 		c.publish()
 	}
 }
@@ -387,6 +399,17 @@ func (c *cluster) handleEvent(e message) {
 	case buildTimeoutEvent:
 		c.buildTimedOut(e.b)
 	}
+}
+
+// handleFailedStarts handles the workers that could not start as exits,
+// and those that failing starts bring, until none is left.
+func (c *cluster) handleFailedStarts() {
+	for len(c.failedStarts) > 0 {
+		e := c.failedStarts[0]
+		c.failedStarts = c.failedStarts[1:]
+		c.exited(e.w, e.status)
+	}
+	c.failedStarts = nil // let a large queue's array go
 }
 
 // replayDeferred hands the requests held during a reload or a stop to the

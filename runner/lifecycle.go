@@ -2,6 +2,8 @@ package runner
 
 import (
 	"fmt"
+	"runtime/debug"
+	"slices"
 	"syscall"
 
 	"github.com/recluster/recluster/config"
@@ -223,8 +225,13 @@ func (c *cluster) scale(n int, reply chan error) {
 	switch {
 	case n > len(c.slots):
 		for i := len(c.slots); i < n; i++ {
-			s := &slot{id: i, worker: c.spawn(c.current, i)}
+			s := &slot{id: i}
 			c.slots = append(c.slots, s)
+			if c.resourceShort() {
+				c.deferStart(s) // the last start found no process (or fd) to spare
+				continue
+			}
+			s.worker = c.spawn(c.current, i)
 		}
 		c.waiters = append(c.waiters, func(err error) { reply <- err })
 		c.checkAllReady()
@@ -239,8 +246,16 @@ func (c *cluster) scale(n int, reply chan error) {
 				}
 			}
 		}
-		c.slots = c.slots[:n]
-		c.whenGone(stopping, func() { reply <- nil })
+		freed := len(c.slots) - n
+		c.slots = slices.Clip(c.slots[:n])
+		c.whenGone(stopping, func() {
+			reply <- nil
+			if freed >= 1000 {
+				// What thousands of slots held goes back to the system
+				// now, not when the scavenger gets to it.
+				go debug.FreeOSMemory()
+			}
+		})
 		c.checkAllReady()
 	default:
 		reply <- nil

@@ -129,7 +129,7 @@ func portHolder(addr string) string {
 		fds, _ := os.ReadDir(dir + "/fd")
 		for _, fd := range fds {
 			if target, _ := os.Readlink(dir + "/fd/" + fd.Name()); inodes[target] {
-				if pr.pid == os.Getpid() {
+				if pr.pid == os.Getpid() && os.Getenv("LISTEN_FDS") != "" && os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
 					// recluster holds it without having opened it: a
 					// socket inherited with LISTEN_FDS whose LISTEN_PID
 					// named another process, so it was not taken.

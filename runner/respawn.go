@@ -41,7 +41,10 @@ func (c *cluster) scheduleRespawn(s *slot, w *worker, st ExitStatus) {
 	s.token++
 	s.backoff = true
 	s.timer = c.after(s.delay, respawnEvent{s, s.token})
-	if spec.LogRespawns {
+	switch {
+	case outOfResources(st.Err):
+		c.resourceFailed(st)
+	case spec.LogRespawns:
 		c.logf("%s (pid %d) ended: %s; respawning in %s", w.ref, w.pid, st, s.delay)
 	}
 	c.emit(EventBackoff, w, s.delay.String())
@@ -53,8 +56,31 @@ func (c *cluster) respawn(s *slot, token int) {
 	if s.token != token || c.phase != phaseServing || s.id >= len(c.slots) || c.slots[s.id] != s || s.worker != nil {
 		return
 	}
+	if c.resourceShort() {
+		// Another start just failed for want of a process, memory or
+		// descriptors: this one waits its delay again rather than fork
+		// to fail, so thousands of slots cost a fork a second, not
+		// thousands.
+		s.timer = c.after(s.delay, respawnEvent{s, s.token})
+		return
+	}
 	s.backoff = false
 	s.worker = c.spawn(c.current, s.id)
+}
+
+// resourceShortFor is how long after a start failed for want of a
+// resource other starts wait.
+const resourceShortFor = time.Second
+
+func (c *cluster) resourceShort() bool { return time.Since(c.resourceShortAt) < resourceShortFor }
+
+// deferStart leaves a new slot empty, to be filled after its respawn
+// delay, while resources are short.
+func (c *cluster) deferStart(s *slot) {
+	s.delay, s.delayed = max(c.current.spec.Respawn, minBackoffStep), true
+	s.token++
+	s.backoff = true
+	s.timer = c.after(s.delay, respawnEvent{s, s.token})
 }
 
 func (s *slot) cancelRespawn() {
@@ -85,4 +111,22 @@ func (c *cluster) refillUpTo(n int) {
 			n--
 		}
 	}
+}
+
+// resourceSaidEvery is how often starts that fail for want of a process,
+// memory or descriptors are said: one line for them all, however many.
+const resourceSaidEvery = 5 * time.Second
+
+// resourceFailed says that a worker could not start for want of a
+// resource: the first time at once, then at most one line for all of
+// them every resourceSaidEvery (a scale to thousands under a process
+// limit made a line per fork).
+func (c *cluster) resourceFailed(st ExitStatus) {
+	c.resourceFails++
+	if time.Since(c.resourceSaid) < resourceSaidEvery {
+		return
+	}
+	c.logf("%s: %d worker(s) could not start: %v (a limit of the system's, not the program's fault); each retries with backoff, and this is said at most every %s",
+		c.name, c.resourceFails, st.Err, resourceSaidEvery)
+	c.resourceFails, c.resourceSaid = 0, time.Now()
 }

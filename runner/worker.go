@@ -138,9 +138,14 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 		stderr.Close()
 	}
 	if err != nil {
-		// Owned by the loop: delivers the failure as an exit, which run
-		// waits for before it returns.
-		go func() { c.events <- exitEvent{w, ExitStatus{Code: -1, Err: err}} }()
+		// Handled as an exit once the loop is done with what it is doing:
+		// queued in the loop's own memory, not by a goroutine each, which
+		// a scale to thousands under a process limit made by the
+		// thousand.
+		c.failedStarts = append(c.failedStarts, exitEvent{w, ExitStatus{Code: -1, Err: err}})
+		if outOfResources(err) {
+			c.resourceShortAt = time.Now()
+		}
 		return w
 	}
 	w.proc, w.pid = proc, proc.Pid()
