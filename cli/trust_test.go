@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
-	"sync"
 	"time"
 
 	"github.com/recluster/recluster/control"
