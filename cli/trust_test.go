@@ -273,8 +273,14 @@ func TestScalingFarPastAProcessLimit(t *testing.T) {
 		}
 		return string(outb)
 	}
-	verbAs("scale", "--wait", "20s", "many=100000")
+	verbAs("scale", "--wait", "5s", "many=100000")
 	verbAs("status")
+	// A client under the same limit still starts: up leaves room.
+	c := nobody(exec.Command("prlimit", "--nproc=120:120", bin, "status"))
+	c.Dir, c.Env = app, env
+	if outb, err := c.CombinedOutput(); err != nil {
+		t.Errorf("status under the process limit, with up at it: %v\n%.2000s", err, outb)
+	}
 	mu.Lock()
 	said := lines
 	mu.Unlock()

@@ -100,8 +100,12 @@ type cluster struct {
 	// resourceShortAt is when a start last failed for want of a
 	// resource; for a moment after, starts wait (resourceShort).
 	resourceShortAt time.Time
-	builders        map[*builder]struct{}
-	failure         error // why the service is in phaseFailed or phaseBlocked
+	// room is what taskRoom last said, at roomAt.
+	room      int
+	roomKnown bool
+	roomAt    time.Time
+	builders  map[*builder]struct{}
+	failure   error // why the service is in phaseFailed or phaseBlocked
 	// everStarted and readyOnce (with firstReady) say what `after`
 	// conditions of other services it has met; published tells the
 	// Manager what it last heard (tasks.go).

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // groupAlive reports whether any process of the group still runs. Zombies
@@ -165,4 +167,49 @@ func markedProcesses(marker string) []int {
 		}
 	}
 	return out
+}
+
+// taskRoom is how many more tasks (processes and threads) this user may
+// start under recluster's RLIMIT_NPROC, counted from /proc; false when
+// there is no such limit (or the user is root, whom it does not bind).
+func taskRoom() (int, bool) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY || os.Getuid() == 0 {
+		return 0, false
+	}
+	// Every task of the machine, from /proc/loadavg, is no fewer than
+	// the user's: far below the limit, nothing need be counted.
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(data)); len(f) >= 4 {
+			if _, total, ok := strings.Cut(f[3], "/"); ok {
+				if n, err := strconv.Atoi(total); err == nil && int(rl.Cur)-n > 4*taskReserve {
+					return int(rl.Cur) - n, true
+				}
+			}
+		}
+	}
+	uid := strconv.Itoa(os.Getuid())
+	tasks := 0
+	for _, pr := range scanProcs() {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pr.pid) + "/status")
+		if err != nil {
+			continue
+		}
+		var ruid string
+		threads := 1
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 {
+				switch f[0] {
+				case "Uid:":
+					ruid = f[1]
+				case "Threads:":
+					threads, _ = strconv.Atoi(f[1])
+				}
+			}
+		}
+		if ruid == uid {
+			tasks += threads
+		}
+	}
+	return int(rl.Cur) - tasks, true
 }

@@ -54,3 +54,6 @@ func portHolder(string) string { return "" }
 
 // markedProcesses needs /proc: elsewhere it finds none.
 func markedProcesses(string) []int { return nil }
+
+// taskRoom needs /proc: elsewhere no room is known.
+func taskRoom() (int, bool) { return 0, false }

@@ -1,6 +1,10 @@
 package runner
 
-import "time"
+import (
+	"fmt"
+	"syscall"
+	"time"
+)
 
 // slot is one worker id of the current generation: its worker, a
 // replacement the worker asked for (STOPPING=1), and what survives the
@@ -72,7 +76,28 @@ func (c *cluster) respawn(s *slot, token int) {
 // resource other starts wait.
 const resourceShortFor = time.Second
 
-func (c *cluster) resourceShort() bool { return time.Since(c.resourceShortAt) < resourceShortFor }
+// taskReserve is how many tasks recluster leaves the user under a
+// process limit once it has met it: a `recluster status` (a Go program
+// needs a few threads) must still start, or the user is locked out.
+const taskReserve = 16
+
+// resourceShort says whether a start should wait: one failed for want
+// of a resource a moment ago, or the user's process limit leaves no more
+// than taskReserve tasks (counted at most once a second).
+func (c *cluster) resourceShort() bool {
+	if time.Since(c.resourceShortAt) < resourceShortFor {
+		return true
+	}
+	if time.Since(c.roomAt) >= time.Second {
+		c.room, c.roomKnown = taskRoom()
+		c.roomAt = time.Now()
+	}
+	if c.roomKnown && c.room <= taskReserve {
+		return true
+	}
+	c.room-- // this start takes one
+	return false
+}
 
 // deferStart leaves a new slot empty, to be filled after its respawn
 // delay, while resources are short.
@@ -130,3 +155,8 @@ func (c *cluster) resourceFailed(st ExitStatus) {
 		c.name, c.resourceFails, st.Err, resourceSaidEvery)
 	c.resourceFails, c.resourceSaid = 0, time.Now()
 }
+
+// errResourceShort fails a start that would take one of the last tasks
+// the user's process limit allows, or come right after one that found
+// none: it is retried with backoff, as a fork that failed would be.
+var errResourceShort = fmt.Errorf("%w: the user's process limit is (nearly) reached; recluster keeps %d tasks of it free for the user's own commands", syscall.EAGAIN, taskReserve)

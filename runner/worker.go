@@ -114,6 +114,9 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 	if err == nil && portErr != nil {
 		err = fmt.Errorf("choosing a PORT: %w", portErr)
 	}
+	if err == nil && c.resourceShort() {
+		err = errResourceShort
+	}
 	var proc Process
 	if err == nil {
 		proc, err = c.opts.Starter.Start(StartSpec{
