@@ -259,8 +259,16 @@ func TestStdoutClosedDoesNotStopUp(t *testing.T) {
 	if r := verb(t, dir, "scale", "api=3"); r.code != 0 {
 		t.Fatalf("scale after stdout closed: %d %s", r.code, r.err)
 	}
-	if r := verb(t, dir, "logs", "-n", "50", "api"); r.code != 0 || !strings.Contains(r.stdout, "WORKER_ID=2") {
-		t.Errorf("logs after stdout closed: %d %s %s", r.code, r.stdout, r.err)
+	// The new worker is ready as it starts (readyWhen: started): its
+	// first lines reach the ring a moment after scale returns.
+	for end := time.Now().Add(deadline); ; {
+		r := verb(t, dir, "logs", "-n", "50", "api")
+		if r.code == 0 && strings.Contains(r.stdout, "WORKER_ID=2") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("logs after stdout closed: %d %s %s", r.code, r.stdout, r.err)
+		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -118,7 +119,9 @@ type run struct {
 	fs       *fsnotify.Watcher
 	services map[string]*state
 	watched  map[string]bool // folders with an inotify watch
-	fire     chan string     // a service whose burst is over
+	fire     chan struct{}   // signalled when fired gains a service
+	firedMu  sync.Mutex
+	fired    map[string]bool // services whose burst is over, for Run to send
 	changes  chan<- Change
 }
 
@@ -131,7 +134,7 @@ func (w *Watcher) Run(ctx context.Context, services []Service, changes chan<- Ch
 		return fmt.Errorf("watching files: %w", err)
 	}
 	defer fsw.Close()
-	r := &run{w: w, fs: fsw, services: map[string]*state{}, watched: map[string]bool{}, fire: make(chan string, 16), changes: changes}
+	r := &run{w: w, fs: fsw, services: map[string]*state{}, watched: map[string]bool{}, fire: make(chan struct{}, 1), fired: map[string]bool{}, changes: changes}
 	defer r.stopTimers()
 	r.reset(services)
 	close(w.ready)
@@ -154,20 +157,20 @@ func (w *Watcher) Run(ctx context.Context, services []Service, changes chan<- Ch
 			} else {
 				w.opts.Log("", fmt.Sprintf("watching files: %v", err))
 			}
-		case name := <-r.fire:
-			if s := r.services[name]; s != nil && s.pending.Files > 0 && !time.Now().Before(s.due) {
-				// A burst cut short by maxBurst, its changes still
-				// coming, is a storm: the next fires maxBurst after
-				// this one at the soonest, however it goes on.
-				if now := time.Now(); now.Sub(s.last) < s.Watch.Debounce {
-					s.calmAt = now.Add(maxBurst)
-				}
-				change := s.pending
-				change.File = s.namedFile(change.File)
-				s.pending, s.timer = Change{}, nil
-				select {
-				case changes <- change:
-				case <-ctx.Done():
+		case <-r.fire:
+			// Every service whose burst is over, however many: a
+			// queue of fixed size dropped some when dozens saved at
+			// once (a git pull in a monorepo).
+			r.firedMu.Lock()
+			var names []string
+			for name := range r.fired {
+				names = append(names, name)
+			}
+			clear(r.fired)
+			r.firedMu.Unlock()
+			sort.Strings(names)
+			for _, name := range names {
+				if !r.send(ctx, name) {
 					return nil
 				}
 			}
@@ -176,6 +179,30 @@ func (w *Watcher) Run(ctx context.Context, services []Service, changes chan<- Ch
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// send sends the burst of the named service, if it is over; false once ctx
+// has ended.
+func (r *run) send(ctx context.Context, name string) bool {
+	s := r.services[name]
+	if s == nil || s.pending.Files == 0 || time.Now().Before(s.due) {
+		return true // gone, sent, or a newer change moved its time
+	}
+	// A burst cut short by maxBurst, its changes still coming, is a
+	// storm: the next fires maxBurst after this one at the soonest,
+	// however it goes on.
+	if now := time.Now(); now.Sub(s.last) < s.Watch.Debounce {
+		s.calmAt = now.Add(maxBurst)
+	}
+	change := s.pending
+	change.File = s.namedFile(change.File)
+	s.pending, s.timer = Change{}, nil
+	select {
+	case r.changes <- change:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -295,6 +322,12 @@ func (r *run) event(ev fsnotify.Event) {
 	if ev.Op == fsnotify.Chmod {
 		return // a mode change alone changes no code
 	}
+	if ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0 {
+		// A watched folder that went (rm -rf dist, a git checkout)
+		// lost its watch with it: forget it, so that a folder made
+		// again at its path is watched again.
+		r.forget(ev.Name)
+	}
 	st, err := os.Lstat(ev.Name)
 	isDir := err == nil && st.IsDir()
 	names := make([]string, 0, len(r.services))
@@ -327,6 +360,16 @@ func (r *run) event(ev fsnotify.Event) {
 			continue
 		}
 		r.consider(s, ev.Name)
+	}
+}
+
+// forget drops the watches of dir and of every folder below it.
+func (r *run) forget(dir string) {
+	for d := range r.watched {
+		if d == dir || strings.HasPrefix(d, dir+string(filepath.Separator)) {
+			r.fs.Remove(d) // the kernel may have dropped it already
+			delete(r.watched, d)
+		}
 	}
 }
 
@@ -397,9 +440,12 @@ func (r *run) changed(s *state, rel string) {
 	}
 	name := s.Name
 	s.timer = time.AfterFunc(wait, func() {
+		r.firedMu.Lock()
+		r.fired[name] = true
+		r.firedMu.Unlock()
 		select {
-		case r.fire <- name:
-		default: // a fire for it is queued already
+		case r.fire <- struct{}{}:
+		default: // Run is told already
 		}
 	})
 }

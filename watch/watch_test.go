@@ -253,3 +253,62 @@ func TestAStormReloadsAtMostEveryMaxBurst(t *testing.T) {
 		t.Errorf("the storm's last burst: %+v", c)
 	}
 }
+
+// TestARecreatedFolderIsWatchedAgain: rm -rf of a watched folder and a
+// mkdir at its path (a build's dist, a git checkout): a save in the new
+// folder counts.
+func TestARecreatedFolderIsWatchedAgain(t *testing.T) {
+	dir, changes := watching(t, config.Watch{Paths: []string{"**/*.py"}, Debounce: 20 * time.Millisecond, Action: "reload"}, nil)
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "first.py"), nil, 0o644)
+	if c := waitChange(t, changes); c.File != "src/first.py" && c.File != "src" {
+		t.Fatalf("the first folder: %+v", c)
+	}
+	os.RemoveAll(src)
+	os.MkdirAll(src, 0o755)
+	// The new folder's watch is added when its event is handled: the
+	// save is made again until it counts (it never did before, however
+	// often).
+	deadline := time.After(30 * time.Second)
+	for i := 0; ; i++ {
+		os.WriteFile(filepath.Join(src, "app.py"), []byte(fmt.Sprint(i)), 0o644)
+		select {
+		case c := <-changes:
+			if c.File == "src/app.py" {
+				return
+			}
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("a save in the recreated folder never counted")
+		}
+	}
+}
+
+// TestManyServicesSavedAtOnceAllFire: forty services changing at once (a
+// git pull in a monorepo) each get their change; none is dropped.
+func TestManyServicesSavedAtOnceAllFire(t *testing.T) {
+	root := t.TempDir()
+	var services []Service
+	for i := range 40 {
+		d := filepath.Join(root, fmt.Sprint("s", i))
+		os.MkdirAll(d, 0o755)
+		services = append(services, Service{Name: fmt.Sprint("s", i), Dir: d, Watch: config.Watch{Paths: []string{"*.py"}, Debounce: 20 * time.Millisecond, Action: "reload"}})
+	}
+	changes := make(chan Change) // unbuffered: the receiver is slow
+	wr := New(Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { wr.Run(ctx, services, changes); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-wr.Ready()
+	for _, s := range services {
+		os.WriteFile(filepath.Join(s.Dir, "app.py"), nil, 0o644)
+	}
+	// Each change is taken as a reload takes it: a while after the last.
+	got := map[string]bool{}
+	for len(got) < 40 {
+		got[waitChange(t, changes).Service] = true
+		time.Sleep(20 * time.Millisecond) // the receiver's own work, not a wait for the watcher
+	}
+}
