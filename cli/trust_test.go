@@ -191,22 +191,7 @@ func findProcess(t *testing.T, exe string) int {
 // workers that cannot be forked fail with the reason and are retried; up
 // goes on, with few threads of its own.
 func TestUpSurvivesAProcessLimit(t *testing.T) {
-	_, bin, env := asNobody(t)
-	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Skip("no prlimit")
-	}
-	sleep, _ := exec.LookPath("sleep")
-	app, _ := os.MkdirTemp(filepath.Dir(bin), "app")
-	os.Chmod(app, 0o755)
-	os.WriteFile(filepath.Join(app, "recluster.yml"), []byte("services:\n  many:\n    command: ["+sleep+", \"1000\"]\n    workers: 200\n    log: {respawns: true}\n"), 0o644)
-	cmd := nobody(exec.Command("prlimit", "--nproc=120:120", bin, "up"))
-	cmd.Dir, cmd.Env = app, env
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(out)
+	cmd, sc, app, bin, env := upAsNobodyUnderAProcessLimit(t, 200)
 	said := readUntil(t, sc, "resource temporarily unavailable")
 	// Owned by the test; keeps up's output moving until it ends.
 	go func() {
@@ -233,26 +218,11 @@ func TestUpSurvivesAProcessLimit(t *testing.T) {
 // keeps what it grew once scaled back down, and status answers
 // throughout.
 func TestScalingFarPastAProcessLimit(t *testing.T) {
-	_, bin, env := asNobody(t)
-	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Skip("no prlimit")
-	}
-	sleep, _ := exec.LookPath("sleep")
-	app, _ := os.MkdirTemp(filepath.Dir(bin), "app")
-	os.Chmod(app, 0o755)
-	os.WriteFile(filepath.Join(app, "recluster.yml"), []byte("services:\n  many:\n    command: ["+sleep+", \"1000\"]\n    workers: 2\n"), 0o644)
-	cmd := nobody(exec.Command("prlimit", "--nproc=120:120", bin, "up"))
-	cmd.Dir, cmd.Env = app, env
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, sc, app, bin, env := upAsNobodyUnderAProcessLimit(t, 2)
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	sc := bufio.NewScanner(out)
 	readUntil(t, sc, "every service is ready")
 	var mu sync.Mutex
 	lines := 0
@@ -297,4 +267,28 @@ func TestScalingFarPastAProcessLimit(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// upAsNobodyUnderAProcessLimit starts up as nobody under a limit of 120
+// processes, with a service of n sleeping workers, and returns it with a
+// scanner of its output, its folder, and the binary and environment to
+// run verbs as nobody.
+func upAsNobodyUnderAProcessLimit(t *testing.T, n int) (*exec.Cmd, *bufio.Scanner, string, string, []string) {
+	t.Helper()
+	_, bin, env := asNobody(t)
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("no prlimit")
+	}
+	sleep, _ := exec.LookPath("sleep")
+	app, _ := os.MkdirTemp(filepath.Dir(bin), "app")
+	os.Chmod(app, 0o755)
+	os.WriteFile(filepath.Join(app, "recluster.yml"), []byte(fmt.Sprintf("services:\n  many:\n    command: [%s, \"1000\"]\n    workers: %d\n    log: {respawns: true}\n", sleep, n)), 0o644)
+	cmd := nobody(exec.Command("prlimit", "--nproc=120:120", bin, "up"))
+	cmd.Dir, cmd.Env = app, env
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, bufio.NewScanner(out), app, bin, env
 }
