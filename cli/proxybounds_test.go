@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -379,4 +380,21 @@ services:
 	again := startUp(t, dir)
 	again.waitLine(`ended 1 process\(es\) that a recluster that did not stop cleanly left outside its process groups`)
 	waitGone(t, pid, deadline)
+}
+
+// TestProcfileShellDefaultServes: the common Procfile line with a shell
+// default for PORT serves, as under foreman (it crash-looped with the
+// text passed literally).
+func TestProcfileShellDefaultServes(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("SKIPPED LOUDLY: no python3")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: python3 -m http.server ${PORT:-3000} --bind 127.0.0.1\n"), 0o644)
+	_, port, _ := strings.Cut(freeAddr(t), ":")
+	u := startUp(t, dir, "--port", port)
+	u.waitLine(`every service is ready`)
+	if err := get("127.0.0.1:" + port); err != nil {
+		t.Errorf("web through its PORT default: %v\n%s", err, u.output())
+	}
 }

@@ -119,11 +119,26 @@ func hasSubstitution(line string) bool {
 			return true
 		case c == '$' && i+1 < len(line) && line[i+1] == '(':
 			return true
+		case c == '$' && i+1 < len(line) && line[i+1] == '{' && hasOperator(line[i+2:]):
+			// ${PORT:-3000} and the like: /bin/sh expands them as
+			// foreman's users expect; shellwords would pass them on
+			// as text.
+			return true
 		case c == '\\':
 			i++
 		}
 	}
 	return false
+}
+
+// hasOperator says whether the ${ body that s starts has an operator
+// after its name (:-, -, :?, ?, :+, +, =, #, %, /).
+func hasOperator(s string) bool {
+	j := 0
+	for j < len(s) && isNameChar(s[j]) {
+		j++
+	}
+	return j < len(s) && s[j] != '}'
 }
 
 // shellJoin quotes args so a shell would split them back the same way.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -478,5 +479,61 @@ func TestProcfilePortsStayPorts(t *testing.T) {
 	_, err := opts.Load(path)
 	if err == nil || !strings.Contains(err.Error(), "its PORT would be 65600 (the base 65500 + 100 × 1 services before it), but a port is 1 to 65535") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// TestEnvValuesAreInterpolated: env values name variables as Compose
+// files do, from recluster's own environment first, then the file's.
+func TestEnvValuesAreInterpolated(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "recluster.yml")
+	os.WriteFile(path, []byte(`env:
+  DB_HOST: db
+services:
+  api:
+    command: run
+    env:
+      DATABASE_URL: postgres://$DB_HOST/app
+      PORT: ${PORT:-3000}
+      PRICE: 5$$
+`), 0o644)
+	for _, c := range []struct {
+		env  map[string]string
+		want []string
+	}{
+		{nil, []string{"DATABASE_URL=postgres://db/app", "PORT=3000", "PRICE=5$"}},
+		{map[string]string{"PORT": "8000", "DB_HOST": "prod"}, []string{"DATABASE_URL=postgres://prod/app", "PORT=8000"}},
+	} {
+		opts := testOptions
+		opts.Getenv = func(k string) string { return c.env[k] }
+		cfg, err := opts.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range cfg.Services[0].Env {
+			got = append(got, e.Name+"="+e.Value)
+		}
+		for _, w := range c.want {
+			if !slices.Contains(got, w) {
+				t.Errorf("env %v: want %s in %v", c.env, w, got)
+			}
+		}
+	}
+	os.WriteFile(path, []byte("services:\n  api:\n    command: run\n    env:\n      SECRET: ${SECRET:?set SECRET in .env}\n"), 0o644)
+	if _, err := testOptions.Load(path); err == nil || !strings.Contains(err.Error(), "5:15: services.api.env.SECRET: SECRET is required: set SECRET in .env") {
+		t.Errorf("a required variable: %v", err)
+	}
+}
+
+// TestShellDefaultsRunUnderSh: a command with ${NAME:-default} runs under
+// /bin/sh, which expands it as foreman does.
+func TestShellDefaultsRunUnderSh(t *testing.T) {
+	cmd, err := parseCommandLine("python3 -m http.server ${PORT:-3000}")
+	if err != nil || !cmd.Shell {
+		t.Errorf("got %+v %v, want a shell command", cmd, err)
+	}
+	if cmd, _ := parseCommandLine("python3 -m http.server ${PORT}"); cmd.Shell {
+		t.Errorf("a plain ${PORT} needs no shell: %+v", cmd)
 	}
 }

@@ -40,6 +40,8 @@ type decoder struct {
 	opts   Options
 	errs   errorList
 	expand expander
+	// fileEnv is the top-level env as decoded so far, for interpolation.
+	fileEnv map[string]string
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -418,6 +420,19 @@ func (d *decoder) envMap(n *yaml.Node, path string) []EnvVar {
 		return nil
 	}
 	var out []EnvVar
+	// A value may name variables (interpolate): recluster's own
+	// environment first, then what the file set before it.
+	own := map[string]string{}
+	lookup := func(k string) (string, bool) {
+		if v := d.opts.Getenv(k); v != "" {
+			return v, true
+		}
+		if v, ok := own[k]; ok {
+			return v, true
+		}
+		v, ok := d.fileEnv[k]
+		return v, ok
+	}
 	for _, p := range d.pairs(n, path) {
 		name := p.key.Value
 		if err := checkEnvName(name); err != nil {
@@ -432,8 +447,20 @@ func (d *decoder) envMap(n *yaml.Node, path string) []EnvVar {
 		if p.value.ShortTag() == "!!null" {
 			value = ""
 		}
-		if d.noNUL(p.value, join(path, name), value) {
-			out = append(out, EnvVar{Name: name, Value: value})
+		expanded, err := interpolate(value, lookup)
+		if err != nil {
+			d.errorf(p.value, join(path, name), "%v", err)
+			continue
+		}
+		if d.noNUL(p.value, join(path, name), expanded) {
+			out = append(out, EnvVar{Name: name, Value: expanded})
+			own[name] = expanded
+			if path == "env" {
+				if d.fileEnv == nil {
+					d.fileEnv = map[string]string{}
+				}
+				d.fileEnv[name] = expanded
+			}
 		}
 	}
 	return out
