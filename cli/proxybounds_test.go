@@ -398,3 +398,36 @@ func TestProcfileShellDefaultServes(t *testing.T) {
 		t.Errorf("web through its PORT default: %v\n%s", err, u.output())
 	}
 }
+
+// TestLogsFollowInterruptedSaysNothingOfACutOff: Ctrl-C ends `logs -f`
+// quietly, with exit 0, rather than claiming it fell behind.
+func TestLogsFollowInterruptedSaysNothingOfACutOff(t *testing.T) {
+	dir := stack(t, `
+services:
+  api:
+    command: [WORKER, -mode, lines, -n, "3", -after, 1h]
+    workers: 1
+`)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	cmd := exec.Command(testbin.Recluster(t), "logs", "-f", "api")
+	cmd.Dir, cmd.Env = dir, testEnv(t)
+	out, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stuck := time.AfterFunc(deadline, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatal("logs -f printed nothing")
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	for sc.Scan() {
+	}
+	if err := cmd.Wait(); err != nil || strings.Contains(stderr.String(), "cut off") {
+		t.Errorf("logs -f after Ctrl-C: %v %q", err, stderr.String())
+	}
+}

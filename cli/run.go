@@ -29,6 +29,7 @@ func init() {
 var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
 func runRun(io IO, c *common, args []string) error {
+	port := c.fs.Int("port", config.DefaultProcfilePortBase, "the first PORT in Procfile mode, as `up --port` takes it")
 	rest, err := c.parse(args)
 	if err != nil {
 		return err
@@ -36,7 +37,7 @@ func runRun(io IO, c *common, args []string) error {
 	if len(rest) == 0 {
 		return usagef("name the service whose environment to run in")
 	}
-	cfg, err := readConfig(io, c, config.DefaultProcfilePortBase, nil)
+	cfg, err := readConfig(io, c, *port, nil)
 	if err != nil {
 		return err
 	}

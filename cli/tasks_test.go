@@ -221,6 +221,10 @@ services:
 	if code, out := run("", "-f", "Procfile", "worker", "--", "sh", "-c", "echo $PORT $RECLUSTER_SERVICE"); code != 0 || out != "5100 worker\n" {
 		t.Errorf("Procfile mode: %d %q", code, out)
 	}
+	// With up's --port, the PORT up would give.
+	if code, out := run("", "-f", "Procfile", "--port", "23200", "worker", "--", "sh", "-c", "echo $PORT"); code != 0 || out != "23300\n" {
+		t.Errorf("Procfile mode with --port: %d %q", code, out)
+	}
 
 	// A SIGINT sent to recluster reaches the command.
 	cmd := exec.Command(testbin.Recluster(t), "run", "api", "--", "sh", "-c",

@@ -286,8 +286,10 @@ func runLogs(io IO, c *common, args []string) error {
 		_, err := io.Out.Write(buf)
 		return err
 	})
-	if err != nil && ctx.Err() != nil {
-		return nil // interrupted by the user
+	if ctx.Err() != nil {
+		// Interrupted by the user (Ctrl-C): the stream may have ended
+		// with no error, which is not a cut-off.
+		return nil
 	}
 	if follow && err == nil && !cut {
 		// A follow stream ends only with up, or when up cut it off

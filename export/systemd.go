@@ -39,7 +39,7 @@ var unsafeUnitChars = regexp.MustCompile(`[^A-Za-z0-9_.\-]+`)
 // NAME-SOCKET.socket per listen and proxy address.
 func Systemd(cfg *config.Config, o SystemdOptions) ([]Unit, error) {
 	if cfg.Procfile {
-		return nil, fmt.Errorf("export systemd needs a recluster.yml: a Procfile's ports depend on --port; `recluster config print` shows the YAML to start from")
+		return nil, fmt.Errorf("export systemd needs a recluster.yml: a Procfile's ports depend on --port; `recluster check --print` shows the YAML to start from")
 	}
 	if !filepath.IsAbs(o.Bin) {
 		return nil, fmt.Errorf("the recluster binary must be an absolute path, got %q", o.Bin)
