@@ -9,12 +9,23 @@ import (
 	"github.com/recluster/recluster/runner"
 )
 
+// triggerSaid marks a context whose reload trigger is set already.
+type triggerSaid struct{}
+
+// withTrigger says what asks for the reloads of ctx.
+func withTrigger(ctx context.Context, what string) context.Context {
+	return context.WithValue(runner.WithTrigger(ctx, what), triggerSaid{}, true)
+}
+
 // controller adapts runner.Manager to the control API: it turns the
 // runner's statuses into the API's wire types and its errors into the
 // API's codes, so that the runner may change without changing the API.
 type controller struct{ m *runner.Manager }
 
 func (c controller) Reload(ctx context.Context, names []string) (control.Outcome, error) {
+	if _, said := ctx.Value(triggerSaid{}).(bool); !said {
+		ctx = runner.WithTrigger(ctx, "reload")
+	}
 	r, err := c.m.Reload(ctx, names)
 	return control.Outcome{Notes: r.Notes, Cut: r.Cut}, apiError(err)
 }
@@ -43,7 +54,7 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 	out := make([]control.ServiceStatus, len(sts))
 	for i, s := range sts {
 		out[i] = control.ServiceStatus{Name: s.Name, State: s.State, Reason: s.Reason, Generation: s.Generation, Running: s.Running,
-			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Proxy: s.Proxy, Cut: s.Cut, Workers: make([]control.WorkerStatus, len(s.Workers))}
+			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Proxy: s.Proxy, Cut: s.Cut, LastReload: reloadStatus(s.LastReload), Workers: make([]control.WorkerStatus, len(s.Workers))}
 		for j, w := range s.Workers {
 			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
 				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status,
@@ -78,4 +89,12 @@ func apiError(err error) error {
 		}
 	}
 	return err
+}
+
+func reloadStatus(r *runner.LastReload) *control.ReloadStatus {
+	if r == nil {
+		return nil
+	}
+	return &control.ReloadStatus{Started: r.Started, Seconds: r.Duration.Seconds(), Trigger: r.Trigger, Outcome: r.Outcome,
+		Generation: r.Generation, Reason: r.Reason, Lines: r.Lines}
 }

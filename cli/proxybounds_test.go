@@ -431,3 +431,29 @@ services:
 		t.Errorf("logs -f after Ctrl-C: %v %q", err, stderr.String())
 	}
 }
+
+// TestStatusShowsTheLastReload: after `reload` fails, status and status
+// --json say so, with why and the lines that tell it.
+func TestStatusShowsTheLastReload(t *testing.T) {
+	dir := stack(t, `
+services:
+  api:
+    command: [WORKER]
+    workers: 1
+`)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	yaml := strings.ReplaceAll("services:\n  api:\n    command: [WORKER, -mode, crash, -code, \"4\"]\n    workers: 1\n    readyWhen: ready\n", "WORKER", testbin.Worker(t))
+	os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(yaml), 0o644)
+	if r := verb(t, dir, "reload"); r.code != 1 {
+		t.Fatalf("reload to a crashing worker: %d %s", r.code, r.err)
+	}
+	st := status(t, dir)
+	r := st.Services[0].LastReload
+	if r == nil || r.Outcome != "failed" || r.Trigger != "reload" || !strings.Contains(r.Reason, "exit code 4") {
+		t.Errorf("status --json: %+v", r)
+	}
+	if out := verb(t, dir, "status").stdout; !strings.Contains(out, "api: last reload") || !strings.Contains(out, "(reload): failed") {
+		t.Errorf("status:\n%s", out)
+	}
+}

@@ -491,7 +491,7 @@ func reloadOnRequest(ctx context.Context, reloads <-chan struct{}, ctl control.C
 			go func() {
 				defer running.Done()
 				mux.System("", "SIGUSR2: reloading every service")
-				if _, err := ctl.Reload(ctx, nil); err != nil && ctx.Err() == nil {
+				if _, err := ctl.Reload(withTrigger(ctx, "SIGUSR2"), nil); err != nil && ctx.Err() == nil {
 					mux.System("", "reload (SIGUSR2) failed: "+err.Error())
 				}
 			}()

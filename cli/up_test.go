@@ -209,6 +209,12 @@ type statusJSON struct {
 		Listen     []string `json:"listen"`
 		Proxy      string   `json:"proxy"`
 		Cut        int      `json:"cut"`
+		LastReload *struct {
+			Trigger string   `json:"trigger"`
+			Outcome string   `json:"outcome"`
+			Reason  string   `json:"reason"`
+			Lines   []string `json:"lines"`
+		} `json:"lastReload"`
 		Workers    []struct {
 			ID         int    `json:"id"`
 			Pid        int    `json:"pid"`

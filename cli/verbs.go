@@ -140,7 +140,7 @@ func runScale(io IO, c *common, args []string) error {
 }
 
 func runStatus(io IO, c *common, args []string) error {
-	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, listen, proxy, cut, workers: [{id, pid, state, generation, restarts, port, inFlight}]}]}")
+	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, listen, proxy, cut, lastReload: {started, seconds, trigger, outcome, generation, reason, lines}, workers: [{id, pid, state, generation, restarts, port, inFlight}]}]}")
 	if err := c.noArgs(args, ""); err != nil {
 		return err
 	}
@@ -208,6 +208,26 @@ func runStatus(io IO, c *common, args []string) error {
 		return err
 	}
 	for _, s := range st {
+		if r := s.LastReload; r != nil {
+			what := r.Outcome
+			if r.Outcome != "running" {
+				what += fmt.Sprintf(" in %.1fs", r.Seconds)
+			}
+			if r.Generation > 0 {
+				what += fmt.Sprintf(", generation %d", r.Generation)
+			}
+			trigger := ""
+			if r.Trigger != "" {
+				trigger = " (" + r.Trigger + ")"
+			}
+			fmt.Fprintf(io.Out, "%s: last reload %s%s: %s\n", printable(s.Name), r.Started.Local().Format("15:04:05"), printable(trigger), what)
+			if r.Outcome == "failed" {
+				fmt.Fprintf(io.Out, "  %s\n", printable(r.Reason))
+				for _, l := range r.Lines {
+					fmt.Fprintf(io.Out, "    %s\n", printable(l))
+				}
+			}
+		}
 		if s.Cut > 0 {
 			fmt.Fprintf(io.Out, "%s: %d request(s) or connection(s) cut when workers ended, since it began (see its log)\n", printable(s.Name), s.Cut)
 		}

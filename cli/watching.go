@@ -110,14 +110,14 @@ func act(ctx context.Context, ch watch.Change, m *runner.Manager, mux *logmux.Mu
 		return
 	}
 	mux.System(ch.Service, fmt.Sprintf("%s: reloading: %s changed", ch.Service, what))
-	m.Reload(ctx, []string{ch.Service}) // the runner says how it ended
+	m.Reload(runner.WithTrigger(ctx, "watch: "+what), []string{ch.Service}) // the runner says how it ended
 }
 
 // reloadConfig applies a saved config file: only what changed is
 // reloaded; an invalid edit is reported with its problems and changes
 // nothing.
 func reloadConfig(ctx context.Context, m *runner.Manager, w *watch.Watcher, mux *logmux.Mux) {
-	cfg, err := m.ReloadConfig(ctx)
+	cfg, err := m.ReloadConfig(runner.WithTrigger(ctx, "config saved"))
 	if problems := config.Problems(err); problems != nil {
 		lines := make([]string, len(problems))
 		for i, p := range problems {

@@ -28,8 +28,26 @@ type ServiceStatus struct {
 	Proxy      string   `json:"proxy,omitempty"`
 	// Cut counts the requests and connections that workers' ends cut,
 	// since the service began.
-	Cut     int            `json:"cut,omitempty"`
-	Workers []WorkerStatus `json:"workers"`
+	Cut int `json:"cut,omitempty"`
+	// LastReload is the last reload begun, absent before any.
+	LastReload *ReloadStatus  `json:"lastReload,omitempty"`
+	Workers    []WorkerStatus `json:"workers"`
+}
+
+// ReloadStatus is a service's last reload.
+type ReloadStatus struct {
+	Started time.Time `json:"started"`
+	// Seconds it took; 0 while it runs.
+	Seconds float64 `json:"seconds"`
+	// Trigger is what asked for it: reload, SIGUSR2, "watch: FILE",
+	// "config saved".
+	Trigger    string `json:"trigger,omitempty"`
+	Outcome    string `json:"outcome"` // running, succeeded, failed or superseded
+	Generation int    `json:"generation,omitempty"`
+	// Reason and Lines, for a failure: why, and the worker's lines that
+	// say it.
+	Reason string   `json:"reason,omitempty"`
+	Lines  []string `json:"lines,omitempty"`
 }
 
 // WorkerStatus is one worker, or one slot with no process: waiting to

@@ -171,7 +171,7 @@ func (c *cluster) buildEnded(b *builder, st ExitStatus) {
 		return
 	}
 	err := &BuildFailedError{Service: c.name, Generation: gen.num, Exit: st,
-		Tail: c.opts.Output.Tail(WorkerRef{Service: c.name, ID: BuildID, Generation: gen.num}, 10)}
+		Tail: c.failureLines(WorkerRef{Service: c.name, ID: BuildID, Generation: gen.num})}
 	if b.timeout {
 		err.Timeout = gen.spec.BuildTimeout
 	}

@@ -73,7 +73,9 @@ type cluster struct {
 	maxGen     int
 	current    *generation // the serving (or last) generation
 	reload     *reloadOp   // in phaseReloading
-	slots      []*slot     // one per worker id of the current generation
+	// lastReload is the last reload begun, for status.
+	lastReload *LastReload
+	slots      []*slot // one per worker id of the current generation
 	live       map[*worker]struct{}
 	drains     []*drain
 	waiters    []func(error) // callers waiting for every slot to be ready
@@ -174,7 +176,7 @@ func (c *cluster) Restart(ctx context.Context, spec *serviceSpec) error {
 func (c *cluster) Reload(ctx context.Context, spec *serviceSpec) (ReloadReport, error) {
 	reply := make(chan reloadResult, 1)
 	select {
-	case c.reqs <- reloadReq{spec, reply}:
+	case c.reqs <- reloadReq{spec, reply, triggerOf(ctx)}:
 	case <-c.done:
 		return ReloadReport{}, ErrShuttingDown
 	case <-ctx.Done():
@@ -335,7 +337,7 @@ func (c *cluster) whileServing(r request) {
 		c.restartAt = &r
 		c.stopAll(ErrStopped, nil)
 	case reloadReq:
-		c.beginReload(r.spec, r.reply)
+		c.beginReload(r.spec, r.reply, r.trigger)
 	case scaleReq:
 		c.scale(r.n, r.reply)
 	default:
@@ -346,7 +348,7 @@ func (c *cluster) whileServing(r request) {
 func (c *cluster) whileReloading(r request) {
 	switch r := r.(type) {
 	case reloadReq:
-		c.supersede(r.spec, r.reply)
+		c.supersede(r.spec, r.reply, r.trigger)
 	case stopReq:
 		c.abortReload(ErrStopped)
 		c.stopAll(ErrStopped, func() { r.reply <- nil })

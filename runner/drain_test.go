@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -361,4 +362,46 @@ func TestRestartLosesNothingBehindTheProxy(t *testing.T) {
 	}
 	load.waitServed(t, load.Served()+20)
 	load.expectNoFailures(t, "through restarts and a stop and start")
+}
+
+// TestTellingLinesKeepTheError: a stack of frames after the error line
+// does not push it out of a failure's lines.
+func TestTellingLinesKeepTheError(t *testing.T) {
+	lines := []string{"/app/server.js:3", "  app.get('/', (req, res) => {;", "                                ^", "SyntaxError: Unexpected token ';'"}
+	for i := range 20 {
+		lines = append(lines, fmt.Sprintf("    at frame%d (node:internal/modules/cjs/loader:%d)", i, i))
+	}
+	lines = append(lines, "Node.js v20.20.2")
+	got := tellingLines(lines, 10)
+	if len(got) != 10 || !slices.Contains(got, "SyntaxError: Unexpected token ';'") || got[len(got)-1] != "Node.js v20.20.2" {
+		t.Errorf("kept %q", got)
+	}
+}
+
+// TestStatusShowsAFailedReload: after a reload fails, status says when,
+// what asked for it, that it failed, why, and the lines that say it.
+func TestStatusShowsAFailedReload(t *testing.T) {
+	h := startHarness(t, `
+services:
+  web:
+    command: [WORKER, -mode, serve, -bind, "127.0.0.1:0"]
+    workers: 1
+    readyWhen: started
+`)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	h.write(`
+services:
+  web:
+    command: [WORKER, -mode, crash, -code, "3"]
+    workers: 1
+    readyWhen: ready
+`)
+	_, err := h.m.Reload(WithTrigger(context.Background(), "watch: app.py"), nil)
+	if err == nil {
+		t.Fatal("the reload to a crashing worker succeeded")
+	}
+	r := h.status("web").LastReload
+	if r == nil || r.Outcome != "failed" || r.Trigger != "watch: app.py" || !strings.Contains(r.Reason, "exited before it was ready: exit code 3") || r.Generation != 2 {
+		t.Errorf("last reload: %+v", r)
+	}
 }

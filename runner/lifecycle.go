@@ -323,7 +323,7 @@ func (c *cluster) readyTimedOut(w *worker) {
 	if w.state != Starting || w.stopAsked {
 		return
 	}
-	err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Tail: c.opts.Output.Tail(w.ref, 10)}
+	err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Tail: c.failureLines(w.ref)}
 	if c.reload != nil && w.gen == c.reload.gen {
 		c.failReload(err)
 		return
@@ -357,7 +357,7 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 		return
 	}
 	if c.reload != nil && w.gen == c.reload.gen {
-		c.failReload(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.opts.Output.Tail(w.ref, 10)})
+		c.failReload(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.failureLines(w.ref)})
 		return
 	}
 	s := c.slotOf(w)
@@ -380,7 +380,7 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 	spec := w.gen.spec
 	finished := spec.Restart == config.RestartNever || spec.Restart == config.RestartOnFailure && st.Success()
 	if !wasReady && len(c.waiters) > 0 && !(finished && st.Success()) {
-		c.answerWaiters(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.opts.Output.Tail(w.ref, 10)})
+		c.answerWaiters(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.failureLines(w.ref)})
 	}
 	if c.phase == phaseServing {
 		// During a reload an old worker is not respawned: the new

@@ -21,8 +21,9 @@ type (
 		reply chan error
 	}
 	reloadReq struct {
-		spec  *serviceSpec
-		reply chan reloadResult
+		spec    *serviceSpec
+		reply   chan reloadResult
+		trigger string // what asked for it, for status
 	}
 	scaleReq struct {
 		n     int

@@ -1,8 +1,10 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // A reload, from start to end, in the order it happens. Throughout, the
@@ -37,12 +39,14 @@ type reloadOp struct {
 }
 
 // beginReload starts a generation of spec beside the serving one.
-func (c *cluster) beginReload(spec *serviceSpec, reply chan reloadResult) {
+func (c *cluster) beginReload(spec *serviceSpec, reply chan reloadResult, trigger string) {
 	gen, err := c.newGeneration(spec)
 	if err != nil {
+		c.lastReload = &LastReload{Started: time.Now(), Trigger: trigger, Outcome: "failed", Reason: err.Error()}
 		reply <- reloadResult{err: err}
 		return
 	}
+	c.lastReload = &LastReload{Started: time.Now(), Trigger: trigger, Outcome: "running", Generation: gen.num}
 	op := &reloadOp{gen: gen, replies: []chan reloadResult{reply}}
 	c.reload = op
 	c.phase = phaseReloading
@@ -164,6 +168,7 @@ func (c *cluster) promote() {
 	for _, w := range retiring {
 		c.retireWorker(w)
 	}
+	c.reloadEnded("succeeded", nil)
 	c.logf("%s generation %d is ready; stopping %d old worker(s)", c.name, op.gen.num, len(retiring))
 	c.emit(EventReloaded, nil, strconv.Itoa(op.gen.num))
 	c.whenGone(retiring, func() {
@@ -189,6 +194,7 @@ func (c *cluster) promote() {
 // on at full size.
 func (c *cluster) failReload(err error) {
 	op := c.reload
+	c.reloadEnded("failed", err)
 	c.logf("%s reload to generation %d failed: %v", c.name, op.gen.num, err)
 	c.emit(EventReloadFailed, nil, err.Error())
 	c.abortReload(err)
@@ -219,6 +225,12 @@ func (c *cluster) failReload(err error) {
 // The reload's callers hear err once the new workers are gone.
 func (c *cluster) abortReload(err error) {
 	op := c.reload
+	switch {
+	case errors.Is(err, ErrSuperseded):
+		c.reloadEnded("superseded", nil)
+	default:
+		c.reloadEnded("failed", err) // a stop or shutdown, or failReload's cause (said already)
+	}
 	c.reload = nil
 	c.phase = phaseServing
 	c.stopBuild(op.gen)
@@ -234,9 +246,9 @@ func (c *cluster) abortReload(err error) {
 }
 
 // supersede replaces the reload under way with a newer one.
-func (c *cluster) supersede(spec *serviceSpec, reply chan reloadResult) {
+func (c *cluster) supersede(spec *serviceSpec, reply chan reloadResult, trigger string) {
 	c.abortReload(ErrSuperseded)
-	c.beginReload(spec, reply)
+	c.beginReload(spec, reply, trigger)
 	if c.phase == phaseServing {
 		// The newer generation could not even begin (its sockets): the
 		// old one serves on at full size.

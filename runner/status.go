@@ -21,8 +21,10 @@ type ServiceStatus struct {
 	Proxy      string // the proxy's public address, when there is one
 	// Cut counts the requests and connections that workers' ends cut
 	// (through the proxy), since the service began.
-	Cut     int
-	Workers []WorkerStatus
+	Cut int
+	// LastReload is the last reload begun, nil before any.
+	LastReload *LastReload
+	Workers    []WorkerStatus
 }
 
 // WorkerStatus is one worker, or one slot waiting to respawn (state
@@ -58,6 +60,10 @@ func (c *cluster) status() ServiceStatus {
 	}
 	if c.current != nil {
 		st.Generation = c.current.num
+	}
+	if r := c.lastReload; r != nil {
+		copied := *r
+		st.LastReload = &copied
 	}
 	for _, l := range c.spec.Listen {
 		st.Listen = append(st.Listen, l.String())
