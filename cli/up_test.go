@@ -215,7 +215,7 @@ type statusJSON struct {
 			Reason  string   `json:"reason"`
 			Lines   []string `json:"lines"`
 		} `json:"lastReload"`
-		Workers    []struct {
+		Workers []struct {
 			ID         int    `json:"id"`
 			Pid        int    `json:"pid"`
 			State      string `json:"state"`
