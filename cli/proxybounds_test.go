@@ -457,3 +457,24 @@ services:
 		t.Errorf("status:\n%s", out)
 	}
 }
+
+// TestAWatchedStackOutlivesAFailedService: with watch on, a service that
+// fails (here a crash loop) does not end up: it says it waits for a save,
+// and the save that fixes it runs it.
+func TestAWatchedStackOutlivesAFailedService(t *testing.T) {
+	dir := stack(t, `
+services:
+  app:
+    command: [WORKER, -mode, crash, -code, "3"]
+    workers: 1
+    startLimit: 1
+    watch: "*.txt"
+`)
+	u := startUp(t, dir)
+	u.waitLine(`nothing is left to run: app failed; waiting for a save to try again`)
+	yaml := strings.ReplaceAll("services:\n  app:\n    command: [WORKER]\n    workers: 1\n    watch: \"*.txt\"\n", "WORKER", testbin.Worker(t))
+	os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(yaml), 0o644)
+	waitStatus(t, dir, "app running after the fix", func(st statusJSON) bool {
+		return len(st.Services) == 1 && len(st.Services[0].Workers) == 1 && st.Services[0].Workers[0].State == "ready"
+	})
+}

@@ -311,7 +311,8 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	}
 
 	endCtx, stopEnding := context.WithCancel(context.Background())
-	g.add(func() error { return endWhenDone(endCtx, m, failures, mux, failFast) }, func(error) { stopEnding() })
+	watched := !*noWatch && len(watchList(cfg)) > 0
+	g.add(func() error { return endWhenDone(endCtx, m, failures, mux, failFast, watched) }, func(error) { stopEnding() })
 
 	if sup != nil {
 		sup.m = m
@@ -359,7 +360,7 @@ func takeLock(cfg *config.Config, paths control.Paths) (*control.InstanceLock, e
 // service completed, failed or blocked), with exit 0 if every one
 // completed and 1 naming the others; or, with --exit-on-failure, at the
 // first failure, with its exit code. Its return stops every service.
-func endWhenDone(ctx context.Context, m *runner.Manager, failures <-chan runner.Event, mux *logmux.Mux, failFast string) error {
+func endWhenDone(ctx context.Context, m *runner.Manager, failures <-chan runner.Event, mux *logmux.Mux, failFast string, watched bool) error {
 	select {
 	case <-ctx.Done():
 		return nil
@@ -403,6 +404,12 @@ func endWhenDone(ctx context.Context, m *runner.Manager, failures <-chan runner.
 		return nil
 	}
 	what := strings.Join(failed, ", ")
+	if watched {
+		// A dev loop survives any save: the next one tries again.
+		mux.System("", fmt.Sprintf("nothing is left to run: %s; waiting for a save to try again (Ctrl-C stops)", what))
+		<-ctx.Done()
+		return nil
+	}
 	mux.System("", fmt.Sprintf("nothing is left to run: %s", what))
 	return &exitError{code: ExitFailed, msg: what}
 }
