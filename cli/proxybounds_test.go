@@ -478,3 +478,42 @@ services:
 		return len(st.Services) == 1 && len(st.Services[0].Workers) == 1 && st.Services[0].Workers[0].State == "ready"
 	})
 }
+
+// TestUpsOwnOutputFileIsNoSave: with up's output redirected into a folder
+// it watches, its own lines are not a save (each reload's lines made the
+// next, for ever).
+func TestUpsOwnOutputFileIsNoSave(t *testing.T) {
+	dir := stack(t, `
+services:
+  app:
+    command: [WORKER]
+    workers: 1
+    watch: "*.txt"
+`)
+	outPath := filepath.Join(dir, "out.txt")
+	out, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(testbin.Recluster(t), "up")
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, testEnv(t), out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	waitStatus(t, dir, "app ready", func(st statusJSON) bool {
+		return len(st.Services) == 1 && len(st.Services[0].Workers) == 1 && st.Services[0].Workers[0].State == "ready"
+	})
+	os.WriteFile(filepath.Join(dir, "x.txt"), []byte("save"), 0o644)
+	waitStatus(t, dir, "the save's reload", func(st statusJSON) bool { return st.Services[0].Generation == 2 })
+	// Nothing announces that no further reload comes: look for a while.
+	time.Sleep(1500 * time.Millisecond)
+	if st := status(t, dir); st.Services[0].Generation != 2 {
+		data, _ := os.ReadFile(outPath)
+		t.Errorf("generation %d after one save; up's own output retriggered it:\n%.3000s", st.Services[0].Generation, data)
+	}
+}

@@ -304,7 +304,11 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	} else {
 		watchCtx, stopWatching := context.WithCancel(context.Background())
 		g.add(func() error {
-			watchFiles(watchCtx, cfg, m, mux, watching)
+			own := ownOutputFiles()
+			if child != nil {
+				own = append(own, logPath(cfg, paths))
+			}
+			watchFiles(watchCtx, cfg, m, mux, watching, own)
 			<-watchCtx.Done()
 			return nil
 		}, func(error) { stopWatching() })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -43,14 +44,14 @@ func watchList(cfg *config.Config) []watch.Service {
 // reload under way; all are joined before it returns. It closes watching
 // once its first watches are in place (or once it knows there will be
 // none), so that `up` says it is ready only when a save counts.
-func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux *logmux.Mux, watching chan<- struct{}) {
+func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux *logmux.Mux, watching chan<- struct{}, own []string) {
 	services := watchList(cfg)
 	if len(services) == 0 {
 		close(watching)
 		<-ctx.Done()
 		return
 	}
-	w := watch.New(watch.Options{Busy: m.Building, Log: mux.System})
+	w := watch.New(watch.Options{Busy: m.Building, Log: mux.System, Own: own})
 	changes := make(chan watch.Change)
 	var running sync.WaitGroup
 	defer running.Wait()
@@ -134,4 +135,20 @@ func reloadConfig(ctx context.Context, m *runner.Manager, w *watch.Watcher, mux 
 	}
 	mux.System("", "the config file was saved; what changed in it is in force")
 	w.Set(ctx, watchList(cfg))
+}
+
+// ownOutputFiles are the regular files recluster's stdout and stderr go
+// to (`up > out.txt`, the `up -d` log), by their path now.
+func ownOutputFiles() []string {
+	var out []string
+	for _, f := range []*os.File{os.Stdout, os.Stderr} {
+		st, err := f.Stat()
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd())); err == nil && filepath.IsAbs(p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,10 @@ type Options struct {
 	// MaxWatches bounds the folders watched in all; default half of the
 	// user's inotify limit (fs.inotify.max_user_watches).
 	MaxWatches int
+	// Own are files recluster itself writes (its output redirected to a
+	// file, the `up -d` log): a change to them is never a save, or each
+	// reload's own lines would trigger the next, for ever.
+	Own []string
 }
 
 // Watcher watches services' files. Run it; Set changes what it watches.
@@ -381,7 +386,7 @@ func (r *run) consider(s *state, abs string) {
 		return
 	}
 	rel = filepath.ToSlash(rel)
-	if s.rules.ignored(abs, false) || !matches(s.Watch.Paths, rel) {
+	if s.rules.ignored(abs, false) || !matches(s.Watch.Paths, rel) || slices.Contains(r.w.opts.Own, abs) {
 		return
 	}
 	now := time.Now()
