@@ -136,6 +136,10 @@ type Service struct {
 	// Watch, when set, reloads (or restarts) the service when files it
 	// names change.
 	Watch *Watch
+	// fromFiles names the variables of Env that an env file set: Print
+	// shows where they come from, never their values (secrets live
+	// there).
+	fromFiles map[string]bool
 }
 
 // Watch says which files a service's reload follows.

@@ -37,6 +37,7 @@ func (d *decoder) checkFiles(top *fileSource, sources []*serviceSource) {
 		}
 		files := d.readEnvFiles(src.envFiles, path+".envFile")
 		svc.Env = mergeEnv(top.env, globalFiles, files, src.env)
+		svc.fromFiles = fromFiles([][]EnvVar{globalFiles, files}, src.env)
 	}
 }
 
@@ -95,6 +96,24 @@ func (d *decoder) abs(p string) string {
 		return filepath.Clean(p)
 	}
 	return filepath.Join(d.dir, p)
+}
+
+// fromFiles names the variables whose value comes from an env file: set
+// by one of files and not by a later layer.
+func fromFiles(files [][]EnvVar, later []EnvVar) map[string]bool {
+	out := map[string]bool{}
+	for _, layer := range files {
+		for _, v := range layer {
+			out[v.Name] = true
+		}
+	}
+	for _, v := range later {
+		delete(out, v.Name)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // mergeEnv applies layers in order; a later layer wins. The result is

@@ -93,6 +93,9 @@ func Print(w io.Writer, cfg *Config) error {
 			ps.Env = map[string]string{}
 			for _, e := range s.Env {
 				ps.Env[e.Name] = e.Value
+				if s.fromFiles[e.Name] {
+					ps.Env[e.Name] = "(from an env file; not shown)"
+				}
 			}
 		}
 		if b := s.Build; b != nil {

@@ -97,6 +97,7 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 		svc := o.newService(name, d.dir)
 		svc.Command = cmd
 		svc.Env = mergeEnv(dotenv, []EnvVar{{Name: "PORT", Value: strconv.Itoa(port)}})
+		svc.fromFiles = fromFiles([][]EnvVar{dotenv}, []EnvVar{{Name: "PORT"}})
 		svc.Workers = 1
 		if name == "web" {
 			svc.Proxy = newProxy(Listen{Name: name, Network: "tcp", Address: ":" + strconv.Itoa(port)}, ProtocolHTTP)
