@@ -263,26 +263,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // upgraded connection remains, and Release, once the worker is gone and
 // that connection has ended, counts nothing cut.
 func TestUpgradedConnectionsDoNotHoldTheDrain(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	upgraded := make(chan net.Conn, 1)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p, c := dialThroughProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, rw, _ := http.NewResponseController(w).Hijack()
 		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
 		rw.Flush()
 		upgraded <- c
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
-	p, addr := startProxy(t, Options{Protocol: "http"})
-	p.SetBackends(map[string]string{"w": ln.Addr().String()})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	}))
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil || resp.StatusCode != 101 {
@@ -344,22 +331,10 @@ func TestRequestsWaitForAWorker(t *testing.T) {
 // reaches the worker with the address the client reached, not the name
 // of the proxy's connection pool.
 func TestHTTP10WithoutHostGetsTheAddress(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, c := dialThroughProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "host="+r.Host)
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
-	p, addr := startProxy(t, Options{Protocol: "http"})
-	p.SetBackends(map[string]string{"w": ln.Addr().String()})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	}))
+	addr := c.RemoteAddr().String()
 	io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -369,4 +344,25 @@ func TestHTTP10WithoutHostGetsTheAddress(t *testing.T) {
 	if got := string(body); got != "host="+addr {
 		t.Errorf("the worker saw %q, want host=%s", got, addr)
 	}
+}
+
+// dialThroughProxy serves h as the one backend ("w") of an http proxy and
+// returns the proxy and a connection to it; all end with the test.
+func dialThroughProxy(t *testing.T, h http.Handler) (*Proxy, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	p, addr := startProxy(t, Options{Protocol: "http"})
+	p.SetBackends(map[string]string{"w": ln.Addr().String()})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return p, c
 }

@@ -1,0 +1,129 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// connLimit bounds the client connections open at once. At the bound the
+// accept loop waits, so new connections queue in the kernel's backlog
+// (as HAProxy's maxconn does) instead of costing descriptors and memory.
+type connLimit struct {
+	log func(string)
+
+	mu      sync.Mutex
+	open    int
+	max     int           // 0: no bound
+	freed   chan struct{} // closed when a connection ends while one waits
+	waiting bool
+	atMax   bool      // an episode at the bound
+	saidAt  time.Time // when reaching the bound was last said
+	peak    int       // the most open since memory was last returned
+	// returned is when memory was last given back to the OS.
+	returned time.Time
+}
+
+func newConnLimit(max int, log func(string)) *connLimit {
+	return &connLimit{max: max, log: log, freed: make(chan struct{})}
+}
+
+func (l *connLimit) setMax(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.max = n
+	l.wake()
+}
+
+// acquire takes a place for one connection, waiting while there is none;
+// it reports false once done is closed.
+func (l *connLimit) acquire(done <-chan struct{}) bool {
+	for {
+		l.mu.Lock()
+		if l.max <= 0 || l.open < l.max {
+			l.open++
+			l.peak = max(l.peak, l.open)
+			l.mu.Unlock()
+			return true
+		}
+		if !l.atMax {
+			// Said once an episode, and episodes closer than a
+			// minute are one: a proxy that hovers at its bound does
+			// not fill the log.
+			l.atMax = true
+			if time.Since(l.saidAt) > time.Minute {
+				l.saidAt = time.Now()
+				l.log(fmt.Sprintf("proxy: %d connections open, the most it takes (maxConnections); new ones wait in the listen backlog", l.open))
+			}
+		}
+		l.waiting = true
+		freed := l.freed
+		l.mu.Unlock()
+		select {
+		case <-freed:
+		case <-done:
+			return false
+		}
+	}
+}
+
+// release gives back one connection's place.
+func (l *connLimit) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open--
+	if l.atMax && l.open <= l.max*3/4 {
+		l.atMax = false
+	}
+	l.wake()
+	l.returnMemory()
+}
+
+// wake lets a waiting acquire look again; the caller holds mu.
+func (l *connLimit) wake() {
+	if l.waiting {
+		l.waiting = false
+		close(l.freed)
+		l.freed = make(chan struct{})
+	}
+}
+
+// returnMemory gives the heap that a crowd of connections needed back to
+// the OS once most of them are gone: Go's scavenger would take minutes,
+// and under GOGC=400 the heap that served a flood of clients stays
+// resident long after. At most once every few seconds; the caller holds
+// mu.
+func (l *connLimit) returnMemory() {
+	const crowd = 256
+	if l.peak < crowd || l.open > l.peak/8 || time.Since(l.returned) < 5*time.Second {
+		return
+	}
+	l.peak = l.open
+	l.returned = time.Now()
+	// Owned by no one: ends when the collection does.
+	go debug.FreeOSMemory()
+}
+
+// limitedConn gives its place back to the limit when closed, once.
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// CloseWrite passes a half-close on, as net/http's server uses it before
+// it closes a connection it refused.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
