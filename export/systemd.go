@@ -59,6 +59,44 @@ func Systemd(cfg *config.Config, o SystemdOptions) ([]Unit, error) {
 	if err := unitSafe("the recluster binary's path", o.Bin); err != nil {
 		return nil, err
 	}
+	sockets, err := socketUnits(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+
+	var deps strings.Builder
+	for _, s := range sockets {
+		fmt.Fprintf(&deps, "Requires=%s\nAfter=%s\n", s.Name, s.Name)
+	}
+	stopSec := "infinity"
+	if stop := sat(longestStop(cfg), stopMargin); stop < maxStopSec*time.Second {
+		stopSec = fmt.Sprint(int64((stop + time.Second - 1) / time.Second))
+	}
+	service := Unit{Name: name + ".service", Text: fmt.Sprintf(`# Written by recluster export systemd from %s.
+# systemctl reload %s reloads every service with zero downtime.
+[Unit]
+Description=recluster %s (%s)
+After=network.target
+%s
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=%s up -f %s
+ExecReload=%s reload -f %s
+WorkingDirectory=%s
+KillMode=mixed
+TimeoutStopSec=%s
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+`, cfg.Path, name, name, specifiers(cfg.Path), deps.String(), quote(o.Bin), quote(cfg.Path), quote(o.Bin), quote(cfg.Path), specifiers(cfg.Dir), stopSec)}
+	return append([]Unit{service}, sockets...), nil
+}
+
+// socketUnits makes NAME-SOCKET.socket for each listen and proxy address
+// of cfg, in the order of the file.
+func socketUnits(cfg *config.Config, name string) ([]Unit, error) {
 	var sockets []Unit
 	seen := map[string]bool{}
 	for _, svc := range cfg.Services {
@@ -111,35 +149,7 @@ WantedBy=sockets.target
 `, cfg.Path, name, svc.Name, what, specifiers(a.l.String()), specifiers(stream), fdName, name)})
 		}
 	}
-
-	var deps strings.Builder
-	for _, s := range sockets {
-		fmt.Fprintf(&deps, "Requires=%s\nAfter=%s\n", s.Name, s.Name)
-	}
-	stopSec := "infinity"
-	if stop := sat(longestStop(cfg), stopMargin); stop < maxStopSec*time.Second {
-		stopSec = fmt.Sprint(int64((stop + time.Second - 1) / time.Second))
-	}
-	service := Unit{Name: name + ".service", Text: fmt.Sprintf(`# Written by recluster export systemd from %s.
-# systemctl reload %s reloads every service with zero downtime.
-[Unit]
-Description=recluster %s (%s)
-After=network.target
-%s
-[Service]
-Type=notify
-NotifyAccess=main
-ExecStart=%s up -f %s
-ExecReload=%s reload -f %s
-WorkingDirectory=%s
-KillMode=mixed
-TimeoutStopSec=%s
-Restart=on-failure
-
-[Install]
-WantedBy=multi-user.target
-`, cfg.Path, name, name, specifiers(cfg.Path), deps.String(), quote(o.Bin), quote(cfg.Path), quote(o.Bin), quote(cfg.Path), specifiers(cfg.Dir), stopSec)}
-	return append([]Unit{service}, sockets...), nil
+	return sockets, nil
 }
 
 // listenStream is the address as ListenStream= takes it.
