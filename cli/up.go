@@ -147,14 +147,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		logFile = lf
 	}
 
-	maxWorkers := 1
-	for _, s := range cfg.Services {
-		maxWorkers = max(maxWorkers, s.Workers)
-	}
-	mux := logmux.New(io.Out, logmux.Options{
-		Color: color.enabled(io, io.Out), Timestamps: *timestamps,
-		Services: cfg.Names(), MaxWorkers: maxWorkers,
-	})
+	mux := newStream(io, cfg, color.enabled(io, io.Out), *timestamps)
 	if logFile != nil {
 		// A file that drops lines (a full disk) says so in the stream,
 		// which `recluster logs` still reads.
@@ -165,18 +158,8 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	signal.Ignore(syscall.SIGPIPE)
 	defer closeOutput(io, mux)
 
-	if ended, err := runner.EndLeftoverGroups(paths.Groups); err != nil {
-		mux.System("", fmt.Sprintf("reading %s: %v", paths.Groups, err))
-	} else if len(ended) > 0 {
-		mux.System("", fmt.Sprintf("ended %d process group(s) left by a recluster that did not stop cleanly", len(ended)))
-	}
-	// What escaped the group log (a worker forked just before recluster
-	// was killed, a process that left its group) still carries the
-	// instance's mark.
 	instance := instanceMark(cfg.Path)
-	if ended := runner.EndMarkedLeftovers(instance); len(ended) > 0 {
-		mux.System("", fmt.Sprintf("ended %d process(es) that a recluster that did not stop cleanly left outside its process groups: %v", len(ended), ended))
-	}
+	endLeftovers(paths, instance, mux)
 	groups, err := runner.OpenGroupLog(paths.Groups)
 	if err != nil {
 		return err
@@ -184,26 +167,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	defer groups.Close()
 
 	opts := config.Options{Getenv: io.Getenv, PortBase: *port}
-	failures := make(chan runner.Event, 1) // the first failure, with --exit-on-failure
-	onEvent := func(e runner.Event) {
-		if !*exitOnFailure && !child.failingFast() {
-			return
-		}
-		switch e.Kind {
-		case runner.EventCrashed, runner.EventFailed, runner.EventBlocked:
-			select {
-			case failures <- e:
-			default: // the first is what counts
-			}
-		}
-	}
-	if !*exitOnFailure && child == nil {
-		onEvent = nil
-	}
-	failFast := "--exit-on-failure"
-	if child != nil && !*exitOnFailure {
-		failFast = "up -d: not every service was ready"
-	}
+	failures, onEvent, failFast := failureWatch(*exitOnFailure, child)
 	// Under systemd (Type=notify), recluster tells its supervisor what the
 	// stack does. A NOTIFY_SOCKET that cannot be reached is said and
 	// otherwise ignored, as sd_notify(3) does.
@@ -304,11 +268,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	} else {
 		watchCtx, stopWatching := context.WithCancel(context.Background())
 		g.add(func() error {
-			own := ownOutputFiles()
-			if child != nil {
-				own = append(own, logPath(cfg, paths))
-			}
-			watchFiles(watchCtx, cfg, m, mux, watching, own)
+			watchFiles(watchCtx, cfg, m, mux, watching, ownFiles(child, cfg, paths))
 			<-watchCtx.Done()
 			return nil
 		}, func(error) { stopWatching() })
@@ -329,21 +289,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 
 	readyCtx, stopReady := context.WithCancel(context.Background())
 	g.add(func() error {
-		select {
-		case <-m.Ready():
-			// Ready includes watching: a save made once `up` (or
-			// `up -d`) has said so reloads.
-			select {
-			case <-watching:
-			case <-readyCtx.Done():
-				return nil
-			}
-			mux.System("", "every service is ready")
-			child.ready()
-			freeStartupGarbage(cfg)
-		case <-readyCtx.Done():
-		}
-		<-readyCtx.Done()
+		announceReady(readyCtx, m, watching, mux, child, cfg)
 		return nil
 	}, func(error) { stopReady() })
 
@@ -559,4 +505,87 @@ func signalName(sig os.Signal) string {
 func instanceMark(path string) string {
 	sum := sha256.Sum256([]byte(path))
 	return hex.EncodeToString(sum[:12])
+}
+
+// endLeftovers ends what a recluster that did not stop cleanly left of
+// this config's workers: the groups its log names, then what escaped the
+// log (a worker forked just before recluster was killed, a process that
+// left its group) but still carries the instance's mark.
+func endLeftovers(paths control.Paths, instance string, mux *logmux.Mux) {
+	if ended, err := runner.EndLeftoverGroups(paths.Groups); err != nil {
+		mux.System("", fmt.Sprintf("reading %s: %v", paths.Groups, err))
+	} else if len(ended) > 0 {
+		mux.System("", fmt.Sprintf("ended %d process group(s) left by a recluster that did not stop cleanly", len(ended)))
+	}
+	if ended := runner.EndMarkedLeftovers(instance); len(ended) > 0 {
+		mux.System("", fmt.Sprintf("ended %d process(es) that a recluster that did not stop cleanly left outside its process groups: %v", len(ended), ended))
+	}
+}
+
+// announceReady says "every service is ready" once every service is and
+// saves count (watching is closed), tells `up -d`'s parent, and returns
+// startup's garbage; then it waits for ctx to end.
+func announceReady(ctx context.Context, m *runner.Manager, watching <-chan struct{}, mux *logmux.Mux, child *detachedChild, cfg *config.Config) {
+	select {
+	case <-m.Ready():
+		select {
+		case <-watching:
+		case <-ctx.Done():
+			return
+		}
+		mux.System("", "every service is ready")
+		child.ready()
+		freeStartupGarbage(cfg)
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+}
+
+// failureWatch is what ends `up` at a failure: with --exit-on-failure,
+// and for the background instance of `up -d` until it is ready. It
+// returns where the first failure goes, the observer of the runner's
+// events that sends it there (nil when nothing ends on a failure), and
+// how the end is to be named.
+func failureWatch(exitOnFailure bool, child *detachedChild) (chan runner.Event, func(runner.Event), string) {
+	failures := make(chan runner.Event, 1)
+	failFast := "--exit-on-failure"
+	if child != nil && !exitOnFailure {
+		failFast = "up -d: not every service was ready"
+	}
+	if !exitOnFailure && child == nil {
+		return failures, nil, failFast
+	}
+	onEvent := func(e runner.Event) {
+		if !exitOnFailure && !child.failingFast() {
+			return
+		}
+		switch e.Kind {
+		case runner.EventCrashed, runner.EventFailed, runner.EventBlocked:
+			select {
+			case failures <- e:
+			default: // the first is what counts
+			}
+		}
+	}
+	return failures, onEvent, failFast
+}
+
+// newStream is the log stream of `up`, padded for its services' widest
+// prefix.
+func newStream(io IO, cfg *config.Config, color, timestamps bool) *logmux.Mux {
+	maxWorkers := 1
+	for _, s := range cfg.Services {
+		maxWorkers = max(maxWorkers, s.Workers)
+	}
+	return logmux.New(io.Out, logmux.Options{Color: color, Timestamps: timestamps, Services: cfg.Names(), MaxWorkers: maxWorkers})
+}
+
+// ownFiles are the files `up` writes its stream to, which no save is:
+// its redirected output, and the log of `up -d`'s background instance.
+func ownFiles(child *detachedChild, cfg *config.Config, paths control.Paths) []string {
+	own := ownOutputFiles()
+	if child != nil {
+		own = append(own, logPath(cfg, paths))
+	}
+	return own
 }
