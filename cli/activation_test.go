@@ -86,14 +86,7 @@ func TestSocketActivationUnderSystemdSocketActivate(t *testing.T) {
 // socket and starts recluster on it three times, under load; the
 // connections of each gap wait in the backlog and none fails.
 func TestSocketActivationRestartRefusesNothing(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	addr := ln.Addr().String()
-	sock, _ := ln.(*net.TCPListener).File()
-	defer sock.Close()
+	addr, sock := activationSocket(t)
 	dir := stack(t, strings.Replace(activatedStack, "ADDR", addr, 1))
 
 	start := func(name string) *upProcess {
@@ -126,17 +119,11 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 
 // TestAnInheritedSocketThatMatchesNothingIsRefused names it.
 func TestAnInheritedSocketThatMatchesNothingIsRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	sock, _ := ln.(*net.TCPListener).File()
-	defer sock.Close()
+	addr, sock := activationSocket(t)
 	dir := stack(t, strings.Replace(activatedStack, "ADDR", freeAddr(t), 1))
 	env := append(testEnv(t), "LISTEN_FDS=1", "LISTEN_FDNAMES=stray")
 	u := startCmd(t, exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" up`, testbin.Recluster(t)), dir, env, []*os.File{sock})
-	want := fmt.Sprintf(`inherited socket(s) fd 3 (%s, named "stray") match no listen or proxy address`, ln.Addr())
+	want := fmt.Sprintf(`inherited socket(s) fd 3 (%s, named "stray") match no listen or proxy address`, addr)
 	if err := u.waitExit(); err == nil || !strings.Contains(u.output(), want) {
 		t.Errorf("up: %v\n%s\nwant %q", err, u.output(), want)
 	}
@@ -159,4 +146,22 @@ func listeners(t *testing.T, addr string) int {
 		}
 	}
 	return n
+}
+
+// activationSocket is a listening socket as systemd would pass it: its
+// address, and its file to hand a process as fd 3. Both close with the
+// test.
+func activationSocket(t *testing.T) (string, *os.File) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	sock, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	return ln.Addr().String(), sock
 }

@@ -316,14 +316,7 @@ services:
 // (socket activation) hands them to its background instance, which
 // serves on them instead of binding its own.
 func TestUpDetachedTakesActivationSockets(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	addr := ln.Addr().String()
-	sock, _ := ln.(*net.TCPListener).File()
-	defer sock.Close()
+	addr, sock := activationSocket(t)
 	dir := stack(t, strings.Replace(activatedStack, "ADDR", addr, 1))
 	env := append(testEnv(t), "LISTEN_FDS=1", "LISTEN_FDNAMES=web")
 	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" up -d`, testbin.Recluster(t))
@@ -345,14 +338,8 @@ func TestUpDetachedTakesActivationSockets(t *testing.T) {
 // of another process is not taken; when it holds the address up wants,
 // the error says so rather than naming recluster as a stranger.
 func TestASocketNotGivenIsNamedAsSuch(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	sock, _ := ln.(*net.TCPListener).File()
-	defer sock.Close()
-	dir := stack(t, strings.Replace(activatedStack, "ADDR", ln.Addr().String(), 1))
+	addr, sock := activationSocket(t)
+	dir := stack(t, strings.Replace(activatedStack, "ADDR", addr, 1))
 	env := append(testEnv(t), "LISTEN_FDS=1", "LISTEN_PID=1")
 	u := startCmd(t, exec.Command(testbin.Recluster(t), "up"), dir, env, []*os.File{sock})
 	u.waitLine(`held by recluster itself, on fd 3, which it inherited but was not given: LISTEN_PID="1" is not recluster's pid`)
