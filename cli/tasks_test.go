@@ -178,6 +178,57 @@ func TestProcfileReleaseRunsFirst(t *testing.T) {
 	}
 }
 
+// TestAReloadOfAllRunsTasksFirst: `recluster reload` reruns the task web
+// needs completed, and reloads web only once it has; when the task
+// fails, web keeps its old generation and the reload exits non-zero
+// naming the failure.
+func TestAReloadOfAllRunsTasksFirst(t *testing.T) {
+	dir := stack(t, `
+services:
+  migrate:
+    command: sh -c 'sleep 0.5; if [ -e fail ]; then echo "migration 0042 failed, column exists" >&2; exit 4; fi; echo migrated >> order'
+    restart: never
+  web:
+    command: sh -c 'echo web >> order; exec sleep 100'
+    workers: 1
+    after: {migrate: completed}
+`)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	order := func() string {
+		data, _ := os.ReadFile(filepath.Join(dir, "order"))
+		return strings.ReplaceAll(strings.TrimSpace(string(data)), "\n", " ")
+	}
+	if r := verb(t, dir, "reload"); r.code != 0 {
+		t.Fatalf("reload exited %d: %s%s", r.code, r.stdout, r.err)
+	}
+	if got := order(); got != "migrated web migrated web" {
+		t.Errorf("ran %q, want migrate then web, twice", got)
+	}
+	webPids := pidsOf(status(t, dir), "web")
+
+	os.WriteFile(filepath.Join(dir, "fail"), nil, 0o644)
+	r := verb(t, dir, "reload")
+	if r.code == 0 {
+		t.Errorf("reload with a failing migrate exited 0: %s", r.stdout)
+	}
+	for _, want := range []string{"migrate: failed: migrate.0 ended: exit code 4", "migration 0042 failed, column exists", "web: not reloaded, since migrate failed"} {
+		if !strings.Contains(r.err, want) {
+			t.Errorf("no %q in the reload's answer:\n%s", want, r.err)
+		}
+	}
+	if got := order(); got != "migrated web migrated web" {
+		t.Errorf("ran %q: web reloaded after migrate failed", got)
+	}
+	st := status(t, dir)
+	if got := pidsOf(st, "web"); len(got) != 1 || got[0] != webPids[0] {
+		t.Errorf("web's workers %v, want its old one %v serving on", got, webPids)
+	}
+	if r := verb(t, dir, "reload", "web"); r.code != 0 || strings.Count(order(), "migrated") != 2 {
+		t.Errorf("reload web: exit %d, ran %q; want web alone reloaded", r.code, order())
+	}
+}
+
 // TestRunIsAOneOffWithTheServicesEnvironment: env, dir, exit codes,
 // stdin and forwarded signals, with no up running.
 func TestRunIsAOneOffWithTheServicesEnvironment(t *testing.T) {

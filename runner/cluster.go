@@ -114,6 +114,8 @@ type cluster struct {
 	everStarted bool
 	onState     func(serviceState)
 	published   serviceState
+	// settleWaiters hear the state once the service settles (settleReq).
+	settleWaiters []chan serviceState
 	// buildingUntil (unix nanoseconds) is read by the Manager's Building
 	// from any goroutine: far ahead while a build runs, else 0.
 	buildingUntil atomic.Int64
@@ -265,6 +267,9 @@ func (c *cluster) handleRequest(r request) {
 		return
 	case blockReq:
 		c.block(r) // in every phase: only a stopped service blocks
+		return
+	case settleReq:
+		c.settleWaiters = append(c.settleWaiters, r.reply) // answered by publish
 		return
 	}
 	switch c.phase {

@@ -495,6 +495,15 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 		done chan error // for added services, started after their deps
 	}
 	var jobs []job
+	jobsSpecs := func(jobs []job) []*serviceSpec {
+		var specs []*serviceSpec
+		for _, j := range jobs {
+			if j.spec != nil {
+				specs = append(specs, j.spec)
+			}
+		}
+		return specs
+	}
 	for _, n := range names {
 		spec := m.spec(cfg.Service(n))
 		if c := m.clusters[n]; c != nil {
@@ -531,10 +540,13 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 
 	var cs []*cluster
 	byCluster := map[*cluster]job{}
+	order := reloadOrder{}
 	for _, j := range jobs {
 		cs = append(cs, j.c)
 		byCluster[j.c] = j
+		order[j.c.name] = &reloadStep{c: j.c, done: make(chan struct{})}
 	}
+	order.markAwaited(jobsSpecs(jobs))
 	cs = append(cs, removed...)
 	var reportMu sync.Mutex
 	var report ReloadReport
@@ -544,18 +556,36 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 		case !ok: // removed from the file
 			return m.endCluster(ctx, c)
 		case j.done != nil:
+			// Added: it starts once its `after` conditions are met, as
+			// under up (depends.go).
+			step := order[c.name]
 			select {
-			case err := <-j.done:
-				return err
+			case step.err = <-j.done:
 			case <-ctx.Done():
-				return ctx.Err()
+				step.err = ctx.Err()
 			}
+			if step.err == nil && step.awaited {
+				step.err = step.settle(ctx)
+			}
+			close(step.done)
+			return step.err
 		default:
-			r, err := c.Reload(ctx, j.spec)
+			step := order[c.name]
+			defer close(step.done)
+			if step.err = order.await(ctx, j.spec); step.err != nil {
+				return step.err
+			}
+			var r ReloadReport
+			r, step.err = c.Reload(ctx, j.spec)
 			reportMu.Lock()
 			report.add(r)
 			reportMu.Unlock()
-			return err
+			if step.err == nil && step.awaited {
+				// A service this reload takes next needs it completed:
+				// its answer is how its run ended.
+				step.err = step.settle(ctx)
+			}
+			return step.err
 		}
 	})
 	return report, err

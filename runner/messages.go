@@ -37,6 +37,10 @@ type (
 		reason string
 		reply  chan error
 	}
+	// settleReq waits until the service runs nothing by itself: a task
+	// has completed or failed, or the service stopped. A reload in
+	// `after` order waits so on a task that others need completed.
+	settleReq struct{ reply chan serviceState }
 )
 
 type (
@@ -75,6 +79,7 @@ func (scaleReq) isMessage()          {}
 func (statusReq) isMessage()         {}
 func (killReq) isMessage()           {}
 func (blockReq) isMessage()          {}
+func (settleReq) isMessage()         {}
 func (exitEvent) isMessage()         {}
 func (noteEvent) isMessage()         {}
 func (readyTimeoutEvent) isMessage() {}
@@ -90,6 +95,9 @@ func (r reloadReq) refuse(err error)  { r.reply <- reloadResult{err: err} }
 func (r scaleReq) refuse(err error)   { r.reply <- err }
 func (killReq) refuse(error)          {}
 func (r blockReq) refuse(err error)   { r.reply <- err }
+func (r settleReq) refuse(err error) {
+	r.reply <- serviceState{phase: phaseShutDown, reason: err.Error()}
+}
 
 // statusReq is answered in every phase before any refusal; should one ever
 // be refused, its caller still hears, with an empty status.

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -180,12 +181,39 @@ func (c *cluster) publish() {
 	if c.failure != nil && c.phase.ended() {
 		st.reason = c.failure.Error()
 	}
+	if settled := st.phase.ended() || st.phase == phaseStopped || st.phase == phaseShutDown; settled {
+		for _, w := range c.settleWaiters {
+			w <- st
+		}
+		c.settleWaiters = nil
+	}
 	if st == c.published {
 		return
 	}
 	c.published = st
 	if c.onState != nil {
 		c.onState(st)
+	}
+}
+
+// settle waits until the service runs nothing by itself (settleReq) and
+// returns its state then.
+func (c *cluster) settle(ctx context.Context) (serviceState, error) {
+	reply := make(chan serviceState, 1)
+	select {
+	case c.reqs <- settleReq{reply}:
+	case <-c.done:
+		return serviceState{}, ErrShuttingDown
+	case <-ctx.Done():
+		return serviceState{}, ctx.Err()
+	}
+	select {
+	case st := <-reply:
+		return st, nil
+	case <-c.done:
+		return serviceState{}, ErrShuttingDown
+	case <-ctx.Done():
+		return serviceState{}, ctx.Err()
 	}
 }
 

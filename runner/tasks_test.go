@@ -272,3 +272,63 @@ func TestSettledWhenNothingIsLeft(t *testing.T) {
 		}
 	})
 }
+
+// TestAReloadGoesInAfterOrder: a reload of every service reruns the task
+// that web needs completed and reloads web only once it has; when the
+// task fails, web is not reloaded and the reload says why.
+func TestAReloadGoesInAfterOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, starter := stack(t,
+			task("migrate", func(s *config.Service) { s.Restart = config.RestartNever }),
+			task("web", func(s *config.Service) {
+				s.After = []string{"migrate"}
+				s.AfterWhen = map[string]string{"migrate": config.AfterCompleted}
+			}))
+		starter.exit("migrate", ExitStatus{Code: 0})
+		if n := starter.startsOfService("web"); n != 1 {
+			t.Fatalf("web started %d times before any reload", n)
+		}
+		reloadAll := func() chan error {
+			done := make(chan error, 1)
+			go func() { _, err := m.Reload(context.Background(), nil); done <- err }()
+			synctest.Wait()
+			return done
+		}
+
+		done := reloadAll()
+		if n := starter.startsOfService("migrate"); n != 2 {
+			t.Fatalf("the reload ran migrate %d times in all, want 2", n)
+		}
+		if n := starter.startsOfService("web"); n != 1 {
+			t.Fatalf("web reloaded while migrate ran (%d starts)", n)
+		}
+		starter.exit("migrate", ExitStatus{Code: 0})
+		if err := <-done; err != nil {
+			t.Fatalf("reload after migrate completed: %v", err)
+		}
+		if n := starter.startsOfService("web"); n != 2 {
+			t.Fatalf("web started %d times, want 2: reloaded once migrate completed", n)
+		}
+
+		done = reloadAll()
+		starter.exit("migrate", ExitStatus{Code: 4})
+		err := <-done
+		if err == nil || !strings.Contains(err.Error(), "migrate: failed: migrate.0 ended: exit code 4") || !strings.Contains(err.Error(), "web: not reloaded, since migrate failed") {
+			t.Fatalf("reload with a failing migrate: %v", err)
+		}
+		if n := starter.startsOfService("web"); n != 2 {
+			t.Errorf("web started %d times, want 2: not reloaded after migrate failed", n)
+		}
+		if st := stateOf(t, m, "web"); st.State != "running" {
+			t.Errorf("web is %s after the failed reload, want running on its old generation", st.State)
+		}
+
+		// A reload of web alone does not rerun migrate (failed now).
+		if _, err := m.Reload(context.Background(), []string{"web"}); err != nil {
+			t.Fatalf("reload web: %v", err)
+		}
+		if n := starter.startsOfService("migrate"); n != 3 {
+			t.Errorf("reload web ran migrate: %d runs, want 3", n)
+		}
+	})
+}
