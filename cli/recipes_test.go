@@ -152,6 +152,49 @@ func publicAddr(t *testing.T, dir string) string {
 	return ""
 }
 
+// TestGunicornBrokenSaveKeepsServing: README's gunicorn recipe with
+// `watch`, under load: a save that breaks the app (gunicorn's master says
+// READY=1 before its workers import it, and exits 3 once they cannot)
+// fails its reload within minReady, so the old generation serves on with
+// no request lost, up stays, and the save that fixes it reloads.
+func TestGunicornBrokenSaveKeepsServing(t *testing.T) {
+	if _, err := exec.LookPath("gunicorn"); err != nil {
+		t.Skipf("NOT TESTED: needs gunicorn, which is not installed (.ci/run installs it)")
+	}
+	dir := prepareRecipe(t, "gunicorn")
+	yml := filepath.Join(dir, "recluster.yml")
+	data, _ := os.ReadFile(yml)
+	os.WriteFile(yml, append(data, "    watch: \"*.py\"\n"...), 0o644)
+	u := startUpIn(t, dir, recipeEnv(t))
+	u.waitLine(`every service is ready`)
+	addr := publicAddr(t, dir)
+	oneShot := load.Start(addr, load.Options{Conns: 3})
+	keepAlive := load.Start(addr, load.Options{Conns: 3, KeepAlive: true})
+	for _, l := range []*load.Client{oneShot, keepAlive} {
+		if !l.WaitServed(20, deadline) {
+			t.Fatalf("no answers: %v\n%s", l.Snapshot().Failures, u.output())
+		}
+	}
+	app := filepath.Join(dir, "app.py")
+	good, _ := os.ReadFile(app)
+	os.WriteFile(app, append(append([]byte{}, good...), "\ndef broken(:\n"...), 0o644)
+	u.waitLine(`web reload to generation 2 failed: web\.0 \(generation 2, pid \d+\) exited within minReady`)
+	oneShot.WaitServed(20, deadline)
+	keepAlive.WaitServed(20, deadline)
+	if st := status(t, dir); st.Services[0].State != "running" || st.Services[0].Generation != 1 {
+		t.Errorf("after the broken save web is %s on generation %d, want running on 1", st.Services[0].State, st.Services[0].Generation)
+	}
+	os.WriteFile(app, append(append([]byte{}, good...), "\n# fixed\n"...), 0o644)
+	u.waitLine(`web generation 3 is ready`)
+	oneShot.WaitServed(20, deadline)
+	keepAlive.WaitServed(20, deadline)
+	for kind, l := range map[string]*load.Client{"one request per connection": oneShot, "keep-alive": keepAlive} {
+		if r := l.Finish(); r.Failed() > 0 {
+			t.Errorf("%s: %d of %d requests failed through a broken save and its fix: %v, e.g. %q\n%s", kind, r.Failed(), int(r.OK)+r.Failed(), r.Failures, r.Examples, reclusterLines(u.output()))
+		}
+	}
+}
+
 // TestREADMERecipesAreTheTestedOnes: every recipe README.md shows is one
 // that the test above runs, as it is there.
 func TestREADMERecipesAreTheTestedOnes(t *testing.T) {

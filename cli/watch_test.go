@@ -264,3 +264,69 @@ services:
 		t.Errorf("a restart service reloaded")
 	}
 }
+
+// TestASaveDuringABuildEndsOnTheLatestFiles: a save made while the build
+// of the one before runs supersedes that build, so the service ends on
+// the second save's files, not the first's.
+func TestASaveDuringABuildEndsOnTheLatestFiles(t *testing.T) {
+	dir := stack(t, `
+services:
+  web:
+    command: sh -c 'echo "serving $(cat built.out)"; exec sleep 100'
+    workers: 1
+    build: sh -c 'v=$(cat src.txt); echo "compiling $v"; sleep 3; echo "$v" > built.out'
+    watch: {paths: ["src.txt"], debounce: 50ms}
+`)
+	src := filepath.Join(dir, "src.txt")
+	os.WriteFile(src, []byte("v1"), 0o644)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	u.waitLine(`serving v1`)
+	os.WriteFile(src, []byte("v2"), 0o644)
+	u.waitLine(`compiling v2`)
+	os.WriteFile(src, []byte("v3"), 0o644)
+	u.waitLine(`serving v3`)
+	u.waitLine(`web generation \d+ is ready`)
+	if strings.Contains(u.output(), "serving v2") {
+		t.Errorf("the first save's build was not superseded:\n%s", tail(u.output(), 20))
+	}
+}
+
+// TestAServiceThatRetriggersItselfBacksOff: a service that writes a
+// watched file at each start would reload for ever; it is said once, and
+// its reloads then wait, longer each time.
+func TestAServiceThatRetriggersItselfBacksOff(t *testing.T) {
+	dir := stack(t, `
+services:
+  web:
+    command: sh -c 'date +%s%N > stamp.txt; exec sleep 100'
+    workers: 1
+    minReady: 0s
+    watch: {paths: ["*.txt"], debounce: 20ms}
+`)
+	u := startUp(t, dir, "--timestamps")
+	u.waitLine(`every service is ready`)
+	os.WriteFile(filepath.Join(dir, "a.txt"), nil, 0o644)
+	u.waitLine(`web: its watched files changed during or right after each of its last 5 reloads \(stamp.txt\)`)
+	n := u.countLines(`web: reloading: `)
+	u.waitCount(`web: reloading: `, n+2)
+	if said := u.countLines(`its watched files changed during or right after`); said != 1 {
+		t.Errorf("said %d times, want once", said)
+	}
+	var at []time.Time
+	for _, l := range strings.Split(u.output(), "\n") {
+		if strings.Contains(l, "web: reloading: ") {
+			if ts, err := time.Parse("15:04:05.000", strings.Fields(l)[0]); err == nil {
+				at = append(at, ts)
+			}
+		}
+	}
+	if len(at) < n+2 {
+		t.Fatalf("%d timed reload lines, want %d", len(at), n+2)
+	}
+	// The second reload after the one said waits 4s from its change:
+	// more than the 2s the watcher keeps between a storm's reloads.
+	if gap := at[n+1].Sub(at[n]); gap < 3*time.Second {
+		t.Errorf("reloads %s apart after the back-off was said, want at least 4s", gap)
+	}
+}

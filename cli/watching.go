@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/logmux"
@@ -66,12 +67,14 @@ func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux 
 		}
 	}()
 	inPlace := w.Ready()
+	loops := newReloadLoops(mux)
 	for {
 		select {
 		case <-inPlace:
 			close(watching)
 			inPlace = nil
 		case ch := <-changes:
+			delay := loops.began(ch)
 			running.Add(1)
 			// Owned by watchFiles, which joins it; ctx bounds it.
 			go func() {
@@ -80,6 +83,10 @@ func watchFiles(ctx context.Context, cfg *config.Config, m *runner.Manager, mux 
 					reloadConfig(ctx, m, w, mux)
 					return
 				}
+				if !loops.wait(ctx, ch.Service, delay) {
+					return
+				}
+				defer loops.ended(ch.Service)
 				act(ctx, ch, m, mux)
 			}()
 		case <-watched:
@@ -151,4 +158,91 @@ func ownOutputFiles() []string {
 		}
 	}
 	return out
+}
+
+// A service whose own reload changes the files it watches (an app that
+// writes a file at start, a build that writes into its sources) would
+// reload for ever: after retriggerStreak reloads in a row that each came
+// while the one before ran, or within retriggerWindow of its end, it is
+// said once, and each further reload waits, twice as long each time up
+// to maxRetriggerDelay, until a change comes after a quiet spell.
+const (
+	retriggerWindow   = time.Second
+	retriggerStreak   = 5
+	maxRetriggerDelay = time.Minute
+)
+
+// reloadLoops keeps, per service, how its watch reloads follow one
+// another. began runs on the watch loop; ended on the reloads' own
+// goroutines; mu guards the map.
+type reloadLoops struct {
+	mux *logmux.Mux
+	mu  sync.Mutex
+	by  map[string]*reloadLoop
+}
+
+type reloadLoop struct {
+	running int       // watch reloads under way
+	endedAt time.Time // when the last ended
+	streak  int       // reloads in a row that came too soon
+	delay   time.Duration
+	said    bool
+}
+
+func newReloadLoops(mux *logmux.Mux) *reloadLoops {
+	return &reloadLoops{mux: mux, by: map[string]*reloadLoop{}}
+}
+
+// began counts a change of ch's service and returns how long its reload
+// is to wait.
+func (l *reloadLoops) began(ch watch.Change) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.by[ch.Service]
+	if r == nil {
+		r = &reloadLoop{}
+		l.by[ch.Service] = r
+	}
+	if r.running > 0 || time.Since(r.endedAt) < retriggerWindow {
+		r.streak++
+	} else {
+		r.streak, r.delay, r.said = 0, 0, false
+	}
+	r.running++
+	if r.streak < retriggerStreak {
+		return 0
+	}
+	r.delay = min(max(2*r.delay, 2*time.Second), maxRetriggerDelay)
+	if !r.said {
+		r.said = true
+		l.mux.System(ch.Service, fmt.Sprintf("%s: its watched files changed during or right after each of its last %d reloads (%s): if the service writes them itself, add them to watch.ignore; reloads now wait, longer each time up to %s, until its files are quiet",
+			ch.Service, r.streak, ch.File, maxRetriggerDelay))
+	}
+	return r.delay
+}
+
+// wait holds a reload back for delay; false if ctx ended first.
+func (l *reloadLoops) wait(ctx context.Context, service string, delay time.Duration) bool {
+	if delay <= 0 {
+		return true
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		l.ended(service)
+		return false
+	}
+}
+
+// ended records the end of one of service's watch reloads.
+func (l *reloadLoops) ended(service string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.by[service]; r != nil {
+		r.running--
+		r.endedAt = time.Now()
+	}
 }

@@ -153,3 +153,69 @@ func shellJoin(args []string) string {
 	}
 	return strings.Join(out, " ")
 }
+
+// requiredUnset finds the first ${NAME:?message} or ${NAME?message} of a
+// shell command that lookup (the worker's environment) leaves unset, and
+// returns the error /bin/sh would end the worker with, so that `check`
+// and `up` say it before any worker starts and crash-loops on it.
+func (c Command) requiredUnset(lookup func(string) (string, bool)) error {
+	if !c.Shell {
+		return nil
+	}
+	line, inSingle := c.Line, false
+	for i := 0; i < len(line); i++ {
+		switch ch := line[i]; {
+		case ch == '\'':
+			inSingle = !inSingle
+		case inSingle:
+		case ch == '\\':
+			i++
+		case ch == '$' && i+1 < len(line) && line[i+1] == '{':
+			end := closingBrace(line, i+2)
+			if end < 0 {
+				return nil
+			}
+			body := line[i+2 : end]
+			j := 0
+			for j < len(body) && isNameChar(body[j]) {
+				j++
+			}
+			if op := strings.TrimPrefix(body[j:], ":"); strings.HasPrefix(op, "?") {
+				// Only the ? operator is judged here: sh has more
+				// operators (=, #, %) than recluster's expansion.
+				if _, err := expandBraced(body, lookup); err != nil && strings.Contains(err.Error(), " is required: ") {
+					return err
+				}
+			}
+			i = end
+		}
+	}
+	return nil
+}
+
+// setPerWorker are the variables recluster sets in each worker's
+// environment itself, so a command may always name them.
+var setPerWorker = []string{"PORT", "WORKER_ID", "RECLUSTER_SERVICE", "RECLUSTER_GENERATION",
+	"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "RECLUSTER_READY_FD"}
+
+// workerLookup is what a worker of svc finds in its environment, but for
+// what recluster sets per worker (taken as set): the service's env over
+// recluster's own.
+func workerLookup(svc *Service, getenv func(string) string) func(string) (string, bool) {
+	own := map[string]string{}
+	for _, v := range svc.Env {
+		own[v.Name] = v.Value
+	}
+	return func(k string) (string, bool) {
+		if v, ok := own[k]; ok {
+			return v, true
+		}
+		for _, p := range setPerWorker {
+			if k == p {
+				return "set by recluster", true
+			}
+		}
+		v := getenv(k)
+		return v, v != ""
+	}
+}

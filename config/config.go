@@ -20,6 +20,7 @@ const (
 	DefaultBackoff           = 30 * time.Second
 	DefaultStartLimit        = 5
 	DefaultMinUptime         = 5 * time.Second
+	DefaultMinReady          = 2 * time.Second
 	DefaultTimeout           = time.Second
 	DefaultProductionTimeout = time.Hour
 	DefaultReadyTimeout      = 60 * time.Second
@@ -125,6 +126,10 @@ type Service struct {
 	// service is failed; 0 never fails it.
 	StartLimit int
 	MinUptime  time.Duration
+	// MinReady is how long a new worker must stay ready, without
+	// exiting, before a reload counts it ready (Kubernetes'
+	// minReadySeconds).
+	MinReady time.Duration
 	// MaxSurge is how many new workers a reload runs beyond Workers at
 	// once, replacing the old ones as many at a time; 0 is all of them.
 	MaxSurge int
@@ -274,6 +279,11 @@ func (o Options) parseYAML(path string, data []byte) (*Config, error) {
 	}
 	d.crossCheck(sources)
 	d.checkFiles(top, sources)
+	for _, src := range sources {
+		if err := src.svc.Command.requiredUnset(workerLookup(src.svc, o.Getenv)); err != nil {
+			d.errorf(src.set["command"], "services."+src.svc.Name+".command", "%v; set it in recluster's environment, the service's env or an env file", err)
+		}
+	}
 	if err := d.errs.err(); err != nil {
 		return nil, err
 	}

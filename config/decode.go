@@ -22,7 +22,7 @@ var (
 	topKeys     = []string{"env", "envFile", "services", "logFile", "logSize"}
 	serviceKeys = []string{"command", "dir", "env", "envFile", "workers", "listen", "proxy", "readyWhen",
 		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log", "build", "buildTimeout", "watch",
-		"restart", "startLimit", "minUptime", "maxSurge", "drainTimeout"}
+		"restart", "startLimit", "minUptime", "minReady", "maxSurge", "drainTimeout"}
 	watchKeys   = []string{"paths", "ignore", "debounce", "action"}
 	logKeys     = []string{"respawns"}
 	proxyKeys   = []string{"address", "protocol", "proxyProtocol", "maxConnections", "maxHeaderBytes", "headerTimeout", "idleTimeout"}
@@ -208,6 +208,8 @@ func (d *decoder) serviceKey(key string, v *yaml.Node, path string, src *service
 		svc.StartLimit = d.startLimit(v, path, svc.StartLimit)
 	case "minUptime":
 		svc.MinUptime = d.duration(v, path, true, svc.MinUptime)
+	case "minReady":
+		svc.MinReady = d.duration(v, path, true, svc.MinReady)
 	case "maxSurge":
 		svc.MaxSurge = d.maxSurge(v, path)
 	case "log":

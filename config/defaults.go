@@ -19,6 +19,7 @@ func (o Options) newService(name, dir string) *Service {
 		Restart:      RestartAlways,
 		StartLimit:   DefaultStartLimit,
 		MinUptime:    DefaultMinUptime,
+		MinReady:     DefaultMinReady,
 		AfterWhen:    map[string]string{},
 		StopSignal:   DefaultStopSignal,
 		Log:          LogOptions{Respawns: true},

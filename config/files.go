@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -20,7 +21,7 @@ func (d *decoder) checkFiles(top *fileSource, sources []*serviceSource) {
 	var globalFiles []EnvVar
 	if top.envFileSet {
 		globalFiles = d.readEnvFiles(top.envFiles, "envFile")
-	} else if vars, err := readEnvFile(filepath.Join(d.dir, ".env")); err == nil {
+	} else if vars, err := readEnvFile(filepath.Join(d.dir, ".env"), d.opts.Getenv); err == nil {
 		// ".env" next to the file is read when present, as foreman does.
 		globalFiles = vars
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -44,7 +45,7 @@ func (d *decoder) checkFiles(top *fileSource, sources []*serviceSource) {
 func (d *decoder) readEnvFiles(refs []fileRef, path string) []EnvVar {
 	var out []EnvVar
 	for _, ref := range refs {
-		vars, err := readEnvFile(d.abs(ref.name))
+		vars, err := readEnvFile(d.abs(ref.name), d.opts.Getenv)
 		if err != nil {
 			d.errorf(ref.node, path, "%v; envFile names a file of NAME=value lines, relative to %s", err, d.dir)
 			continue
@@ -54,35 +55,99 @@ func (d *decoder) readEnvFiles(refs []fileRef, path string) []EnvVar {
 	return out
 }
 
-// readEnvFile parses an env file with godotenv, refusing what no
+// readEnvFile parses an env file with godotenv and interpolates its
+// values as sh and Docker Compose do (interpolate), against getenv
+// (recluster's own environment) then the variables the file set before;
+// a single-quoted value is taken as written. It refuses what no
 // environment can hold.
-func readEnvFile(path string) ([]EnvVar, error) {
+func readEnvFile(path string, getenv func(string) string) ([]EnvVar, error) {
 	data, err := readRegular(path, MaxEnvFileBytes, "envFile")
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPathError(err))
 	}
-	m, err := godotenv.Parse(bytes.NewReader(data))
+	if i := bytes.IndexAny(data, dollarStandIns); i >= 0 {
+		return nil, fmt.Errorf("cannot use %s: it holds the control byte %#x at offset %d, which no value can", path, data[i], i)
+	}
+	// godotenv would expand $VAR itself, from the file alone, and garble
+	// ${VAR:-default}: it parses with each dollar standing in.
+	standIn := strings.NewReplacer(`\$`, escapedDollar, "$", dollar)
+	m, err := godotenv.Parse(strings.NewReader(standIn.Replace(string(data))))
 	if err != nil {
 		return nil, fmt.Errorf("cannot parse %s: %w", path, err)
 	}
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
+	defs := envFileDefinitions(data, m)
+	out := make([]EnvVar, 0, len(defs))
+	set := map[string]string{}
+	lookup := func(k string) (string, bool) {
+		if v := getenv(k); v != "" {
+			return v, true
+		}
+		v, ok := set[k]
+		return v, ok
 	}
-	sort.Strings(names)
-	out := make([]EnvVar, len(names))
-	for i, k := range names {
+	for _, def := range defs {
+		k := def.name
 		if err := checkEnvName(k); err != nil {
 			return nil, fmt.Errorf("cannot use %s: %w", path, err)
 		}
-		if strings.IndexByte(m[k], 0) >= 0 {
+		value := m[k]
+		if def.literal {
+			value = strings.NewReplacer(escapedDollar, `\$`, dollar, "$").Replace(value)
+		} else {
+			value, err = interpolate(strings.NewReplacer(escapedDollar, "$$", dollar, "$").Replace(value), lookup)
+			if err != nil {
+				return nil, fmt.Errorf("cannot use %s: %s: %w", path, k, err)
+			}
+		}
+		if strings.IndexByte(value, 0) >= 0 {
 			return nil, fmt.Errorf("cannot use %s: %s holds a NUL byte, which no variable can", path, k)
 		}
-		out[i] = EnvVar{Name: k, Value: m[k]}
+		set[k] = value
+		out = append(out, EnvVar{Name: k, Value: value})
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
+// What stands in for "$" and "\$" while godotenv parses an env file.
+const (
+	dollar         = "\x00"
+	escapedDollar  = "\x01"
+	dollarStandIns = dollar + escapedDollar
+)
+
+// envFileDefinition is where an env file sets a variable (its last
+// definition, which godotenv keeps), and whether its value is single-
+// quoted, so taken as written.
+type envFileDefinition struct {
+	name    string
+	at      int
+	literal bool
+}
+
+// envFileDefinitions lists the variables of m in the order data defines
+// them, so that each value sees only those set before it, as in sh.
+func envFileDefinitions(data []byte, m map[string]string) []envFileDefinition {
+	last := map[string]envFileDefinition{}
+	for _, at := range envFileLine.FindAllSubmatchIndex(data, -1) {
+		name := string(data[at[2]:at[3]])
+		last[name] = envFileDefinition{name: name, at: at[0], literal: at[4] >= 0}
+	}
+	defs := make([]envFileDefinition, 0, len(m))
+	for k := range m {
+		def, ok := last[k]
+		if !ok {
+			def = envFileDefinition{name: k, at: len(data)}
+		}
+		defs = append(defs, def)
+	}
+	sort.Slice(defs, func(i, j int) bool { return defs[i].at < defs[j].at })
+	return defs
+}
+
+// envFileLine is the start of a definition in an env file: its name, and
+// a single quote when its value is one.
+var envFileLine = regexp.MustCompile(`(?m)^[ \t]*(?:export[ \t]+)?([^\s=:#'"]+)[ \t]*[=:][ \t]*(')?`)
 func unwrapPathError(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {

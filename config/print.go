@@ -39,6 +39,7 @@ type printedService struct {
 	Restart      string            `yaml:"restart"`
 	StartLimit   int               `yaml:"startLimit"`
 	MinUptime    string            `yaml:"minUptime"`
+	MinReady     string            `yaml:"minReady"`
 	MaxSurge     int               `yaml:"maxSurge,omitempty"`
 	After        any               `yaml:"after,flow,omitempty"`
 	Log          printedLog        `yaml:"log"`
@@ -72,6 +73,7 @@ func Print(w io.Writer, cfg *Config) error {
 			Restart:      s.Restart,
 			StartLimit:   s.StartLimit,
 			MinUptime:    s.MinUptime.String(),
+			MinReady:     s.MinReady.String(),
 			MaxSurge:     s.MaxSurge,
 			Log:          printedLog{Respawns: s.Log.Respawns},
 		}

@@ -48,7 +48,7 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 	d := &decoder{file: path, dir: filepath.Dir(abs), opts: o}
 	cfg := &Config{Path: abs, Dir: d.dir, Procfile: true, LogSize: DefaultLogSize}
 
-	dotenv, err := readEnvFile(filepath.Join(d.dir, ".env"))
+	dotenv, err := readEnvFile(filepath.Join(d.dir, ".env"), o.Getenv)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		d.errs.add(&FieldError{File: path, Line: 1, Col: 1, Msg: fmt.Sprintf("%v; fix or remove .env next to the Procfile", err)})
 	}
@@ -104,6 +104,9 @@ func (o Options) parseProcfile(path string, data []byte) (*Config, error) {
 			svc.ReadyWhen = ReadyListening
 		}
 		derive(svc)
+		if err := cmd.requiredUnset(workerLookup(svc, o.Getenv)); err != nil {
+			d.errs.add(&FieldError{File: path, Line: lineNo, Col: col, Path: name, Msg: fmt.Sprintf("%v; set it in recluster's environment or .env", err)})
+		}
 		cfg.Services = append(cfg.Services, svc)
 	}
 	if err := sc.Err(); err != nil {

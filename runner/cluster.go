@@ -397,6 +397,8 @@ func (c *cluster) handleEvent(e message) {
 		c.noted(e.w, e.note)
 	case readyTimeoutEvent:
 		c.readyTimedOut(e.w)
+	case provenEvent:
+		c.proven(e.w)
 	case killTimeoutEvent:
 		c.killTimedOut(e.w)
 	case drainedEvent:

@@ -281,6 +281,13 @@ func (c *cluster) markReady(w *worker) {
 	c.emit(EventReady, w, "")
 	defer c.syncBackends()
 	if c.reload != nil && w.gen == c.reload.gen {
+		if d := w.gen.spec.MinReady; d > 0 {
+			// A program that says it is ready before it has loaded
+			// the code (gunicorn's master, before its workers import
+			// the app) is held to it for minReady first.
+			w.proving = c.after(d, provenEvent{w})
+			return
+		}
 		c.reloadWorkerReady(w)
 		return
 	}
@@ -293,6 +300,20 @@ func (c *cluster) markReady(w *worker) {
 		}
 	}
 	c.checkAllReady()
+}
+
+// proven counts a new worker of a reload ready once it has stayed ready
+// for minReady.
+func (c *cluster) proven(w *worker) {
+	if w.proving == nil || w.stopAsked || c.reload == nil || w.gen != c.reload.gen {
+		return
+	}
+	if _, alive := c.live[w]; !alive {
+		return
+	}
+	w.proving = nil
+	defer c.syncBackends()
+	c.reloadWorkerReady(w)
 }
 
 func (c *cluster) noted(w *worker, n Notification) {
@@ -341,6 +362,7 @@ func (c *cluster) readyTimedOut(w *worker) {
 func (c *cluster) exited(w *worker, st ExitStatus) {
 	delete(c.live, w)
 	stopTimer(w.readyTimer)
+	stopTimer(w.proving)
 	stopTimer(w.killTimer)
 	stopTimer(w.drainTimer)
 	delete(c.ports, w.port)
@@ -357,7 +379,11 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 		return
 	}
 	if c.reload != nil && w.gen == c.reload.gen {
-		c.failReload(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.failureLines(w.ref)})
+		err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.failureLines(w.ref)}
+		if w.proving != nil {
+			err.MinReady = w.gen.spec.MinReady
+		}
+		c.failReload(err)
 		return
 	}
 	s := c.slotOf(w)

@@ -53,7 +53,9 @@ type (
 		note Notification
 	}
 	readyTimeoutEvent struct{ w *worker }
-	killTimeoutEvent  struct{ w *worker }
+	// provenEvent: a new worker of a reload stayed ready for minReady.
+	provenEvent      struct{ w *worker }
+	killTimeoutEvent struct{ w *worker }
 	// drainedEvent: a proxied worker has nothing in flight any more, or
 	// its drain timed out; either way its stop signal goes now.
 	drainedEvent struct {
@@ -83,6 +85,7 @@ func (settleReq) isMessage()         {}
 func (exitEvent) isMessage()         {}
 func (noteEvent) isMessage()         {}
 func (readyTimeoutEvent) isMessage() {}
+func (provenEvent) isMessage()       {}
 func (killTimeoutEvent) isMessage()  {}
 func (drainedEvent) isMessage()      {}
 func (respawnEvent) isMessage()      {}

@@ -19,6 +19,7 @@ services:
     workers: 2
     proxy: {address: "127.0.0.1:0", protocol: ` + protocol + `}
     timeout: 5s
+    minReady: 0s # reloaded dozens of times; TestMinReady* hold the window
 `
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/load"
 )
 
@@ -65,6 +66,7 @@ services:
     listen: 127.0.0.1:0
     readyWhen: ready
     timeout: 10s
+    minReady: 0s # reloaded dozens of times; TestMinReady* hold the window
 `
 
 func (h *harness) addr(service string) string {
@@ -401,4 +403,49 @@ func TestStoppedNewWorkerIsCleanedUp(t *testing.T) {
 	if after := h.status("web"); !samePids(before, after) || after.Generation != 1 {
 		t.Errorf("old generation changed: %+v", after)
 	}
+}
+
+// minReadyStack serves on a socket of its own; once "broken" exists, a
+// new worker says it is ready (it has started) and exits 300ms later, as
+// gunicorn's master does when its workers cannot import the app.
+const minReadyStack = `
+services:
+  web:
+    command: [sh, -c, 'if [ -e broken ]; then exec WORKER -mode crash -code 3 -after 300ms; fi; exec WORKER -mode serve']
+    workers: 2
+    listen: 127.0.0.1:0
+    readyWhen: started
+    timeout: 10s
+`
+
+// TestMinReadyHoldsAVersionThatDiesSoonAfterReady: with the default
+// minReady, a new generation whose workers exit soon after they are ready
+// fails its reload and the old one serves on, losing nothing; without
+// it, the reload is promoted and the service loses its workers.
+func TestMinReadyHoldsAVersionThatDiesSoonAfterReady(t *testing.T) {
+	h := startHarness(t, minReadyStack)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	before := h.status("web")
+	load := startLoad(h.addr("web"), 4)
+	load.waitServed(t, 20)
+	os.WriteFile(filepath.Join(h.dir, "broken"), nil, 0o644)
+
+	err := h.reload(context.Background(), []string{"web"})
+	var wf *WorkerFailedError
+	if !errors.As(err, &wf) || wf.MinReady != config.DefaultMinReady || !strings.Contains(err.Error(), "exited within minReady (2s) of being ready: exit code 3") {
+		t.Fatalf("reload of a version that dies soon after it is ready: %v", err)
+	}
+	load.waitServed(t, 20)
+	after := h.status("web")
+	if after.Generation != before.Generation || len(after.Workers) != 2 || after.Workers[0].Pid != before.Workers[0].Pid {
+		t.Errorf("the old generation does not serve on: before %+v, after %+v", before.Workers, after.Workers)
+	}
+	load.expectNoFailures(t, "through a reload held by minReady")
+
+	// The same reload with minReady 0 is promoted: what the window is for.
+	h.write(strings.Replace(minReadyStack, "timeout: 10s", "timeout: 10s\n    minReady: 0s", 1))
+	if err := h.reload(context.Background(), []string{"web"}); err != nil {
+		t.Fatalf("reload with minReady 0: %v", err)
+	}
+	h.waitEvent("a promoted worker's crash", is(EventCrashed, "web"))
 }

@@ -163,7 +163,7 @@ func (c *cluster) syncBackends() {
 		// it would shrink as the old one stops.
 		if op := c.reload; op != nil && op.rolling() && op.gen.router != nil {
 			for _, w := range op.workers {
-				if w.state == Ready && !w.stopAsked {
+				if w.state == Ready && !w.stopAsked && w.proving == nil {
 					backends[op.gen.router][backendKey(w)] = w.backendAddr()
 				}
 			}

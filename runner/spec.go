@@ -35,6 +35,7 @@ type serviceSpec struct {
 	Restart      string
 	StartLimit   int
 	MinUptime    time.Duration
+	MinReady     time.Duration
 	MaxSurge     int
 	Build        *config.Command
 	BuildTimeout time.Duration
@@ -69,6 +70,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 		Restart:      restart,
 		StartLimit:   s.StartLimit,
 		MinUptime:    s.MinUptime,
+		MinReady:     s.MinReady,
 		MaxSurge:     s.MaxSurge,
 		Build:        s.Build,
 		BuildTimeout: s.BuildTimeout,
@@ -143,6 +145,9 @@ type WorkerFailedError struct {
 	Exit *ExitStatus
 	// Timeout is set when it was not ready within ReadyTimeout.
 	Timeout time.Duration
+	// MinReady is set when it exited after it said it was ready, but
+	// within minReady of that.
+	MinReady time.Duration
 	// Tail is the worker's last lines of output.
 	Tail []string
 }
@@ -152,6 +157,8 @@ func (e *WorkerFailedError) Error() string {
 	switch {
 	case e.Exit != nil && e.Exit.Err != nil:
 		fmt.Fprintf(&b, "%s (generation %d) could not start: %v", e.Worker, e.Worker.Generation, e.Exit.Err)
+	case e.Exit != nil && e.MinReady > 0:
+		fmt.Fprintf(&b, "%s (generation %d, pid %d) exited within minReady (%s) of being ready: %s", e.Worker, e.Worker.Generation, e.Pid, e.MinReady, e.Exit)
 	case e.Exit != nil:
 		fmt.Fprintf(&b, "%s (generation %d, pid %d) exited before it was ready: %s", e.Worker, e.Worker.Generation, e.Pid, e.Exit)
 	default:

@@ -53,6 +53,9 @@ type worker struct {
 	stopAsked  bool
 	signalled  bool // its stop signal went (after a drain, for a proxied worker)
 	readyTimer *time.Timer
+	// proving is set while a new worker of a reload has been ready for
+	// less than minReady: it neither counts as ready nor serves yet.
+	proving    *time.Timer
 	killTimer  *time.Timer
 	drainTimer *time.Timer
 	// port is its PORT, for a proxied service; listening is where it was
@@ -187,6 +190,7 @@ func (c *cluster) stopWorker(w *worker) {
 	}
 	w.stopAsked = true
 	stopTimer(w.readyTimer)
+	stopTimer(w.proving)
 	if h := w.gen.router; h != nil && w.proc != nil && w.state == Ready {
 		w.state = Stopping
 		c.syncBackends()

@@ -3,7 +3,8 @@
 // new folders as they appear, what does not count left out (version
 // control, dependencies, editors' swap files, what .gitignore ignores,
 // and changes made while the service builds, which are the build's own
-// output), and each burst of changes (an editor's write, rename and
+// output, but for a file whose save reloaded it before: that is saved
+// again), and each burst of changes (an editor's write, rename and
 // chmod; a git checkout) debounced into one.
 package watch
 
@@ -27,6 +28,9 @@ import (
 
 // maxBurst is the longest a burst of changes may postpone its reload.
 const maxBurst = 2 * time.Second
+
+// maxSources bounds the files a service remembers as its sources.
+const maxSources = 4096
 
 // outputSettle is how long after its build a file the build wrote is
 // still taken for the build's output: its last events may come a moment
@@ -114,6 +118,9 @@ type state struct {
 	due     time.Time            // when its timer fires; an earlier fire is stale
 	calmAt  time.Time            // in a storm (changes that never settle), no fire before this
 	outputs map[string]time.Time // files written while it built, and when last
+	// sources are files whose saves reloaded it: one that changes while
+	// it builds is saved again, not the build's output (maxSources).
+	sources map[string]bool
 	timer   *time.Timer
 	full    bool // said that its tree is too big to watch whole
 }
@@ -202,6 +209,14 @@ func (r *run) send(ctx context.Context, name string) bool {
 	}
 	change := s.pending
 	change.File = s.namedFile(change.File)
+	if s.sources == nil {
+		s.sources = map[string]bool{}
+	}
+	for f := range s.files {
+		if len(s.sources) < maxSources {
+			s.sources[f] = true
+		}
+	}
 	s.pending, s.timer = Change{}, nil
 	select {
 	case r.changes <- change:
@@ -391,7 +406,7 @@ func (r *run) consider(s *state, abs string) {
 	}
 	now := time.Now()
 	last, wrote := s.outputs[rel]
-	if r.w.opts.Busy(s.Name) || (wrote && now.Sub(last) < outputSettle) {
+	if (r.w.opts.Busy(s.Name) || (wrote && now.Sub(last) < outputSettle)) && !s.sources[rel] {
 		if s.outputs == nil {
 			s.outputs = map[string]time.Time{}
 		}

@@ -159,6 +159,29 @@ func TestChangesWhileBuildingAreTheBuilds(t *testing.T) {
 	}
 }
 
+// TestASourceSavedWhileBuildingCounts: a file whose save reloaded the
+// service is a source; saved again while the service builds, it counts
+// (the reload supersedes the build), while the build's output does not.
+func TestASourceSavedWhileBuildingCounts(t *testing.T) {
+	var building atomic.Bool
+	dropped := make(chan string, 16)
+	dir, changes := watchingWith(t, config.Watch{Paths: []string{"."}, Debounce: 50 * time.Millisecond, Action: "reload"}, building.Load,
+		func(rel string) { dropped <- rel })
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte("v1"), 0o644)
+	if c := waitChange(t, changes); c.File != "main.go" {
+		t.Fatalf("the first save: %+v", c)
+	}
+	building.Store(true)
+	os.WriteFile(filepath.Join(dir, "server"), []byte("binary"), 0o755)
+	if rel := <-dropped; rel != "server" {
+		t.Fatalf("dropped %s, want the build's output", rel)
+	}
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte("v2"), 0o644)
+	if c := waitChange(t, changes); c.File != "main.go" || c.Files != 1 {
+		t.Errorf("the save during the build: %+v, want main.go alone", c)
+	}
+}
+
 // TestTheWatcherDoesNotGrow: a hundred changes leave its goroutines as
 // they were.
 func TestTheWatcherDoesNotGrow(t *testing.T) {
