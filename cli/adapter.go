@@ -59,6 +59,9 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
 				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status,
 				Port: w.Port, InFlight: w.InFlight, ExitCode: w.ExitCode}
+			if w.Proving {
+				out[i].Workers[j].State = "proving" // ready, held for minReady before it counts
+			}
 		}
 	}
 	return out, nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -269,6 +270,7 @@ services:
     proxy: {address: "`+addr+`"}
     readyWhen: started
     timeout: 1m
+    minReady: 0s
 `)
 	u := startUp(t, dir)
 	u.waitLine(`every service is ready`)
@@ -283,6 +285,32 @@ services:
 	u.waitLine(`SIGINT: stopping every service`)
 	u.cmd.Process.Signal(syscall.SIGINT)
 	u.waitExit()
+}
+
+// TestAReloadHeldByMinReadySaysSo: a new worker ready for less than
+// minReady is `proving` in status, and `reload --wait` that gives up then
+// says what it waits for.
+func TestAReloadHeldByMinReadySaysSo(t *testing.T) {
+	dir := stack(t, `
+services:
+  web:
+    command: [WORKER]
+    workers: 1
+    minReady: 1m
+`)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	r := verb(t, dir, "reload", "--wait", "1s")
+	if r.code != 1 || !strings.Contains(r.err, "web.0 (generation 2, pid ") || !strings.Contains(r.err, ") has been ready for less than minReady") {
+		t.Errorf("reload --wait 1s: exit %d:\n%s", r.code, r.err)
+	}
+	var states []string
+	for _, w := range status(t, dir).Services[0].Workers {
+		states = append(states, fmt.Sprintf("%d:%s", w.Generation, w.State))
+	}
+	if !slices.Contains(states, "2:proving") || !slices.Contains(states, "1:ready") {
+		t.Errorf("workers %v, want generation 1 ready and 2 proving", states)
+	}
 }
 
 // TestUpDetachedEndsWhenAnAddressIsTaken: `up -d` whose address another

@@ -368,6 +368,8 @@ func stillWaiting(client *control.Client, verb string, wait time.Duration) error
 			switch w.State {
 			case "starting":
 				waiting = append(waiting, fmt.Sprintf("%s.%d (generation %d, pid %d) is not ready yet", s.Name, w.ID, w.Generation, w.Pid))
+			case "proving":
+				waiting = append(waiting, fmt.Sprintf("%s.%d (generation %d, pid %d) has been ready for less than minReady", s.Name, w.ID, w.Generation, w.Pid))
 			case "stopping":
 				what := fmt.Sprintf("%s.%d (generation %d, pid %d) is stopping", s.Name, w.ID, w.Generation, w.Pid)
 				if w.InFlight > 0 {

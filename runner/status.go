@@ -45,6 +45,8 @@ type WorkerStatus struct {
 	// ExitCode, for a slot whose worker exited for good (state Exited),
 	// is its exit code as a shell gives it.
 	ExitCode *int
+	// Proving: a new worker of a reload, ready for less than minReady.
+	Proving bool
 }
 
 func (c *cluster) status() ServiceStatus {
@@ -84,7 +86,7 @@ func (c *cluster) status() ServiceStatus {
 	for w := range c.live {
 		n, last := history(w.ref.ID)
 		ws := WorkerStatus{ID: w.ref.ID, Pid: w.pid, State: w.state, Generation: w.ref.Generation,
-			Restarts: n, Started: w.started, LastExit: last, Status: w.status, Port: w.port}
+			Restarts: n, Started: w.started, LastExit: last, Status: w.status, Port: w.port, Proving: w.proving != nil}
 		if h := w.gen.router; h != nil {
 			ws.InFlight = h.router.InFlight(backendKey(w))
 		}
