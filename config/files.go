@@ -148,6 +148,7 @@ func envFileDefinitions(data []byte, m map[string]string) []envFileDefinition {
 // envFileLine is the start of a definition in an env file: its name, and
 // a single quote when its value is one.
 var envFileLine = regexp.MustCompile(`(?m)^[ \t]*(?:export[ \t]+)?([^\s=:#'"]+)[ \t]*[=:][ \t]*(')?`)
+
 func unwrapPathError(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
