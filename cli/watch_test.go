@@ -338,3 +338,26 @@ services:
 		t.Errorf("reloads %s apart after the back-off was said, want at least 4s", gap)
 	}
 }
+
+// TestFortyServicesSavedAtOnceAllReload: a save in each of forty watched
+// services at once (a git pull in a monorepo) reloads every one of them.
+func TestFortyServicesSavedAtOnceAllReload(t *testing.T) {
+	var yml strings.Builder
+	yml.WriteString("services:\n")
+	for i := range 40 {
+		fmt.Fprintf(&yml, "  s%d: {command: [WORKER], workers: 1, dir: s%d, watch: \"*.txt\"}\n", i, i)
+	}
+	dir := stack(t, yml.String())
+	for i := range 40 {
+		os.Mkdir(filepath.Join(dir, fmt.Sprintf("s%d", i)), 0o755)
+	}
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	for i := range 40 {
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("s%d", i), "a.txt"), nil, 0o644)
+	}
+	u.waitCount(`s\d+ generation 2 is ready`, 40)
+	if n := u.countLines(`s\d+: reloading: a.txt changed`); n != 40 {
+		t.Errorf("%d reloads for forty saves", n)
+	}
+}

@@ -42,6 +42,9 @@ func newHTTPHandler(p *Proxy) *httpHandler {
 		},
 		Transport:     h,
 		FlushInterval: -1, // stream: each write of the backend goes out at once
+		// Without a pool each answer's copy allocated 32 KiB: the most
+		// of what the http proxy left to the garbage collector.
+		BufferPool: bodyBufs{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			switch {
 			case errors.Is(err, context.Canceled):
@@ -67,6 +70,14 @@ func newHTTPHandler(p *Proxy) *httpHandler {
 	})
 	return h
 }
+
+// bodyBufs lends ReverseProxy the buffers answers are copied through.
+type bodyBufs struct{}
+
+var bodyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bodyBufs) Get() []byte  { return *bodyBufPool.Get().(*[]byte) }
+func (bodyBufs) Put(b []byte) { bodyBufPool.Put(&b) }
 
 // httpServer is one http.Server of the proxy, with the bounds it was made
 // with. Configure makes a new one when the bounds or the protocol change;

@@ -1,0 +1,406 @@
+// Command proxy compares recluster's proxy with HAProxy and nginx in front
+// of the same app, in one run on one machine: 4 Node workers
+// (bench/peers/server.js, binding their own ports), wrk -t2 -c32 for each
+// cell (tcp or http, one request per connection or keep-alive), the three
+// proxies alternated round after round. CPU per request is the proxy
+// process's own utime+stime over the run (recluster: `up`, whose workers
+// are not counted; nginx: its master and single worker) divided by the
+// requests. It installs haproxy, nginx with the stream module and wrk from
+// Debian when they are missing (as root), builds recluster, and prints a
+// Markdown table.
+//
+//	go run ./bench/proxy -rounds 2 -duration 6s
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type cell struct {
+	protocol  string // tcp or http
+	keepAlive bool
+}
+
+func (c cell) String() string {
+	if c.keepAlive {
+		return c.protocol + ", keep-alive"
+	}
+	return c.protocol + ", one request per connection"
+}
+
+// result is one proxy's run of one cell.
+type result struct {
+	requests int
+	p99      time.Duration
+	cpu      time.Duration
+}
+
+func (r result) cpuPerRequest() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.requests)
+}
+
+var proxies = []string{"haproxy", "nginx", "recluster"}
+
+func main() {
+	rounds := flag.Int("rounds", 2, "rounds; each runs every cell on every proxy")
+	duration := flag.Duration("duration", 6*time.Second, "wrk's run per cell")
+	only := flag.String("only", "", "run only this proxy (haproxy, nginx or recluster), to profile it")
+	flag.Parse()
+	if err := ensureTools(); err != nil {
+		fail(err)
+	}
+	work, err := os.MkdirTemp("", "recluster-bench-proxy-")
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(work)
+	bin := filepath.Join(work, "recluster")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/recluster").CombinedOutput(); err != nil {
+		fail(fmt.Errorf("building recluster: %v\n%s", err, out))
+	}
+	server, _ := filepath.Abs("bench/peers/server.js")
+	var backends []string
+	for i := 0; i < 4; i++ {
+		port := freePort()
+		cmd := exec.Command("node", server)
+		cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			fail(err)
+		}
+		defer cmd.Process.Kill()
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		waitListening(addr)
+		backends = append(backends, addr)
+	}
+	cells := []cell{{"tcp", false}, {"http", false}, {"tcp", true}, {"http", true}}
+	results := map[cell]map[string][]result{}
+	for _, c := range cells {
+		results[c] = map[string][]result{}
+	}
+	for round := 0; round < *rounds; round++ {
+		for _, c := range cells {
+			order := rotate(proxies, round)
+			for _, name := range order {
+				if *only != "" && name != *only {
+					continue
+				}
+				r, err := runCell(name, c, backends, server, bin, work, *duration)
+				if err != nil {
+					fail(fmt.Errorf("%s, %s: %w", name, c, err))
+				}
+				fmt.Fprintf(os.Stderr, "round %d, %s, %s: %d requests, p99 %s, %.1f µs CPU a request\n", round+1, c, name, r.requests, r.p99, float64(r.cpuPerRequest().Nanoseconds())/1000)
+				results[c][name] = append(results[c][name], r)
+			}
+		}
+	}
+	printTable(cells, results, *duration)
+}
+
+func rotate(s []string, n int) []string {
+	n %= len(s)
+	return append(append([]string{}, s[n:]...), s[:n]...)
+}
+
+// runCell starts one proxy for c, runs wrk through it, and stops it.
+func runCell(name string, c cell, backends []string, server, bin, work string, d time.Duration) (result, error) {
+	port := freePort()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	dir := filepath.Join(work, fmt.Sprintf("%s-%s-%v", name, c.protocol, c.keepAlive))
+	os.MkdirAll(dir, 0o755)
+	var cmd *exec.Cmd
+	switch name {
+	case "haproxy":
+		cfg := filepath.Join(dir, "haproxy.cfg")
+		os.WriteFile(cfg, []byte(haproxyConfig(c.protocol, port, backends)), 0o644)
+		cmd = exec.Command("haproxy", "-db", "-f", cfg)
+	case "nginx":
+		cfg := filepath.Join(dir, "nginx.conf")
+		os.WriteFile(cfg, []byte(nginxConfig(c.protocol, port, backends, dir)), 0o644)
+		cmd = exec.Command("nginx", "-p", dir, "-c", cfg, "-e", "stderr")
+	case "recluster":
+		os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(fmt.Sprintf(`services:
+  web:
+    command: node %s
+    workers: %d
+    proxy: {address: "%s", protocol: %s}
+`, server, len(backends), addr, c.protocol)), 0o644)
+		cmd = exec.Command(bin, "up")
+		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+dir, "NO_COLOR=1")
+	}
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logf, _ := os.Create(filepath.Join(dir, "out.log"))
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}()
+	if err := waitAnswering(addr, name == "recluster"); err != nil {
+		out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
+		return result{}, fmt.Errorf("%v\n%s", err, out)
+	}
+	pids := proxyPids(name, cmd.Process.Pid)
+	before := cpuOf(pids)
+	args := []string{"-t2", "-c32", "-d" + d.String(), "--latency"}
+	if !c.keepAlive {
+		args = append(args, "-H", "Connection: close")
+	}
+	out, err := exec.Command("wrk", append(args, "http://"+addr+"/")...).CombinedOutput()
+	cpu := cpuOf(pids) - before
+	if err != nil {
+		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	r, err := parseWrk(string(out))
+	r.cpu = cpu
+	return r, err
+}
+
+func haproxyConfig(protocol string, port int, backends []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "global\n  nbthread 1\n  maxconn 20000\ndefaults\n  mode %s\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n", protocol)
+	fmt.Fprintf(&b, "frontend f\n  bind 127.0.0.1:%d\n  default_backend b\nbackend b\n  balance leastconn\n", port)
+	for i, a := range backends {
+		fmt.Fprintf(&b, "  server s%d %s\n", i, a)
+	}
+	return b.String()
+}
+
+func nginxConfig(protocol string, port int, backends []string, dir string) string {
+	var servers strings.Builder
+	for _, a := range backends {
+		fmt.Fprintf(&servers, "    server %s;\n", a)
+	}
+	head := fmt.Sprintf("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\ndaemon off;\nworker_processes 1;\npid %s/nginx.pid;\nerror_log stderr;\nevents { worker_connections 20000; }\n", dir)
+	if protocol == "tcp" {
+		return head + fmt.Sprintf("stream {\n  upstream b {\n    least_conn;\n%s  }\n  server { listen 127.0.0.1:%d; proxy_pass b; }\n}\n", servers.String(), port)
+	}
+	return head + fmt.Sprintf(`http {
+  access_log off;
+  client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
+  upstream b {
+    least_conn;
+%[2]s    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:%[3]d;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`, dir, servers.String(), port)
+}
+
+// proxyPids are the processes whose CPU is the proxy's.
+func proxyPids(name string, pid int) []int {
+	if name != "nginx" {
+		return []int{pid} // recluster: up itself, not its workers
+	}
+	pids := []int{pid}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil || p == pid {
+			continue
+		}
+		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p)); err == nil {
+			f := statFields(string(data))
+			if len(f) > 2 && f[1] == strconv.Itoa(pid) { // its worker
+				pids = append(pids, p)
+			}
+		}
+	}
+	return pids
+}
+
+// statFields splits /proc/PID/stat after the command's parentheses: [0]
+// is the state, [1] the parent, [11] utime, [12] stime.
+func statFields(stat string) []string {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(stat[i+1:])
+}
+
+func cpuOf(pids []int) time.Duration {
+	var ticks int64
+	for _, p := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		f := statFields(string(data))
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+var (
+	wrkRequests = regexp.MustCompile(`(\d+) requests in`)
+	wrkP99      = regexp.MustCompile(`99%\s+([\d.]+)(us|ms|s)`)
+	wrkErrors   = regexp.MustCompile(`Socket errors: (.*)|Non-2xx or 3xx responses: (\d+)`)
+)
+
+func parseWrk(out string) (result, error) {
+	m := wrkRequests.FindStringSubmatch(out)
+	if m == nil {
+		return result{}, fmt.Errorf("no request count in wrk's output:\n%s", out)
+	}
+	var r result
+	r.requests, _ = strconv.Atoi(m[1])
+	if m := wrkP99.FindStringSubmatch(out); m != nil {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[m[2]]
+		r.p99 = time.Duration(v * float64(unit))
+	}
+	if e := wrkErrors.FindString(out); e != "" {
+		fmt.Fprintf(os.Stderr, "  wrk: %s\n", e)
+	}
+	return r, nil
+}
+
+func printTable(cells []cell, results map[cell]map[string][]result, d time.Duration) {
+	fmt.Printf("| cell | HAProxy req/%s (CPU/req, p99) | nginx | recluster | recluster / HAProxy req, CPU |\n|---|---|---|---|---|\n", d)
+	for _, c := range cells {
+		row := []string{c.String()}
+		for _, name := range proxies {
+			row = append(row, span(results[c][name]))
+		}
+		ratio := "–"
+		if h, r := results[c]["haproxy"], results[c]["recluster"]; len(h) > 0 && len(r) > 0 {
+			ratio = fmt.Sprintf("%.2f, %.1f×", float64(mean(r, reqs))/float64(mean(h, reqs)), float64(mean(r, cpuReq))/float64(mean(h, cpuReq)))
+		}
+		row = append(row, ratio)
+		fmt.Printf("| %s |\n", strings.Join(row, " | "))
+	}
+}
+
+func reqs(r result) int64   { return int64(r.requests) }
+func cpuReq(r result) int64 { return int64(r.cpuPerRequest()) }
+
+func mean(rs []result, f func(result) int64) int64 {
+	var sum int64
+	for _, r := range rs {
+		sum += f(r)
+	}
+	return sum / int64(len(rs))
+}
+
+// span is a proxy's runs of a cell: requests, CPU µs a request and p99,
+// each as its least–most over the rounds.
+func span(rs []result) string {
+	if len(rs) == 0 {
+		return "–"
+	}
+	rng := func(f func(result) float64, format string) string {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		if fmt.Sprintf(format, v[0]) == fmt.Sprintf(format, v[len(v)-1]) {
+			return fmt.Sprintf(format, v[0])
+		}
+		return fmt.Sprintf(format+"–"+format, v[0], v[len(v)-1])
+	}
+	return fmt.Sprintf("%s (%s µs, %s ms)", rng(func(r result) float64 { return float64(r.requests) }, "%.0f"),
+		rng(func(r result) float64 { return float64(r.cpuPerRequest().Nanoseconds()) / 1000 }, "%.1f"),
+		rng(func(r result) float64 { return float64(r.p99.Microseconds()) / 1000 }, "%.1f"))
+}
+
+// ensureTools installs what the comparison needs from Debian, as root.
+func ensureTools() error {
+	var missing []string
+	for tool, pkg := range map[string]string{"haproxy": "haproxy", "nginx": "nginx-light", "wrk": "wrk", "node": "nodejs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so"); err != nil {
+		missing = append(missing, "libnginx-mod-stream")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("missing %s; install them (apt-get install %s) or run as root", strings.Join(missing, ", "), strings.Join(missing, " "))
+	}
+	cmd := exec.Command("sh", "-c", "apt-get install -y "+strings.Join(missing, " ")+" || (apt-get update && apt-get install -y "+strings.Join(missing, " ")+")")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return cmd.Run()
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func waitListening(addr string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+	}
+	fail(fmt.Errorf("nothing listens on %s", addr))
+}
+
+// waitAnswering waits until a request through addr is answered: for
+// recluster, once its workers are ready behind the proxy.
+func waitAnswering(addr string, slow bool) error {
+	limit := 10 * time.Second
+	if slow {
+		limit = 30 * time.Second
+	}
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			continue
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		c.Close()
+		if strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s does not answer", addr)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench/proxy:", err)
+	os.Exit(1)
+}
