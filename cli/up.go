@@ -135,6 +135,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	closeInheritedFDs()
 	reserveThreads(reservedThreads())
 	tuneGC(io, cfg)
+	tuneProcs(io, cfg)
 	var logFile *logfile.File
 	if child != nil {
 		lf, err := openBackgroundLog(cfg, paths)
@@ -190,6 +191,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 			next, err := opts.Load(cfg.Path)
 			if err == nil {
 				tuneGC(io, next)
+				tuneProcs(io, next)
 			}
 			return next, err
 		},

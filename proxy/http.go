@@ -41,7 +41,14 @@ func newHTTPHandler(p *Proxy) *httpHandler {
 			}
 		},
 		Transport:     h,
-		FlushInterval: -1, // stream: each write of the backend goes out at once
+		// An answer of known length goes out as the server's buffer
+		// fills, its header with its start: one write to the client
+		// for a small answer, as nginx and HAProxy make, not one per
+		// write of the backend (-1 flushed each: three write syscalls a
+		// request, the most of the http proxy's CPU). One of unknown
+		// length (chunked), or an event stream, is still flushed at
+		// once, write by write (ReverseProxy does so by itself).
+		FlushInterval: 0,
 		// Without a pool each answer's copy allocated 32 KiB: the most
 		// of what the http proxy left to the garbage collector.
 		BufferPool: bodyBufs{},

@@ -183,7 +183,7 @@ func runCell(name string, c cell, backends []string, server, bin, work string, d
 
 func haproxyConfig(protocol string, port int, backends []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "global\n  nbthread 1\n  maxconn 20000\ndefaults\n  mode %s\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n", protocol)
+	fmt.Fprintf(&b, "global\n  nbthread 1\n  maxconn 8000\ndefaults\n  mode %s\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n", protocol)
 	fmt.Fprintf(&b, "frontend f\n  bind 127.0.0.1:%d\n  default_backend b\nbackend b\n  balance leastconn\n", port)
 	for i, a := range backends {
 		fmt.Fprintf(&b, "  server s%d %s\n", i, a)
