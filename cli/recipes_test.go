@@ -48,20 +48,12 @@ func TestRecipesReloadUnderLoadLosingNothing(t *testing.T) {
 			dir := prepareRecipe(t, name)
 			u := startUpIn(t, dir, recipeEnv(t))
 			u.waitLine(`every service is ready`)
-			addr := publicAddr(t, dir)
-			oneShot := load.Start(addr, load.Options{Conns: 3})
-			keepAlive := load.Start(addr, load.Options{Conns: 3, KeepAlive: true})
-			for _, l := range []*load.Client{oneShot, keepAlive} {
-				if !l.WaitServed(20, deadline) {
-					t.Fatalf("no answers: %v\n%s", l.Snapshot().Failures, u.output())
-				}
-			}
+			clients := startRecipeLoad(t, u, publicAddr(t, dir))
 			for i := 0; i < 5; i++ {
 				if r := verbEnv(t, dir, recipeEnv(t), "reload"); r.code != 0 {
 					t.Fatalf("reload %d: exit %d: %s\n%s", i, r.code, r.err, tail(u.output(), 30))
 				}
-				oneShot.WaitServed(10, deadline)
-				keepAlive.WaitServed(10, deadline)
+				clients.waitServed(10)
 			}
 			if name == "gohttp" { // its recipe builds, and watches its code
 				src := filepath.Join(dir, "main.go")
@@ -69,16 +61,9 @@ func TestRecipesReloadUnderLoadLosingNothing(t *testing.T) {
 				os.WriteFile(src, append(data, "\n// saved\n"...), 0o644)
 				u.waitLine(`app: reloading: main.go changed`)
 				u.waitLine(`app generation 7 is ready`)
-				oneShot.WaitServed(10, deadline)
-				keepAlive.WaitServed(10, deadline)
+				clients.waitServed(10)
 			}
-			for kind, l := range map[string]*load.Client{"one request per connection": oneShot, "keep-alive": keepAlive} {
-				if r := l.Finish(); r.Failed() > 0 {
-					t.Errorf("%s: %d of %d requests failed through 5 reloads: %v, e.g. %q\nup's output, access logs left out:\n%s", kind, r.Failed(), int(r.OK)+r.Failed(), r.Failures, r.Examples, reclusterLines(u.output()))
-				} else {
-					t.Logf("%s: %d requests through 5 reloads, none failed", kind, r.OK)
-				}
-			}
+			clients.expectNoFailures(t, u, "through 5 reloads")
 		})
 	}
 }
@@ -167,30 +152,54 @@ func TestGunicornBrokenSaveKeepsServing(t *testing.T) {
 	os.WriteFile(yml, append(data, "    watch: \"*.py\"\n"...), 0o644)
 	u := startUpIn(t, dir, recipeEnv(t))
 	u.waitLine(`every service is ready`)
-	addr := publicAddr(t, dir)
-	oneShot := load.Start(addr, load.Options{Conns: 3})
-	keepAlive := load.Start(addr, load.Options{Conns: 3, KeepAlive: true})
-	for _, l := range []*load.Client{oneShot, keepAlive} {
-		if !l.WaitServed(20, deadline) {
-			t.Fatalf("no answers: %v\n%s", l.Snapshot().Failures, u.output())
-		}
-	}
+	clients := startRecipeLoad(t, u, publicAddr(t, dir))
 	app := filepath.Join(dir, "app.py")
 	good, _ := os.ReadFile(app)
 	os.WriteFile(app, append(append([]byte{}, good...), "\ndef broken(:\n"...), 0o644)
 	u.waitLine(`web reload to generation 2 failed: web\.0 \(generation 2, pid \d+\) exited within minReady`)
-	oneShot.WaitServed(20, deadline)
-	keepAlive.WaitServed(20, deadline)
+	clients.waitServed(20)
 	if st := status(t, dir); st.Services[0].State != "running" || st.Services[0].Generation != 1 {
 		t.Errorf("after the broken save web is %s on generation %d, want running on 1", st.Services[0].State, st.Services[0].Generation)
 	}
 	os.WriteFile(app, append(append([]byte{}, good...), "\n# fixed\n"...), 0o644)
 	u.waitLine(`web generation 3 is ready`)
-	oneShot.WaitServed(20, deadline)
-	keepAlive.WaitServed(20, deadline)
-	for kind, l := range map[string]*load.Client{"one request per connection": oneShot, "keep-alive": keepAlive} {
-		if r := l.Finish(); r.Failed() > 0 {
-			t.Errorf("%s: %d of %d requests failed through a broken save and its fix: %v, e.g. %q\n%s", kind, r.Failed(), int(r.OK)+r.Failed(), r.Failures, r.Examples, reclusterLines(u.output()))
+	clients.waitServed(20)
+	clients.expectNoFailures(t, u, "through a broken save and its fix")
+}
+
+// recipeLoad is the clients a recipe is tried with, by kind: clients
+// that never retry, one request per connection and keep-alive.
+type recipeLoad map[string]*load.Client
+
+// startRecipeLoad starts them on addr, and waits until each is served.
+func startRecipeLoad(t *testing.T, u *upProcess, addr string) recipeLoad {
+	t.Helper()
+	l := recipeLoad{"one request per connection": load.Start(addr, load.Options{Conns: 3}),
+		"keep-alive": load.Start(addr, load.Options{Conns: 3, KeepAlive: true})}
+	for _, c := range l {
+		if !c.WaitServed(20, deadline) {
+			t.Fatalf("no answers: %v\n%s", c.Snapshot().Failures, u.output())
+		}
+	}
+	return l
+}
+
+// waitServed waits for n more answers to each client.
+func (l recipeLoad) waitServed(n int64) {
+	for _, c := range l {
+		c.WaitServed(n, deadline)
+	}
+}
+
+// expectNoFailures stops the clients; a request that failed during what
+// fails the test.
+func (l recipeLoad) expectNoFailures(t *testing.T, u *upProcess, what string) {
+	t.Helper()
+	for kind, c := range l {
+		if r := c.Finish(); r.Failed() > 0 {
+			t.Errorf("%s: %d of %d requests failed %s: %v, e.g. %q\nup's output, access logs left out:\n%s", kind, r.Failed(), int(r.OK)+r.Failed(), what, r.Failures, r.Examples, reclusterLines(u.output()))
+		} else {
+			t.Logf("%s: %d requests %s, none failed", kind, r.OK, what)
 		}
 	}
 }

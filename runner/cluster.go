@@ -176,20 +176,11 @@ func (c *cluster) Restart(ctx context.Context, spec *serviceSpec) error {
 // Reload replaces the serving generation with one of spec (reload.go). On
 // success it reports what the old generation's stop cut short.
 func (c *cluster) Reload(ctx context.Context, spec *serviceSpec) (ReloadReport, error) {
-	reply := make(chan reloadResult, 1)
-	select {
-	case c.reqs <- reloadReq{spec, reply, triggerOf(ctx)}:
-	case <-c.done:
-		return ReloadReport{}, ErrShuttingDown
-	case <-ctx.Done():
-		return ReloadReport{}, ctx.Err()
+	r, err := ask(ctx, c, reloadReq{spec, make(chan reloadResult, 1), triggerOf(ctx)})
+	if err != nil {
+		return ReloadReport{}, err
 	}
-	select {
-	case r := <-reply:
-		return r.report, r.err
-	case <-ctx.Done():
-		return ReloadReport{}, ctx.Err()
-	}
+	return r.report, r.err
 }
 
 func (c *cluster) Scale(ctx context.Context, n int) error {
@@ -198,19 +189,35 @@ func (c *cluster) Scale(ctx context.Context, n int) error {
 }
 
 func (c *cluster) Status(ctx context.Context) (ServiceStatus, error) {
-	reply := make(chan ServiceStatus, 1)
+	return ask(ctx, c, statusReq{make(chan ServiceStatus, 1)})
+}
+
+// ask sends a request whose reply is a value to the loop and waits for
+// that reply; it fails once run has returned, or ctx ends.
+func ask[T any, R interface {
+	request
+	replies() chan T
+}](ctx context.Context, c *cluster, r R) (T, error) {
+	var zero T
 	select {
-	case c.reqs <- statusReq{reply}:
+	case c.reqs <- r:
 	case <-c.done:
-		return ServiceStatus{}, ErrShuttingDown
+		return zero, ErrShuttingDown
 	case <-ctx.Done():
-		return ServiceStatus{}, ctx.Err()
+		return zero, ctx.Err()
 	}
 	select {
-	case s := <-reply:
-		return s, nil
+	case v := <-r.replies():
+		return v, nil
+	case <-c.done:
+		select {
+		case v := <-r.replies(): // answered just before run returned
+			return v, nil
+		default:
+			return zero, ErrShuttingDown
+		}
 	case <-ctx.Done():
-		return ServiceStatus{}, ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 

@@ -489,21 +489,7 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 			return ReloadReport{}, unknownService(cfg, n)
 		}
 	}
-	type job struct {
-		c    *cluster
-		spec *serviceSpec
-		done chan error // for added services, started after their deps
-	}
-	var jobs []job
-	jobsSpecs := func(jobs []job) []*serviceSpec {
-		var specs []*serviceSpec
-		for _, j := range jobs {
-			if j.spec != nil {
-				specs = append(specs, j.spec)
-			}
-		}
-		return specs
-	}
+	var jobs []reloadJob
 	for _, n := range names {
 		spec := m.spec(cfg.Service(n))
 		if c := m.clusters[n]; c != nil {
@@ -513,7 +499,7 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 			if p := m.pending[c]; p != nil {
 				p.after, p.when = spec.After, spec.AfterWhen
 			}
-			jobs = append(jobs, job{c: c, spec: spec})
+			jobs = append(jobs, reloadJob{c: c, spec: spec})
 			continue
 		}
 		c := m.newCluster(spec)
@@ -521,7 +507,7 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 		m.runCluster(c)
 		done := make(chan error, 1)
 		m.wait(c, spec, done)
-		jobs = append(jobs, job{c: c, done: done})
+		jobs = append(jobs, reloadJob{c: c, done: done})
 	}
 	var removed []*cluster
 	if all {
@@ -538,55 +524,5 @@ func (m *Manager) reload(ctx context.Context, cfg *config.Config, names []string
 	m.mu.Unlock()
 	m.act(acts)
 
-	var cs []*cluster
-	byCluster := map[*cluster]job{}
-	order := reloadOrder{}
-	for _, j := range jobs {
-		cs = append(cs, j.c)
-		byCluster[j.c] = j
-		order[j.c.name] = &reloadStep{c: j.c, done: make(chan struct{})}
-	}
-	order.markAwaited(jobsSpecs(jobs))
-	cs = append(cs, removed...)
-	var reportMu sync.Mutex
-	var report ReloadReport
-	err := each(cs, func(c *cluster) error {
-		j, ok := byCluster[c]
-		switch {
-		case !ok: // removed from the file
-			return m.endCluster(ctx, c)
-		case j.done != nil:
-			// Added: it starts once its `after` conditions are met, as
-			// under up (depends.go).
-			step := order[c.name]
-			select {
-			case step.err = <-j.done:
-			case <-ctx.Done():
-				step.err = ctx.Err()
-			}
-			if step.err == nil && step.awaited {
-				step.err = step.settle(ctx)
-			}
-			close(step.done)
-			return step.err
-		default:
-			step := order[c.name]
-			defer close(step.done)
-			if step.err = order.await(ctx, j.spec); step.err != nil {
-				return step.err
-			}
-			var r ReloadReport
-			r, step.err = c.Reload(ctx, j.spec)
-			reportMu.Lock()
-			report.add(r)
-			reportMu.Unlock()
-			if step.err == nil && step.awaited {
-				// A service this reload takes next needs it completed:
-				// its answer is how its run ended.
-				step.err = step.settle(ctx)
-			}
-			return step.err
-		}
-	})
-	return report, err
+	return m.carryOut(ctx, jobs, removed)
 }

@@ -102,6 +102,10 @@ func (r settleReq) refuse(err error) {
 	r.reply <- serviceState{phase: phaseShutDown, reason: err.Error()}
 }
 
+func (r reloadReq) replies() chan reloadResult  { return r.reply }
+func (r statusReq) replies() chan ServiceStatus { return r.reply }
+func (r settleReq) replies() chan serviceState  { return r.reply }
+
 // statusReq is answered in every phase before any refusal; should one ever
 // be refused, its caller still hears, with an empty status.
 func (r statusReq) refuse(error) { r.reply <- ServiceStatus{} }

@@ -199,22 +199,7 @@ func (c *cluster) publish() {
 // settle waits until the service runs nothing by itself (settleReq) and
 // returns its state then.
 func (c *cluster) settle(ctx context.Context) (serviceState, error) {
-	reply := make(chan serviceState, 1)
-	select {
-	case c.reqs <- settleReq{reply}:
-	case <-c.done:
-		return serviceState{}, ErrShuttingDown
-	case <-ctx.Done():
-		return serviceState{}, ctx.Err()
-	}
-	select {
-	case st := <-reply:
-		return st, nil
-	case <-c.done:
-		return serviceState{}, ErrShuttingDown
-	case <-ctx.Done():
-		return serviceState{}, ctx.Err()
-	}
+	return ask(ctx, c, settleReq{make(chan serviceState, 1)})
 }
 
 // condition says whether st meets an `after` condition: met, or, when it

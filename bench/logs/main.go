@@ -135,17 +135,7 @@ func run(peer string, producers, lines, size int) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	defer func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	}()
+	defer proc.StopGroup(cmd)
 
 	// Count producer lines as they arrive, reading each byte once, until
 	// all are there or the output has been still for 3 s (lines lost).

@@ -15,6 +15,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/recluster/recluster/internal/proc"
 	"net"
 	"os"
 	"os/exec"
@@ -150,17 +151,7 @@ func runCell(name string, c cell, backends []string, server, bin, work string, d
 	if err := cmd.Start(); err != nil {
 		return result{}, err
 	}
-	defer func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	}()
+	defer proc.StopGroup(cmd)
 	if err := waitAnswering(addr, name == "recluster"); err != nil {
 		out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
 		return result{}, fmt.Errorf("%v\n%s", err, out)
@@ -248,18 +239,11 @@ func statFields(stat string) []string {
 }
 
 func cpuOf(pids []int) time.Duration {
-	var ticks int64
+	var seconds float64
 	for _, p := range pids {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		f := statFields(string(data))
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + s
+		seconds += proc.CPUSeconds(p)
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(seconds * float64(time.Second))
 }
 
 var (

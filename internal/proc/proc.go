@@ -1,13 +1,16 @@
 // Package proc reads what the benchmarks and tests measure of a process
-// from /proc.
+// from /proc, and ends the process groups they start.
 package proc
 
 import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // CPUSeconds is utime+stime of pid itself (not its children), in seconds;
@@ -40,4 +43,19 @@ func statusField(pid int, name string) int {
 		}
 	}
 	return 0
+}
+
+// StopGroup ends the process group cmd leads (started with Setpgid):
+// SIGTERM, then SIGKILL after 10 s, and waits for cmd.
+func StopGroup(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	// Owned by StopGroup, which waits for it.
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
 }
