@@ -40,7 +40,7 @@ func newHTTPHandler(p *Proxy) *httpHandler {
 				}
 			}
 		},
-		Transport:     h,
+		Transport: h,
 		// An answer of known length goes out as the server's buffer
 		// fills, its header with its start: one write to the client
 		// for a small answer, as nginx and HAProxy make, not one per
