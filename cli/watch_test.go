@@ -361,3 +361,26 @@ func TestFortyServicesSavedAtOnceAllReload(t *testing.T) {
 		t.Errorf("%d reloads for forty saves", n)
 	}
 }
+
+// TestARecreatedFolderIsWatchedUnderUp: `rm -rf src && mkdir src` (a
+// git checkout, a clean build) and then a save in it reloads.
+func TestARecreatedFolderIsWatchedUnderUp(t *testing.T) {
+	dir := stack(t, `
+services:
+  web:
+    command: [WORKER]
+    workers: 1
+    watch: {paths: ["src"], debounce: 20ms}
+`)
+	src := filepath.Join(dir, "src")
+	os.Mkdir(src, 0o755)
+	u := startUp(t, dir)
+	u.waitLine(`every service is ready`)
+	os.RemoveAll(src)
+	os.Mkdir(src, 0o755)
+	// The folder's own events are a change of src: one reload.
+	u.waitLine(`web generation 2 is ready`)
+	os.WriteFile(filepath.Join(src, "app.txt"), []byte("v2"), 0o644)
+	u.waitLine(`web: reloading: src/app.txt changed`)
+	u.waitLine(`web generation 3 is ready`)
+}

@@ -167,14 +167,17 @@ func (p *Proxy) pipe(t *tcpConn, proxyProtocol int) {
 	wg.Wait()
 }
 
-// half copies one direction until its source ends.
+// half copies one direction until its source ends. The first direction
+// to end passes its end on as a half-close; the second need not, since
+// both sockets are closed right after (a system call a connection less).
 func (p *Proxy) half(t *tcpConn, dst, src net.Conn) {
 	if !p.copyHalf(t, dst, src) {
 		t.abort()
 		return
 	}
-	closeWrite(dst)
-	t.halfClosed.Store(true)
+	if t.halfClosed.CompareAndSwap(false, true) {
+		closeWrite(dst)
+	}
 	t.last.Store(p.now())
 }
 
