@@ -63,7 +63,7 @@ func patternSum(n int) [32]byte {
 	return [32]byte(h.Sum(nil))
 }
 
-// TestDefaultsCutNothingAcrossAReload: with the default settings, a 3 s
+// TestDefaultsCutNothingAcrossAReload: with the default settings, an 8 s
 // request, a 50 MB upload and a 50 MB download, each in flight when a
 // reload begins, all complete intact on the old worker, which gets its
 // stop signal only once they are done (drainTimeout, not timeout), and
@@ -77,7 +77,10 @@ func TestDefaultsCutNothingAcrossAReload(t *testing.T) {
 	results := make(chan string, 3)
 
 	go func() { // Owned by the test; ends with the request.
-		resp, err := client.Get("http://" + addr + "/?ms=3000")
+		// Long enough that the upload and the download are in flight
+		// with it however slowly a loaded machine starts them (3 s was
+		// not, under the whole suite with -race).
+		resp, err := client.Get("http://" + addr + "/?ms=8000")
 		if err != nil {
 			results <- "slow: " + err.Error()
 			return
