@@ -74,47 +74,41 @@ func runUp(io IO, c *common, args []string) error {
 	return err
 }
 
+// upFlags are up's options.
+type upFlags struct {
+	color         *colorFlag
+	timestamps    *bool
+	port          *int
+	noWatch       *bool
+	exitOnFailure *bool
+	detach        bool
+}
+
+func parseUpFlags(c *common, args []string) (*upFlags, []string, error) {
+	f := &upFlags{color: &colorFlag{value: "auto"}}
+	c.fs.Var(f.color, "color", "colour the output: auto, always or never")
+	f.timestamps = c.fs.Bool("timestamps", false, "start each line with the time")
+	f.port = c.fs.Int("port", config.DefaultProcfilePortBase, "the first PORT in Procfile mode")
+	f.noWatch = c.fs.Bool("no-watch", false, "watch no files, whatever the config's watch settings")
+	f.exitOnFailure = c.fs.Bool("exit-on-failure", false, "stop everything at the first failure (a worker's failing exit, a failed or blocked service) and exit with its code")
+	c.fs.BoolVar(&f.detach, "d", false, "run in the background: return once every service is ready (exit 0), or exit 1 with why, leaving nothing running")
+	c.fs.BoolVar(&f.detach, "detach", false, "the same as -d")
+	names, err := c.parse(args)
+	return f, names, err
+}
+
 // up runs the stack in the foreground, or, as the background instance of
 // `up -d` (child not nil), with its log stream in a file.
 func up(io IO, c *common, args []string, child *detachedChild) error {
-	color := &colorFlag{value: "auto"}
-	c.fs.Var(color, "color", "colour the output: auto, always or never")
-	timestamps := c.fs.Bool("timestamps", false, "start each line with the time")
-	port := c.fs.Int("port", config.DefaultProcfilePortBase, "the first PORT in Procfile mode")
-	noWatch := c.fs.Bool("no-watch", false, "watch no files, whatever the config's watch settings")
-	exitOnFailure := c.fs.Bool("exit-on-failure", false, "stop everything at the first failure (a worker's failing exit, a failed or blocked service) and exit with its code")
-	var detach bool
-	c.fs.BoolVar(&detach, "d", false, "run in the background: return once every service is ready (exit 0), or exit 1 with why, leaving nothing running")
-	c.fs.BoolVar(&detach, "detach", false, "the same as -d")
-	names, err := c.parse(args)
+	f, names, err := parseUpFlags(c, args)
 	if err != nil {
 		return err
 	}
-	// The instance is the file itself, not the name it was given by: a
-	// symlink retargeted later must not make this instance read another
-	// file, nor let a second `up` run the same one.
-	if path, err := c.configPath(io); err == nil {
-		if real, err := filepath.EvalSymlinks(path); err == nil {
-			c.file = real
-		}
-	}
-	cfg, err := loadConfig(io, c, *port)
+	cfg, paths, err := loadStack(io, c, *f.port, names)
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
-		if cfg.Service(n) == nil {
-			return fmt.Errorf("%w %q; %s has: %s", runner.ErrUnknownService, n, cfg.Path, strings.Join(cfg.Names(), ", "))
-		}
-	}
-	paths, err := control.PathsFor(cfg.Path, io.Getenv)
-	if err != nil {
-		return err
-	}
-	if err := paths.Ensure(); err != nil {
-		return err
-	}
-	if detach && child == nil {
+	if f.detach && child == nil {
 		return startDetached(io, cfg, paths, args)
 	}
 	lock, err := takeLock(cfg, paths)
@@ -136,28 +130,11 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	reserveThreads(reservedThreads())
 	tuneGC(io, cfg)
 	tuneProcs(io, cfg)
-	var logFile *logfile.File
-	if child != nil {
-		lf, err := openBackgroundLog(cfg, paths)
-		if err != nil {
-			return err
-		}
-		defer lf.Close()
-		io.Out, io.Err = lf, lf
-		color.value, *timestamps = "never", true
-		logFile = lf
+	io, mux, closeStream, err := openStream(io, cfg, paths, child, f)
+	if err != nil {
+		return err
 	}
-
-	mux := newStream(io, cfg, color.enabled(io, io.Out), *timestamps)
-	if logFile != nil {
-		// A file that drops lines (a full disk) says so in the stream,
-		// which `recluster logs` still reads.
-		logFile.OnTrouble(func(msg string) { mux.System("", msg) })
-	}
-	// A closed stdout must not kill recluster with SIGPIPE: the workers and
-	// the log ring go on, and `recluster logs` still reads them.
-	signal.Ignore(syscall.SIGPIPE)
-	defer closeOutput(io, mux)
+	defer closeStream()
 
 	instance := instanceMark(cfg.Path)
 	endLeftovers(paths, instance, mux)
@@ -167,23 +144,10 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	}
 	defer groups.Close()
 
-	opts := config.Options{Getenv: io.Getenv, PortBase: *port}
-	failures, onEvent, failFast := failureWatch(*exitOnFailure, child)
-	// Under systemd (Type=notify), recluster tells its supervisor what the
-	// stack does. A NOTIFY_SOCKET that cannot be reached is said and
-	// otherwise ignored, as sd_notify(3) does.
-	var sup *supervisor
-	if n, err := sdnotify.FromEnv(io.Getenv, os.Getpid()); err != nil {
-		mux.System("", fmt.Sprintf("not telling a supervisor: %v", err))
-	} else if n != nil {
-		defer n.Close()
-		sup = newSupervisor(n, mux)
-		if failing := onEvent; failing != nil {
-			onEvent = func(e runner.Event) { failing(e); sup.onEvent(e) }
-		} else {
-			onEvent = sup.onEvent
-		}
-	}
+	failures, onEvent, failFast := failureWatch(*f.exitOnFailure, child)
+	sup, onEvent, closeSup := superviseBy(io, mux, onEvent)
+	defer closeSup()
+	opts := config.Options{Getenv: io.Getenv, PortBase: *f.port}
 	m, err := runner.New(cfg, runner.Options{
 		Starter: runner.NewOSStarter(paths.Dir, groups),
 		Output:  runner.MuxOutput(mux),
@@ -208,7 +172,92 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 		return err
 	}
 	lock.Advertise(paths.Socket)
+	sayRunning(io, mux, cfg, inherited)
+	r := &upRun{cfg: cfg, paths: paths, m: m, mux: mux, ln: ln, names: names, child: child,
+		sup: sup, failures: failures, failFast: failFast, noWatch: *f.noWatch}
+	return r.run()
+}
 
+// loadStack loads the config up runs, checks the services named, and
+// makes its run folder.
+func loadStack(io IO, c *common, port int, names []string) (*config.Config, control.Paths, error) {
+	// The instance is the file itself, not the name it was given by: a
+	// symlink retargeted later must not make this instance read another
+	// file, nor let a second `up` run the same one.
+	if path, err := c.configPath(io); err == nil {
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			c.file = real
+		}
+	}
+	cfg, err := loadConfig(io, c, port)
+	if err != nil {
+		return nil, control.Paths{}, err
+	}
+	for _, n := range names {
+		if cfg.Service(n) == nil {
+			return nil, control.Paths{}, fmt.Errorf("%w %q; %s has: %s", runner.ErrUnknownService, n, cfg.Path, strings.Join(cfg.Names(), ", "))
+		}
+	}
+	paths, err := control.PathsFor(cfg.Path, io.Getenv)
+	if err != nil {
+		return nil, control.Paths{}, err
+	}
+	return cfg, paths, paths.Ensure()
+}
+
+// openStream makes up's one stream of lines: to the terminal, or, for
+// the background instance, to its log file (io's output is then the
+// file). The caller calls the returned close once up is done.
+func openStream(io IO, cfg *config.Config, paths control.Paths, child *detachedChild, f *upFlags) (IO, *logmux.Mux, func(), error) {
+	var logFile *logfile.File
+	if child != nil {
+		lf, err := openBackgroundLog(cfg, paths)
+		if err != nil {
+			return io, nil, nil, err
+		}
+		io.Out, io.Err = lf, lf
+		f.color.value, *f.timestamps = "never", true
+		logFile = lf
+	}
+	mux := newStream(io, cfg, f.color.enabled(io, io.Out), *f.timestamps)
+	if logFile != nil {
+		// A file that drops lines (a full disk) says so in the stream,
+		// which `recluster logs` still reads.
+		logFile.OnTrouble(func(msg string) { mux.System("", msg) })
+	}
+	// A closed stdout must not kill recluster with SIGPIPE: the workers and
+	// the log ring go on, and `recluster logs` still reads them.
+	signal.Ignore(syscall.SIGPIPE)
+	return io, mux, func() {
+		closeOutput(io, mux)
+		if logFile != nil {
+			logFile.Close()
+		}
+	}, nil
+}
+
+// superviseBy tells a supervisor under systemd (Type=notify) what the
+// stack does, beside what onEvent does already. A NOTIFY_SOCKET that
+// cannot be reached is said and otherwise ignored, as sd_notify(3) does.
+func superviseBy(io IO, mux *logmux.Mux, onEvent func(runner.Event)) (*supervisor, func(runner.Event), func()) {
+	n, err := sdnotify.FromEnv(io.Getenv, os.Getpid())
+	if err != nil {
+		mux.System("", fmt.Sprintf("not telling a supervisor: %v", err))
+	}
+	if n == nil {
+		return nil, onEvent, func() {}
+	}
+	sup := newSupervisor(n, mux)
+	if failing := onEvent; failing != nil {
+		onEvent = func(e runner.Event) { failing(e); sup.onEvent(e) }
+	} else {
+		onEvent = sup.onEvent
+	}
+	return sup, onEvent, func() { n.Close() }
+}
+
+// sayRunning is up's first line, and the sockets it was given.
+func sayRunning(io IO, mux *logmux.Mux, cfg *config.Config, inherited []runner.InheritedSocket) {
 	rel, _ := filepath.Rel(mustGetwd(io), cfg.Path)
 	if rel == "" || strings.HasPrefix(rel, "..") {
 		rel = cfg.Path
@@ -217,11 +266,30 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	for _, s := range inherited {
 		mux.System("", fmt.Sprintf("given a listening socket (socket activation): %s; it serves what it matches, instead of a socket of recluster's own", s))
 	}
+}
 
-	// Every goroutine of `up` is an actor of this group: the manager, the
-	// control server with its socket watcher, the signal handler, the
-	// SIGUSR2 reloader and the ready printer. The manager ends first (on a
-	// signal or `down`), and its end interrupts the rest.
+// upRun is what up's actors share.
+type upRun struct {
+	cfg      *config.Config
+	paths    control.Paths
+	m        *runner.Manager
+	mux      *logmux.Mux
+	ln       net.Listener
+	names    []string
+	child    *detachedChild
+	sup      *supervisor
+	failures chan runner.Event
+	failFast string
+	noWatch  bool
+}
+
+// run runs up's actors until the manager ends. Every goroutine of `up`
+// is an actor of this group: the manager, the control server with its
+// socket watcher, the signal handler, the SIGUSR2 reloader, the watcher,
+// the end watch, the supervisor and the ready printer. The manager ends
+// first (on a signal or `down`), and its end interrupts the rest.
+func (r *upRun) run() error {
+	m, mux := r.m, r.mux
 	var g group
 	runCtx, stopServices := context.WithCancel(context.Background())
 	defer stopServices()
@@ -229,12 +297,12 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 
 	g.add(func() error {
 		defer close(stopped)
-		err := m.Run(runCtx, names)
+		err := m.Run(runCtx, r.names)
 		mux.System("", "every service stopped")
 		return err
 	}, func(error) { stopServices() })
 
-	srv := control.NewServer(controller{m}, mux, control.Info{Pid: os.Getpid(), Config: cfg.Path, Version: version()},
+	srv := control.NewServer(controller{m}, mux, control.Info{Pid: os.Getpid(), Config: r.cfg.Path, Version: version()},
 		func(ctx context.Context) error {
 			mux.System("", "down requested; stopping every service")
 			stopServices()
@@ -246,7 +314,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 			}
 		})
 	serveCtx, stopServing := context.WithCancel(context.Background())
-	g.add(func() error { return serveControl(serveCtx, srv, ln, paths.Socket, mux) }, func(error) { stopServing() })
+	g.add(func() error { return serveControl(serveCtx, srv, r.ln, r.paths.Socket, mux) }, func(error) { stopServing() })
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
@@ -265,33 +333,33 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	}, func(error) { stopReloads() })
 
 	watching := make(chan struct{}) // closed once saves are seen
-	if *noWatch {
+	if r.noWatch {
 		close(watching)
 	} else {
 		watchCtx, stopWatching := context.WithCancel(context.Background())
 		g.add(func() error {
-			watchFiles(watchCtx, cfg, m, mux, watching, ownFiles(child, cfg, paths))
+			watchFiles(watchCtx, r.cfg, m, mux, watching, ownFiles(r.child, r.cfg, r.paths))
 			<-watchCtx.Done()
 			return nil
 		}, func(error) { stopWatching() })
 	}
 
 	endCtx, stopEnding := context.WithCancel(context.Background())
-	watched := !*noWatch && len(watchList(cfg)) > 0
-	g.add(func() error { return endWhenDone(endCtx, m, failures, mux, failFast, watched) }, func(error) { stopEnding() })
+	watched := !r.noWatch && len(watchList(r.cfg)) > 0
+	g.add(func() error { return endWhenDone(endCtx, m, r.failures, mux, r.failFast, watched) }, func(error) { stopEnding() })
 
-	if sup != nil {
-		sup.m = m
+	if r.sup != nil {
+		r.sup.m = m
 		supCtx, stopSup := context.WithCancel(context.Background())
 		g.add(func() error {
-			sup.run(supCtx, runCtx.Done())
+			r.sup.run(supCtx, runCtx.Done())
 			return nil
 		}, func(error) { stopSup() })
 	}
 
 	readyCtx, stopReady := context.WithCancel(context.Background())
 	g.add(func() error {
-		announceReady(readyCtx, m, watching, mux, child, cfg)
+		announceReady(readyCtx, m, watching, mux, r.child, r.cfg)
 		return nil
 	}, func(error) { stopReady() })
 

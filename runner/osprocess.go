@@ -206,6 +206,14 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 		f.Close()
 	}
 	childEnds = nil
+	p.follow(outR, errR, shimR, readyR)
+	return p, nil
+}
+
+// follow starts what watches a process just started: the shim's exec
+// result, its output pipes, its readiness (notify socket and ready fd,
+// or its listening sockets), and records it in the group log.
+func (p *osProcess) follow(outR, errR, shimR, readyR *os.File) {
 	if shimR != nil {
 		// The shim's error pipe is close-on-exec: EOF with nothing read means
 		// the command's exec succeeded. It is read on the side, so that a
@@ -225,24 +233,23 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 			}
 		}()
 	}
-	if s.groups != nil {
-		s.groups.add(p.pid)
+	if p.s.groups != nil {
+		p.s.groups.add(p.pid)
 	}
 	p.pipes = []*os.File{outR, errR}
 	p.outputs.Add(2)
-	go p.copyOutput(outR, spec.Stdout)
-	go p.copyOutput(errR, spec.Stderr)
+	go p.copyOutput(outR, p.spec.Stdout)
+	go p.copyOutput(errR, p.spec.Stderr)
 	if p.notify != nil {
 		p.notes.Add(2)
 		go p.readNotify()
 		go p.readReadyFD(readyR)
 	}
-	if spec.ReadyWhen == config.ReadyListening {
-		p.watch = s.watcher.add(p.pid, spec.Listeners, spec.Port)
+	if p.spec.ReadyWhen == config.ReadyListening {
+		p.watch = p.s.watcher.add(p.pid, p.spec.Listeners, p.spec.Port)
 		p.notes.Add(1)
 		go p.awaitListening()
 	}
-	return p, nil
 }
 
 func getenv(env []string, name string) string {
