@@ -153,6 +153,7 @@ type Proxy struct {
 	waiting    int            // pieces of work waiting for a backend
 
 	served sync.WaitGroup // tcp connections and http servers
+	fins   *finWatch      // for tcp copies that skip the read to EAGAIN
 	tcp    tcpConns
 }
 
@@ -175,7 +176,7 @@ type backend struct {
 func New(ln net.Listener, opts Options) *Proxy {
 	opts = opts.withDefaults()
 	p := &Proxy{ln: ln, log: opts.Log, opts: opts, backends: map[string]*backend{}, cuts: map[string]int{},
-		changed: make(chan struct{}), closing: make(chan struct{}), epoch: time.Now(), pool: newGoPool(poolIdle)}
+		changed: make(chan struct{}), closing: make(chan struct{}), epoch: time.Now(), pool: newGoPool(poolIdle), fins: newFinWatch()}
 	p.limit = newConnLimit(opts.MaxConns, p.log)
 	p.handler = newHTTPHandler(p)
 	p.tcp.conns, p.tcp.wake = map[*tcpConn]struct{}{}, make(chan struct{}, 1)
@@ -250,6 +251,7 @@ func (p *Proxy) settings() Options {
 // Serve accepts until Close, and returns once every tcp connection it
 // accepted has ended and its http servers have stopped accepting.
 func (p *Proxy) Serve() error {
+	defer p.fins.stop() // after the connections, which use it
 	defer p.served.Wait()
 	p.served.Add(1)
 	// Owned by Serve, which waits for it; ends at Close.

@@ -328,3 +328,67 @@ func TestHTTPRequestBodyStreamsAfterTheAnswerBegins(t *testing.T) {
 		t.Errorf("the body sent after the answer began: %q %v", line, err)
 	}
 }
+
+// TestAnEndThatComesWithTheLastBytesIsPassedOn: on a connection that has
+// talked long enough for the copies to skip the read to EAGAIN, a peer
+// that writes its last bytes and ends at once (so the bytes and the end
+// are read together) still has its end passed on, each way, many times
+// over: without finWatch the copy waits for ever.
+func TestAnEndThatComesWithTheLastBytesIsPassedOn(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	// Owned by the test; ends when the listener closes. Each connection
+	// answers every line, and after "bye" answers and ends its side.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					c.Write([]byte("re " + line))
+					if line == "bye\n" {
+						c.(*net.TCPConn).CloseWrite()
+						io.Copy(io.Discard, r) // until the client's end
+						return
+					}
+				}
+			}()
+		}
+	}()
+	p, addr := startProxy(t, Options{})
+	p.SetBackends(map[string]string{"x": ln.Addr().String()})
+	for i := range 50 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		r := bufio.NewReader(c)
+		for j := range 2 * skipAfterChunks {
+			fmt.Fprintf(c, "line %d\n", j)
+			if _, err := r.ReadString('\n'); err != nil {
+				t.Fatalf("connection %d, line %d: %v", i, j, err)
+			}
+		}
+		io.WriteString(c, "bye\n")
+		// The backend's answer and its end come together: the client
+		// must see both.
+		rest, err := io.ReadAll(r)
+		if err != nil || string(rest) != "re bye\n" {
+			t.Fatalf("connection %d: after bye read %q, %v (the backend's end was not passed on)", i, rest, err)
+		}
+		// Now the client's last bytes and its end, together.
+		io.WriteString(c, "x")
+		c.(*net.TCPConn).CloseWrite()
+		c.Close()
+	}
+	waitFor(t, "every connection to end", func() bool { return p.InFlight("x") == 0 })
+}

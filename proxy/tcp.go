@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,8 +40,7 @@ func (p *Proxy) proxyTCP(client net.Conn, opts Options) {
 			p.done(b, false)
 			continue
 		}
-		t := &tcpConn{client: client, server: server, idle: opts.IdleTimeout, fin: opts.FinTimeout}
-		t.last.Store(p.now())
+		t := &tcpConn{client: client, server: server, idle: opts.IdleTimeout, fin: opts.FinTimeout, stillSince: p.now()}
 		p.tcp.add(t)
 		p.pipe(t, opts.ProxyProtocol)
 		p.tcp.remove(t)
@@ -61,9 +62,15 @@ func (p *Proxy) countTCP(b *backend, by int) {
 type tcpConn struct {
 	client, server net.Conn
 	idle, fin      time.Duration // its bounds, as they were when it came
-	last           atomic.Int64  // Proxy.now() when a byte last moved
-	halfClosed     atomic.Bool   // one direction has ended
-	aborted        sync.Once
+	// moved counts the chunks moved and the ends passed on, so the
+	// sweeper can tell activity without a clock read per chunk.
+	moved      atomic.Uint64
+	halfClosed atomic.Bool // one direction has ended
+	// Owned by the sweeper (set before the connection is added): the
+	// count it last saw, and its Proxy.now() when that count changed.
+	seen       uint64
+	stillSince int64
+	aborted    sync.Once
 }
 
 // abort closes both sides, which ends both directions' copies.
@@ -132,7 +139,10 @@ func (p *Proxy) sweep() {
 		doomed = doomed[:0]
 		p.tcp.mu.Lock()
 		for t := range p.tcp.conns {
-			idle := time.Duration(now - t.last.Load())
+			if m := t.moved.Load(); m != t.seen {
+				t.seen, t.stillSince = m, now
+			}
+			idle := time.Duration(now - t.stillSince)
 			if (t.idle > 0 && idle > t.idle) || (t.halfClosed.Load() && idle > t.fin) {
 				doomed = append(doomed, t)
 			}
@@ -178,7 +188,7 @@ func (p *Proxy) half(t *tcpConn, dst, src net.Conn) {
 	if t.halfClosed.CompareAndSwap(false, true) {
 		closeWrite(dst)
 	}
-	t.last.Store(p.now())
+	t.moved.Add(1)
 }
 
 // copyBuf is the size of the buffers bytes move through: HAProxy's
@@ -192,6 +202,14 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b
 // move: an idle connection costs its two sockets and nothing else (with
 // splice, each direction also held a pipe, two more descriptors, for as
 // long as the connection lived).
+//
+// A read shorter than the buffer has emptied the socket, so on a
+// connection that has moved a few chunks (keep-alive, where it pays) the
+// next waits for the poller's word that more came instead of trying a
+// read bound to fail: two system calls a request less. It is safe
+// because the copy is one RawRead, whose poll state is reset only at its
+// start, so bytes that come after the short read leave the descriptor
+// marked ready; an end that came with them is finWatch's to report.
 func (p *Proxy) copyHalf(t *tcpConn, dst, src net.Conn) bool {
 	sc, ok := src.(syscall.Conn)
 	if !ok {
@@ -202,41 +220,64 @@ func (p *Proxy) copyHalf(t *tcpConn, dst, src net.Conn) bool {
 	if err != nil {
 		return false
 	}
-	for {
-		var buf *[]byte
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
+	clean, chunks, watched, kicked := false, 0, -1, false
+	defer func() {
+		if watched >= 0 {
+			p.fins.forget(watched)
+		}
+	}()
+	copyChunks := func(fd uintptr) bool {
+		for {
 			b := copyBufs.Get().(*[]byte)
-			for {
-				n, rerr = syscall.Read(int(fd), *b)
-				if rerr != syscall.EINTR {
-					break
-				}
+			n, rerr := syscall.Read(int(fd), *b)
+			if rerr == syscall.EINTR {
+				copyBufs.Put(b)
+				continue
 			}
 			if rerr == syscall.EAGAIN {
 				copyBufs.Put(b)
 				return false // wait until there is something to read
 			}
-			buf = b
-			return true
-		})
-		if err != nil {
-			return false // closed (aborted)
+			if rerr != nil || n <= 0 {
+				copyBufs.Put(b)
+				clean = rerr == nil
+				return true
+			}
+			t.moved.Add(1)
+			_, werr := dst.Write((*b)[:n])
+			copyBufs.Put(b)
+			if werr != nil {
+				return true
+			}
+			t.moved.Add(1)
+			if chunks++; n < len(*b) && chunks >= skipAfterChunks && !kicked {
+				if watched < 0 && p.fins.watch(int(fd), src) {
+					watched = int(fd)
+				}
+				if watched >= 0 {
+					return false // emptied: wait for more
+				}
+			}
 		}
-		if rerr != nil || n <= 0 {
-			copyBufs.Put(buf)
-			return rerr == nil
+	}
+	for {
+		err = rc.Read(copyChunks)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err == nil && clean
 		}
-		t.last.Store(p.now())
-		_, werr := dst.Write((*buf)[:n])
-		copyBufs.Put(buf)
-		if werr != nil {
-			return false
-		}
-		t.last.Store(p.now())
+		// finWatch's kick: the source has ended (or a stale report of a
+		// reused descriptor came). A read after the end was reported
+		// may still return bytes without the end, so from here on read
+		// to EOF or EAGAIN.
+		kicked = true
+		src.SetReadDeadline(time.Time{})
 	}
 }
+
+// skipAfterChunks is how many chunks a direction moves before it skips
+// the read to EAGAIN: a connection of one request would pay for the
+// registration with finWatch and gain nothing.
+const skipAfterChunks = 4
 
 func closeWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
