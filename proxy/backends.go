@@ -192,6 +192,20 @@ func (p *Proxy) pick(ctx context.Context, skip map[string]bool) (*backend, error
 	}
 }
 
+// tryPick is pick without the wait: nil when no backend is usable now.
+func (p *Proxy) tryPick(skip map[string]bool) *backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	b := p.leastLoaded(skip)
+	if b != nil {
+		b.inFlight++
+	}
+	return b
+}
+
 // awaitChange waits for the usable set to change or for a retry, until the
 // deadline or ctx.
 func (p *Proxy) awaitChange(ctx context.Context, changed <-chan struct{}, retry, deadline <-chan time.Time) error {

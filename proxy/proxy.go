@@ -25,7 +25,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/recluster/recluster/config"
@@ -153,7 +155,13 @@ type Proxy struct {
 	waiting    int            // pieces of work waiting for a backend
 
 	served sync.WaitGroup // tcp connections and http servers
-	fins   *finWatch      // for tcp copies that skip the read to EAGAIN
+	// engine carries tcp connections on raw descriptors (Linux); made by
+	// Serve at its first such connection, nil before and elsewhere.
+	engine *tcpEngine
+	// lnFile is a duplicate of ln's descriptor that acceptRaw waits on
+	// (nil when ln is no tcp listener); closed with ln.
+	lnFile *os.File
+	lnRaw  syscall.RawConn
 	tcp    tcpConns
 }
 
@@ -176,8 +184,9 @@ type backend struct {
 func New(ln net.Listener, opts Options) *Proxy {
 	opts = opts.withDefaults()
 	p := &Proxy{ln: ln, log: opts.Log, opts: opts, backends: map[string]*backend{}, cuts: map[string]int{},
-		changed: make(chan struct{}), closing: make(chan struct{}), epoch: time.Now(), pool: newGoPool(poolIdle), fins: newFinWatch()}
+		changed: make(chan struct{}), closing: make(chan struct{}), epoch: time.Now(), pool: newGoPool(poolIdle)}
 	p.limit = newConnLimit(opts.MaxConns, p.log)
+	p.lnFile, p.lnRaw = rawListener(ln)
 	p.handler = newHTTPHandler(p)
 	p.tcp.conns, p.tcp.wake = map[*tcpConn]struct{}{}, make(chan struct{}, 1)
 	if opts.Protocol == "http" {
@@ -251,7 +260,11 @@ func (p *Proxy) settings() Options {
 // Serve accepts until Close, and returns once every tcp connection it
 // accepted has ended and its http servers have stopped accepting.
 func (p *Proxy) Serve() error {
-	defer p.fins.stop() // after the connections, which use it
+	defer func() {
+		if p.engine != nil {
+			p.engine.stop() // after the connections, which use it
+		}
+	}()
 	defer p.served.Wait()
 	p.served.Add(1)
 	// Owned by Serve, which waits for it; ends at Close.
@@ -259,12 +272,23 @@ func (p *Proxy) Serve() error {
 		defer p.served.Done()
 		p.sweep()
 	}()
+	raw := p.lnRaw
 	var pause time.Duration
 	for {
 		if !p.limit.acquire(p.closing) {
 			return nil
 		}
-		c, err := p.ln.Accept()
+		var c net.Conn
+		var err error
+		if raw != nil && p.tcpMode() {
+			var fd int
+			var remote net.Addr
+			if fd, remote, err = acceptRaw(raw); err == nil {
+				c = p.dispatchRaw(fd, remote)
+			}
+		} else {
+			c, err = p.ln.Accept()
+		}
 		if err != nil {
 			p.limit.release()
 			if p.isClosed() {
@@ -292,8 +316,40 @@ func (p *Proxy) Serve() error {
 			p.log("proxy: accepting again")
 			pause = 0
 		}
-		p.dispatch(c)
+		if c != nil {
+			p.dispatch(c)
+		}
 	}
+}
+
+func (p *Proxy) tcpMode() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.httpCur == nil
+}
+
+// dispatchRaw hands a client accepted with accept4 to the engine, or
+// returns it as a net.Conn for dispatch when the mode changed to http
+// meanwhile (or the engine could not be made).
+func (p *Proxy) dispatchRaw(fd int, remote net.Addr) net.Conn {
+	p.mu.Lock()
+	hs, opts := p.httpCur, p.opts
+	p.mu.Unlock()
+	if hs == nil && p.engine == nil {
+		p.engine = newTCPEngine(p)
+	}
+	if hs == nil && p.engine != nil {
+		p.served.Add(1)
+		p.engine.add(fd, remote, opts)
+		return nil
+	}
+	c, err := asConn(fd)
+	if err != nil {
+		p.limit.release()
+		p.log(fmt.Sprintf("proxy: closed a connection from %s: %v", remote, err))
+		return nil
+	}
+	return c
 }
 
 // dispatch hands an accepted connection to the mode in force.
@@ -344,6 +400,9 @@ func (p *Proxy) Close() error {
 	p.mu.Unlock()
 	close(p.closing)
 	err := p.ln.Close()
+	if p.lnFile != nil {
+		p.lnFile.Close()
+	}
 	for _, hs := range servers {
 		hs.shutdown()
 	}

@@ -3,12 +3,10 @@ package proxy
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,10 +69,15 @@ type tcpConn struct {
 	seen       uint64
 	stillSince int64
 	aborted    sync.Once
+	rawAbort   func() // the engine's, for a connection it carries
 }
 
 // abort closes both sides, which ends both directions' copies.
 func (t *tcpConn) abort() {
+	if t.rawAbort != nil {
+		t.rawAbort()
+		return
+	}
 	t.aborted.Do(func() {
 		t.client.Close()
 		t.server.Close()
@@ -201,15 +204,8 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b
 // it ended cleanly (EOF). It holds a buffer only while bytes are there to
 // move: an idle connection costs its two sockets and nothing else (with
 // splice, each direction also held a pipe, two more descriptors, for as
-// long as the connection lived).
-//
-// A read shorter than the buffer has emptied the socket, so on a
-// connection that has moved a few chunks (keep-alive, where it pays) the
-// next waits for the poller's word that more came instead of trying a
-// read bound to fail: two system calls a request less. It is safe
-// because the copy is one RawRead, whose poll state is reset only at its
-// start, so bytes that come after the short read leave the descriptor
-// marked ready; an end that came with them is finWatch's to report.
+// long as the connection lived). It carries what the engine does not
+// (tcpraw_linux.go): other systems, and listeners that are not tcp.
 func (p *Proxy) copyHalf(t *tcpConn, dst, src net.Conn) bool {
 	sc, ok := src.(syscall.Conn)
 	if !ok {
@@ -220,64 +216,41 @@ func (p *Proxy) copyHalf(t *tcpConn, dst, src net.Conn) bool {
 	if err != nil {
 		return false
 	}
-	clean, chunks, watched, kicked := false, 0, -1, false
-	defer func() {
-		if watched >= 0 {
-			p.fins.forget(watched)
-		}
-	}()
-	copyChunks := func(fd uintptr) bool {
-		for {
+	for {
+		var buf *[]byte
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
 			b := copyBufs.Get().(*[]byte)
-			n, rerr := syscall.Read(int(fd), *b)
-			if rerr == syscall.EINTR {
-				copyBufs.Put(b)
-				continue
+			for {
+				n, rerr = syscall.Read(int(fd), *b)
+				if rerr != syscall.EINTR {
+					break
+				}
 			}
 			if rerr == syscall.EAGAIN {
 				copyBufs.Put(b)
 				return false // wait until there is something to read
 			}
-			if rerr != nil || n <= 0 {
-				copyBufs.Put(b)
-				clean = rerr == nil
-				return true
-			}
-			t.moved.Add(1)
-			_, werr := dst.Write((*b)[:n])
-			copyBufs.Put(b)
-			if werr != nil {
-				return true
-			}
-			t.moved.Add(1)
-			if chunks++; n < len(*b) && chunks >= skipAfterChunks && !kicked {
-				if watched < 0 && p.fins.watch(int(fd), src) {
-					watched = int(fd)
-				}
-				if watched >= 0 {
-					return false // emptied: wait for more
-				}
-			}
+			buf = b
+			return true
+		})
+		if err != nil {
+			return false // closed (aborted)
 		}
-	}
-	for {
-		err = rc.Read(copyChunks)
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return err == nil && clean
+		if rerr != nil || n <= 0 {
+			copyBufs.Put(buf)
+			return rerr == nil
 		}
-		// finWatch's kick: the source has ended (or a stale report of a
-		// reused descriptor came). A read after the end was reported
-		// may still return bytes without the end, so from here on read
-		// to EOF or EAGAIN.
-		kicked = true
-		src.SetReadDeadline(time.Time{})
+		t.moved.Add(1)
+		_, werr := dst.Write((*buf)[:n])
+		copyBufs.Put(buf)
+		if werr != nil {
+			return false
+		}
+		t.moved.Add(1)
 	}
 }
-
-// skipAfterChunks is how many chunks a direction moves before it skips
-// the read to EAGAIN: a connection of one request would pay for the
-// registration with finWatch and gain nothing.
-const skipAfterChunks = 4
 
 func closeWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
