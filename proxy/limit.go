@@ -42,21 +42,9 @@ func (l *connLimit) setMax(n int) {
 func (l *connLimit) acquire(done <-chan struct{}) bool {
 	for {
 		l.mu.Lock()
-		if l.max <= 0 || l.open < l.max {
-			l.open++
-			l.peak = max(l.peak, l.open)
+		if l.takeLocked() {
 			l.mu.Unlock()
 			return true
-		}
-		if !l.atMax {
-			// Said once an episode, and episodes closer than a
-			// minute are one: a proxy that hovers at its bound does
-			// not fill the log.
-			l.atMax = true
-			if time.Since(l.saidAt) > time.Minute {
-				l.saidAt = time.Now()
-				l.log(fmt.Sprintf("proxy: %d connections open, the most it takes (maxConnections); new ones wait in the listen backlog", l.open))
-			}
 		}
 		l.waiting = true
 		freed := l.freed
@@ -67,6 +55,34 @@ func (l *connLimit) acquire(done <-chan struct{}) bool {
 			return false
 		}
 	}
+}
+
+// tryAcquire takes a place if there is one, for an accept loop that
+// cannot wait (the tcp engine's, which tries again at the next release).
+func (l *connLimit) tryAcquire() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.takeLocked()
+}
+
+// takeLocked takes a place, or says once an episode that there is none;
+// the caller holds mu.
+func (l *connLimit) takeLocked() bool {
+	if l.max <= 0 || l.open < l.max {
+		l.open++
+		l.peak = max(l.peak, l.open)
+		return true
+	}
+	if !l.atMax {
+		// Said once an episode, and episodes closer than a minute are
+		// one: a proxy that hovers at its bound does not fill the log.
+		l.atMax = true
+		if time.Since(l.saidAt) > time.Minute {
+			l.saidAt = time.Now()
+			l.log(fmt.Sprintf("proxy: %d connections open, the most it takes (maxConnections); new ones wait in the listen backlog", l.open))
+		}
+	}
+	return false
 }
 
 // release gives back one connection's place.

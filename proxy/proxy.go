@@ -27,7 +27,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/recluster/recluster/config"
@@ -158,11 +157,10 @@ type Proxy struct {
 	// engine carries tcp connections on raw descriptors (Linux); made by
 	// Serve at its first such connection, nil before and elsewhere.
 	engine *tcpEngine
-	// lnFile is a duplicate of ln's descriptor that acceptRaw waits on
-	// (nil when ln is no tcp listener); closed with ln.
-	lnFile *os.File
-	lnRaw  syscall.RawConn
-	tcp    tcpConns
+	// modeChanged is closed and replaced when new connections change
+	// from tcp to http or back, for Serve to hand accepting over.
+	modeChanged chan struct{}
+	tcp         tcpConns
 }
 
 // backend is one worker's address and what is in flight to it.
@@ -186,7 +184,7 @@ func New(ln net.Listener, opts Options) *Proxy {
 	p := &Proxy{ln: ln, log: opts.Log, opts: opts, backends: map[string]*backend{}, cuts: map[string]int{},
 		changed: make(chan struct{}), closing: make(chan struct{}), epoch: time.Now(), pool: newGoPool(poolIdle)}
 	p.limit = newConnLimit(opts.MaxConns, p.log)
-	p.lnFile, p.lnRaw = rawListener(ln)
+	p.modeChanged = make(chan struct{})
 	p.handler = newHTTPHandler(p)
 	p.tcp.conns, p.tcp.wake = map[*tcpConn]struct{}{}, make(chan struct{}, 1)
 	if opts.Protocol == "http" {
@@ -233,6 +231,10 @@ func (p *Proxy) ConfigureOptions(opts Options) {
 	old := p.opts
 	p.opts = opts
 	p.limit.setMax(cmp.Or(opts.MaxConns, p.defaultMax))
+	if (opts.Protocol == "http") != (old.Protocol == "http") {
+		close(p.modeChanged)
+		p.modeChanged = make(chan struct{})
+	}
 	if opts.Protocol != "http" {
 		if p.httpCur != nil {
 			p.httpCur.retire()
@@ -260,9 +262,13 @@ func (p *Proxy) settings() Options {
 // Serve accepts until Close, and returns once every tcp connection it
 // accepted has ended and its http servers have stopped accepting.
 func (p *Proxy) Serve() error {
+	var lnFile *os.File // a duplicate of ln's descriptor, for the engine
 	defer func() {
 		if p.engine != nil {
 			p.engine.stop() // after the connections, which use it
+		}
+		if lnFile != nil {
+			lnFile.Close()
 		}
 	}()
 	defer p.served.Wait()
@@ -272,23 +278,32 @@ func (p *Proxy) Serve() error {
 		defer p.served.Done()
 		p.sweep()
 	}()
-	raw := p.lnRaw
+	var lnfd int
+	lnFile, lnfd = rawListener(p.ln)
+	if lnFile != nil {
+		p.engine = newTCPEngine(p)
+	}
 	var pause time.Duration
 	for {
+		p.mu.Lock()
+		tcp, changed := p.httpCur == nil, p.modeChanged
+		p.mu.Unlock()
+		if tcp && p.engine != nil && p.engine.startAccepting(lnfd) == nil {
+			// The engine accepts in its loop until the mode changes.
+			select {
+			case <-changed:
+			case <-p.closing:
+			}
+			p.engine.stopAccepting()
+			if p.isClosed() {
+				return nil
+			}
+			continue
+		}
 		if !p.limit.acquire(p.closing) {
 			return nil
 		}
-		var c net.Conn
-		var err error
-		if raw != nil && p.tcpMode() {
-			var fd int
-			var remote net.Addr
-			if fd, remote, err = acceptRaw(raw); err == nil {
-				c = p.dispatchRaw(fd, remote)
-			}
-		} else {
-			c, err = p.ln.Accept()
-		}
+		c, err := p.ln.Accept()
 		if err != nil {
 			p.limit.release()
 			if p.isClosed() {
@@ -316,40 +331,8 @@ func (p *Proxy) Serve() error {
 			p.log("proxy: accepting again")
 			pause = 0
 		}
-		if c != nil {
-			p.dispatch(c)
-		}
+		p.dispatch(c)
 	}
-}
-
-func (p *Proxy) tcpMode() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.httpCur == nil
-}
-
-// dispatchRaw hands a client accepted with accept4 to the engine, or
-// returns it as a net.Conn for dispatch when the mode changed to http
-// meanwhile (or the engine could not be made).
-func (p *Proxy) dispatchRaw(fd int, remote net.Addr) net.Conn {
-	p.mu.Lock()
-	hs, opts := p.httpCur, p.opts
-	p.mu.Unlock()
-	if hs == nil && p.engine == nil {
-		p.engine = newTCPEngine(p)
-	}
-	if hs == nil && p.engine != nil {
-		p.served.Add(1)
-		p.engine.add(fd, remote, opts)
-		return nil
-	}
-	c, err := asConn(fd)
-	if err != nil {
-		p.limit.release()
-		p.log(fmt.Sprintf("proxy: closed a connection from %s: %v", remote, err))
-		return nil
-	}
-	return c
 }
 
 // dispatch hands an accepted connection to the mode in force.
@@ -400,9 +383,6 @@ func (p *Proxy) Close() error {
 	p.mu.Unlock()
 	close(p.closing)
 	err := p.ln.Close()
-	if p.lnFile != nil {
-		p.lnFile.Close()
-	}
 	for _, hs := range servers {
 		hs.shutdown()
 	}

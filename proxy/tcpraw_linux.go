@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,10 +33,18 @@ import (
 type tcpEngine struct {
 	p    *Proxy
 	epfd *os.File // the epoll set, non-blocking, in Go's poller
+	efd  int      // its descriptor (epfd.Fd would make it blocking)
 
 	mu    sync.Mutex
 	socks map[int32]*rawSock // by descriptor
 	done  chan struct{}      // closed when the loop ends
+	// The listener while the engine accepts (tcp mode), -1 otherwise;
+	// blocked at maxConnections (a release accepts again), paused after
+	// an accept error such as EMFILE (a timer accepts again).
+	lnfd            int
+	lnSock          rawSock // its entry in socks, with no pair
+	blocked, paused bool
+	pause           time.Duration
 }
 
 // rawSock is one side of a pair.
@@ -81,7 +90,7 @@ func newTCPEngine(p *Proxy) *tcpEngine {
 		unix.Close(fd)
 		return nil
 	}
-	e := &tcpEngine{p: p, epfd: os.NewFile(uintptr(fd), "proxy-epoll"), socks: map[int32]*rawSock{}, done: make(chan struct{})}
+	e := &tcpEngine{p: p, epfd: os.NewFile(uintptr(fd), "proxy-epoll"), efd: fd, socks: map[int32]*rawSock{}, done: make(chan struct{}), lnfd: -1}
 	rc, err := e.epfd.SyscallConn()
 	if err != nil {
 		e.epfd.Close()
@@ -108,7 +117,7 @@ func (e *tcpEngine) loop(rc syscall.RawConn) {
 	events := make([]unix.EpollEvent, 128)
 	rc.Read(func(fd uintptr) bool {
 		for {
-			n, err := unix.EpollWait(int(fd), events, 0)
+			n, err := rawEpollPoll(int(fd), events)
 			if err == unix.EINTR {
 				continue
 			}
@@ -131,6 +140,10 @@ func (e *tcpEngine) handle(events []unix.EpollEvent) {
 	defer e.mu.Unlock()
 	for _, ev := range events {
 		s := e.socks[ev.Fd]
+		if s == &e.lnSock {
+			e.acceptAll()
+			continue
+		}
 		if s == nil || s.pair.finished {
 			continue // a descriptor closed since: its report is stale
 		}
@@ -192,7 +205,7 @@ func (e *tcpEngine) flow(pr *rawPair, f *rawFlow) (moved, failed bool) {
 			if len(data) == 0 {
 				data = (*f.buf)[f.off:f.n]
 			}
-			w, err := unix.Write(f.dst.fd, data)
+			w, err := rawWrite(f.dst.fd, data)
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -220,7 +233,7 @@ func (e *tcpEngine) flow(pr *rawPair, f *rawFlow) (moved, failed bool) {
 				return moved, false // passed on once the server is there
 			}
 			if pr.t.halfClosed.CompareAndSwap(false, true) {
-				unix.Shutdown(f.dst.fd, unix.SHUT_WR)
+				rawShutdown(f.dst.fd, unix.SHUT_WR)
 			}
 			f.done = true
 			pr.t.moved.Add(1)
@@ -230,7 +243,7 @@ func (e *tcpEngine) flow(pr *rawPair, f *rawFlow) (moved, failed bool) {
 			return moved, false
 		}
 		b := copyBufs.Get().(*[]byte)
-		r, err := unix.Read(f.src.fd, *b)
+		r, err := rawRead(f.src.fd, *b)
 		switch {
 		case err == unix.EINTR:
 			copyBufs.Put(b)
@@ -263,7 +276,7 @@ func (e *tcpEngine) finish(pr *rawPair) {
 	for _, s := range []*rawSock{&pr.c, &pr.s} {
 		if s.fd >= 0 {
 			delete(e.socks, int32(s.fd))
-			unix.Close(s.fd) // which takes it out of the set
+			rawClose(s.fd) // which takes it out of the set
 			s.fd = -1
 		}
 	}
@@ -281,6 +294,10 @@ func (e *tcpEngine) finish(pr *rawPair) {
 	}
 	p.limit.release()
 	p.served.Done()
+	if e.blocked {
+		e.blocked = false
+		e.acceptAll()
+	}
 }
 
 // abort ends pr as the sweeper asks, through the loop: shutting both
@@ -296,14 +313,14 @@ func (e *tcpEngine) abort(pr *rawPair) {
 		e.finish(pr) // no server yet: nothing else will wake it
 		return
 	}
-	unix.Shutdown(pr.c.fd, unix.SHUT_RDWR)
-	unix.Shutdown(pr.s.fd, unix.SHUT_RDWR)
+	rawShutdown(pr.c.fd, unix.SHUT_RDWR)
+	rawShutdown(pr.s.fd, unix.SHUT_RDWR)
 }
 
-// add takes a client accepted with accept4; Serve has counted it in
-// served and the limit. Called from the accept loop; the pick of a
-// backend, which may wait, goes to a pool goroutine when none is ready.
-func (e *tcpEngine) add(fd int, remote net.Addr, opts Options) {
+// addLocked takes a client just accepted, counted in served and the
+// limit; the pick of a backend, which may wait, goes to a pool goroutine
+// when none is ready. The caller holds mu.
+func (e *tcpEngine) addLocked(fd int, remote net.Addr, opts Options) {
 	pr := &rawPair{opts: opts, remote: remote}
 	pr.c = rawSock{pair: pr, fd: fd, writable: true}
 	pr.s = rawSock{pair: pr, fd: -1}
@@ -311,24 +328,102 @@ func (e *tcpEngine) add(fd int, remote net.Addr, opts Options) {
 	pr.down = rawFlow{src: &pr.s, dst: &pr.c}
 	pr.t = &tcpConn{idle: opts.IdleTimeout, fin: opts.FinTimeout, stillSince: e.p.now()}
 	pr.t.rawAbort = func() { e.abort(pr) }
-	e.mu.Lock()
 	e.socks[int32(fd)] = &pr.c
-	e.mu.Unlock()
 	e.p.tcp.add(pr.t)
 	if err := e.register(fd); err != nil {
-		e.closeWith(pr, err)
+		e.p.log(fmt.Sprintf("proxy: closed a connection from %s: %v", remote, err))
+		e.finish(pr)
 		return
 	}
 	if b := e.p.tryPick(nil); b != nil {
-		e.connect(pr, b)
+		e.connectLocked(pr, b)
 		return
 	}
+	// Run by the pool; ends once a backend is picked or the wait is over.
 	e.p.pool.Go(func() { e.pickAndConnect(pr) })
+}
+
+// startAccepting makes the engine accept on fd (a listener, non-blocking)
+// until stopAccepting.
+func (e *tcpEngine) startAccepting(fd int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(e.efd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return err
+	}
+	e.lnfd, e.blocked = fd, false
+	e.socks[int32(fd)] = &e.lnSock
+	e.acceptAll() // what waits already: the edge came before the set knew fd
+	return nil
+}
+
+// stopAccepting takes the listener out of the set, before it is closed
+// or handed back to Serve.
+func (e *tcpEngine) stopAccepting() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lnfd < 0 {
+		return
+	}
+	unix.EpollCtl(e.efd, unix.EPOLL_CTL_DEL, e.lnfd, nil)
+	delete(e.socks, int32(e.lnfd))
+	e.lnfd = -1
+}
+
+// acceptAll accepts until the backlog is empty, the limit is reached or
+// an error pauses it; the caller holds mu. Accepting in the loop, as
+// HAProxy does, spares a goroutine switch and a lock a connection.
+func (e *tcpEngine) acceptAll() {
+	p := e.p
+	for e.lnfd >= 0 && !e.paused {
+		if !p.limit.tryAcquire() {
+			e.blocked = true
+			return
+		}
+		fd, remote, err := rawAccept4(e.lnfd)
+		if err != nil {
+			p.limit.release()
+			switch err {
+			case unix.EINTR, unix.ECONNABORTED:
+				continue
+			case unix.EAGAIN:
+				return
+			}
+			e.pauseAccepting(err)
+			return
+		}
+		if e.pause != 0 {
+			p.log("proxy: accepting again")
+			e.pause = 0
+		}
+		p.served.Add(1)
+		e.addLocked(fd, remote, p.settings())
+	}
+}
+
+// pauseAccepting backs off after an accept error (out of descriptors and
+// the like): the connections wait in the backlog, and it is said once.
+func (e *tcpEngine) pauseAccepting(err error) {
+	if e.pause == 0 {
+		e.p.log(fmt.Sprintf("proxy: accept: %v; new connections wait until it passes", err))
+		e.pause = 5 * time.Millisecond
+	} else {
+		e.pause = min(2*e.pause, time.Second)
+	}
+	e.paused = true
+	// Owned by no one: ends after the pause, accepting again.
+	time.AfterFunc(e.pause, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.paused = false
+		e.acceptAll()
+	})
 }
 
 func (e *tcpEngine) register(fd int) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-	return unix.EpollCtl(int(e.epfd.Fd()), unix.EPOLL_CTL_ADD, fd, &ev)
+	return rawEpollCtl(e.efd, unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
 // pickAndConnect waits for a backend for pr (run by the pool; ends when
@@ -357,42 +452,43 @@ func (e *tcpEngine) closeWith(pr *rawPair, err error) {
 	}
 }
 
-// connect starts pr's connection to b, counted in flight to it. A refusal
-// (now, or reported by epoll) skips b for another backend, as nothing was
-// sent to it yet.
+// connect starts pr's connection to b, from the pool.
 func (e *tcpEngine) connect(pr *rawPair, b *backend) {
-	e.p.countTCP(b, 1)
-	sa := b.sockaddr()
-	fd := -1
-	var err error
-	if sa != nil {
-		fd, err = unix.Socket(sockFamily(sa), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	}
-	if sa == nil || err != nil {
-		e.p.countTCP(b, -1)
-		e.p.done(b, false)
-		e.closeWith(pr, fmt.Errorf("connecting to %s: %v", b.addr, err))
-		return
-	}
-	err = unix.Connect(fd, sa)
-	connecting := err == unix.EINPROGRESS
-	if err != nil && !connecting {
-		unix.Close(fd)
-		e.mu.Lock()
-		pr.b = b
-		e.refused(pr)
-		e.mu.Unlock()
-		return
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if pr.finished {
-		unix.Close(fd)
-		e.p.countTCP(b, -1)
-		e.p.done(b, false)
+	e.connectLocked(pr, b)
+}
+
+// connectLocked starts pr's connection to b, counted in flight to it. A
+// refusal (now, or reported by epoll) skips b for another backend, as
+// nothing was sent to it yet. The caller holds mu.
+func (e *tcpEngine) connectLocked(pr *rawPair, b *backend) {
+	p := e.p
+	p.countTCP(b, 1)
+	if pr.finished { // aborted while it waited for a backend
+		p.countTCP(b, -1)
+		p.done(b, false)
 		return
 	}
 	pr.b = b
+	ap, err := netip.ParseAddrPort(b.addr)
+	if err != nil {
+		p.log(fmt.Sprintf("proxy: closed a connection from %s: %s is no IP address and port", pr.remote, b.addr))
+		e.finish(pr)
+		return
+	}
+	fd, err := rawConnect(ap)
+	if fd < 0 {
+		p.log(fmt.Sprintf("proxy: closed a connection from %s: connecting to %s: %v", pr.remote, b.addr, err))
+		e.finish(pr)
+		return
+	}
+	connecting := err == unix.EINPROGRESS
+	if err != nil && !connecting {
+		rawClose(fd)
+		e.refused(pr)
+		return
+	}
 	pr.s.fd, pr.s.connecting, pr.s.readable, pr.s.writable, pr.s.ended = fd, connecting, false, !connecting, false
 	if pr.opts.ProxyProtocol > 0 {
 		pr.up.head = proxyHeader(pr.opts.ProxyProtocol, pr.remote, localAddr(pr.c.fd))
@@ -411,7 +507,7 @@ func (e *tcpEngine) refused(pr *rawPair) {
 	b := pr.b
 	if pr.s.fd >= 0 {
 		delete(e.socks, int32(pr.s.fd))
-		unix.Close(pr.s.fd)
+		rawClose(pr.s.fd)
 	}
 	pr.s.fd, pr.s.connecting, pr.b = -1, false, nil
 	if pr.skip == nil {
@@ -421,38 +517,6 @@ func (e *tcpEngine) refused(pr *rawPair) {
 	e.p.countTCP(b, -1)
 	e.p.done(b, false)
 	e.p.pool.Go(func() { e.pickAndConnect(pr) })
-}
-
-// accept takes the next client of a tcp listener with accept4: one system
-// call, where net's Accept makes eight (its address, Nagle, keep-alive).
-func acceptRaw(rc syscall.RawConn) (int, net.Addr, error) {
-	var fd int
-	var sa unix.Sockaddr
-	var aerr error
-	err := rc.Read(func(lfd uintptr) bool {
-		for {
-			fd, sa, aerr = unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-			if aerr == unix.EINTR || aerr == unix.ECONNABORTED {
-				continue
-			}
-			return aerr != unix.EAGAIN
-		}
-	})
-	if err != nil {
-		return -1, nil, err
-	}
-	if aerr != nil {
-		return -1, nil, os.NewSyscallError("accept4", aerr)
-	}
-	return fd, sockaddrTCP(sa), nil
-}
-
-// asConn makes a net.Conn of a descriptor acceptRaw took, for the http
-// mode (taken over between the accept and its dispatch).
-func asConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "client")
-	defer f.Close()
-	return net.FileConn(f)
 }
 
 func sockaddrTCP(sa unix.Sockaddr) net.Addr {
@@ -473,41 +537,26 @@ func localAddr(fd int) net.Addr {
 	return sockaddrTCP(sa)
 }
 
-func sockFamily(sa unix.Sockaddr) int {
-	if _, ok := sa.(*unix.SockaddrInet6); ok {
-		return unix.AF_INET6
-	}
-	return unix.AF_INET
-}
-
-// sockaddr is b's address for connect, nil when it is not an IP and port.
-func (b *backend) sockaddr() unix.Sockaddr {
-	ap, err := netip.ParseAddrPort(b.addr)
-	if err != nil {
-		return nil
-	}
-	if ap.Addr().Is4() || ap.Addr().Is4In6() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-// rawListener is a duplicate of ln's descriptor for acceptRaw, when ln
-// is a tcp listener (its own RawConn cannot wait to read); nil otherwise,
-// and the tcp mode then carries net.Conns. Close closes it with ln.
-func rawListener(ln net.Listener) (*os.File, syscall.RawConn) {
+// rawListener is a duplicate of ln's descriptor for the engine to accept
+// on, and its number, when ln is a tcp listener (non-blocking as ln is;
+// os.File.Fd would make both blocking); nil otherwise, and the tcp mode
+// then carries net.Conns.
+func rawListener(ln net.Listener) (*os.File, int) {
 	tl, ok := ln.(*net.TCPListener)
 	if !ok {
-		return nil, nil
+		return nil, -1
 	}
-	f, err := tl.File() // non-blocking as ln is, so in Go's poller
+	f, err := tl.File()
 	if err != nil {
-		return nil, nil
+		return nil, -1
 	}
-	rc, err := f.SyscallConn()
-	if err != nil {
+	fd := -1
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(u uintptr) { fd = int(u) })
+	}
+	if fd < 0 {
 		f.Close()
-		return nil, nil
+		return nil, -1
 	}
-	return f, rc
+	return f, fd
 }

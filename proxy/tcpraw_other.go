@@ -3,19 +3,16 @@
 package proxy
 
 import (
-	"errors"
 	"net"
 	"os"
-	"syscall"
 )
 
 // The engine on raw descriptors is Linux's (epoll); elsewhere the tcp
 // mode carries net.Conns, a goroutine a direction.
 type tcpEngine struct{}
 
-func rawListener(net.Listener) (*os.File, syscall.RawConn) { return nil, nil }
-func newTCPEngine(*Proxy) *tcpEngine                       { return nil }
-func (e *tcpEngine) add(int, net.Addr, Options)            {}
-func (e *tcpEngine) stop()                                 {}
-func acceptRaw(syscall.RawConn) (int, net.Addr, error)     { return -1, nil, errors.ErrUnsupported }
-func asConn(int) (net.Conn, error)                         { return nil, errors.ErrUnsupported }
+func rawListener(net.Listener) (*os.File, int)   { return nil, -1 }
+func newTCPEngine(*Proxy) *tcpEngine             { return nil }
+func (e *tcpEngine) startAccepting(fd int) error { return nil }
+func (e *tcpEngine) stopAccepting()              {}
+func (e *tcpEngine) stop()                       {}
