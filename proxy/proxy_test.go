@@ -393,3 +393,27 @@ func TestAnEndThatComesWithTheLastBytesIsPassedOn(t *testing.T) {
 	}
 	waitFor(t, "every connection to end", func() bool { return p.InFlight("x") == 0 })
 }
+
+// TestTheModeChangesForTheNextConnection: a proxy switched from tcp to
+// http and back handles each new connection as the mode in force when it
+// came, whichever of its accept paths (the engine's loop, or Serve's)
+// took it; http mode shows itself by the X-Forwarded-For it adds.
+func TestTheModeChangesForTheNextConnection(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "xff=%q", r.Header.Get("X-Forwarded-For"))
+	}))
+	defer ln.Close()
+	p, addr := startProxy(t, Options{})
+	p.SetBackends(map[string]string{"b": ln.Addr().String()})
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for i, want := range []struct {
+		protocol string
+		xff      string
+	}{{"tcp", `xff=""`}, {"http", `xff="127.0.0.1"`}, {"http", `xff="127.0.0.1"`}, {"tcp", `xff=""`}, {"tcp", `xff=""`}, {"http", `xff="127.0.0.1"`}} {
+		p.ConfigureOptions(Options{Protocol: want.protocol})
+		if got := get(t, c, "http://"+addr+"/"); got != want.xff {
+			t.Fatalf("request %d, %s mode: got %s, want %s", i, want.protocol, got, want.xff)
+		}
+	}
+}

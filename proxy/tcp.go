@@ -14,8 +14,11 @@ import (
 )
 
 // proxyTCP connects a client to a backend and copies both ways until both
-// have ended. A backend that refuses the connect (it is starting, or just
-// died) is skipped for another: nothing has been sent to it yet.
+// have ended, a goroutine a direction, where the engine on raw
+// descriptors does not run (tcpraw_linux.go: other systems, a listener
+// that is not tcp, and the first connection after a change to tcp). A
+// backend that refuses the connect (it is starting, or just died) is
+// skipped for another: nothing has been sent to it yet.
 func (p *Proxy) proxyTCP(client net.Conn, opts Options) {
 	defer client.Close()
 	var skip map[string]bool // made on the first refusal

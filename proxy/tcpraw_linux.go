@@ -377,6 +377,12 @@ func (e *tcpEngine) stopAccepting() {
 func (e *tcpEngine) acceptAll() {
 	p := e.p
 	for e.lnfd >= 0 && !e.paused {
+		p.mu.Lock()
+		opts, http := p.opts, p.httpCur != nil
+		p.mu.Unlock()
+		if http {
+			return // the mode changed: Serve takes accepting back
+		}
 		if !p.limit.tryAcquire() {
 			e.blocked = true
 			return
@@ -398,7 +404,7 @@ func (e *tcpEngine) acceptAll() {
 			e.pause = 0
 		}
 		p.served.Add(1)
-		e.addLocked(fd, remote, p.settings())
+		e.addLocked(fd, remote, opts)
 	}
 }
 
