@@ -33,7 +33,7 @@ func TestSocketActivationUnderSystemdSocketActivate(t *testing.T) {
 	if err != nil {
 		t.Skip("SKIPPED LOUDLY: systemd-socket-activate is not installed (Debian's systemd package has it); TestSocketActivationRestartRefusesNothing plays its part")
 	}
-	addr := freeAddr(t)
+	addr := testbin.FreeAddr(t)
 	dir := stack(t, strings.Replace(activatedStack, "ADDR", addr, 1))
 	args := []string{"-l", addr, "--fdname=web"}
 	for _, kv := range testEnv(t) {
@@ -120,7 +120,7 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 // TestAnInheritedSocketThatMatchesNothingIsRefused names it.
 func TestAnInheritedSocketThatMatchesNothingIsRefused(t *testing.T) {
 	addr, sock := activationSocket(t)
-	dir := stack(t, strings.Replace(activatedStack, "ADDR", freeAddr(t), 1))
+	dir := stack(t, strings.Replace(activatedStack, "ADDR", testbin.FreeAddr(t), 1))
 	env := append(testEnv(t), "LISTEN_FDS=1", "LISTEN_FDNAMES=stray")
 	u := startCmd(t, exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" up`, testbin.Recluster(t)), dir, env, []*os.File{sock})
 	want := fmt.Sprintf(`inherited socket(s) fd 3 (%s, named "stray") match no listen or proxy address`, addr)

@@ -67,7 +67,8 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 	return out, nil
 }
 
-// apiError gives a runner error the API code its callers branch on.
+// apiError gives a runner error the API code its callers branch on (the
+// runner's sentinel errors are control's, which codes them itself).
 func apiError(err error) error {
 	if err == nil {
 		return nil
@@ -77,10 +78,6 @@ func apiError(err error) error {
 		code string
 	}{
 		{func(e error) bool { return config.Problems(e) != nil }, control.CodeInvalidConfig},
-		{func(e error) bool { return errors.Is(e, runner.ErrUnknownService) }, control.CodeUnknownService},
-		{func(e error) bool { return errors.Is(e, runner.ErrSuperseded) }, control.CodeSuperseded},
-		{func(e error) bool { return errors.Is(e, runner.ErrStopped) }, control.CodeStopped},
-		{func(e error) bool { return errors.Is(e, runner.ErrShuttingDown) }, control.CodeShuttingDown},
 		{func(e error) bool { var wf *runner.WorkerFailedError; return errors.As(e, &wf) }, control.CodeWorkerFailed},
 		{func(e error) bool { var bf *runner.BuildFailedError; return errors.As(e, &bf) }, control.CodeBuildFailed},
 		{func(e error) bool { var cl *runner.CrashLoopError; return errors.As(e, &cl) }, control.CodeWorkerFailed},

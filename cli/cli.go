@@ -1,6 +1,7 @@
-// Package cli is recluster's command line: one options struct and one run
-// function per verb, over injected IO, so that tests can drive a verb
-// without a process and main stays a line long.
+// Package cli is recluster's command line: a run function per verb, over
+// injected IO (in, out, err and the environment), so that main stays a
+// line long. The verbs parse their own flags; the tests drive them
+// through the real binary, as users do.
 package cli
 
 import (

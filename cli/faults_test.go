@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,15 +20,6 @@ import (
 	"github.com/recluster/recluster/control"
 	"github.com/recluster/recluster/internal/testbin"
 )
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func get(addr string) error {
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
@@ -48,7 +38,7 @@ func get(addr string) error {
 // TestSIGKILLUnderLoadFreesThePort: recluster dies mid-load; its workers go
 // with it, and the next up takes the same port and serves.
 func TestSIGKILLUnderLoadFreesThePort(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testbin.FreeAddr(t)
 	dir := stack(t, `
 services:
   web:

@@ -32,7 +32,7 @@ const bigHeaderRSSBound = 300 << 10
 // stays under bigHeaderRSSBound, and gives the memory back once they are
 // gone.
 func TestBigHeaderFloodKeepsUpBounded(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testbin.FreeAddr(t)
 	dir := stack(t, `
 services:
   web:
@@ -123,7 +123,7 @@ services:
 // that dies is respawned (no crash loop), and once the clients go the
 // descriptors come back (idleTimeout).
 func TestBlackholeFloodLeavesOthersServing(t *testing.T) {
-	holeAddr, webAddr := freeAddr(t), freeAddr(t)
+	holeAddr, webAddr := testbin.FreeAddr(t), testbin.FreeAddr(t)
 	dir := stack(t, `
 services:
   hole:
@@ -138,7 +138,7 @@ services:
 	up := startCmdLimited(t, dir, 1024)
 	up.waitLine(`every service is ready`)
 	pid := up.cmd.Process.Pid
-	fdsBefore := countFDs(pid)
+	fdsBefore := testbin.CountFDs(pid)
 	web := load.Start(webAddr, load.Options{Conns: 4})
 
 	var flood []net.Conn
@@ -161,7 +161,7 @@ services:
 	}
 	wg.Wait()
 	up.waitLine(`recluster +\| hole proxy: \d+ connections open, the most it takes \(maxConnections\)`)
-	if fds := countFDs(pid); fds > 1000 {
+	if fds := testbin.CountFDs(pid); fds > 1000 {
 		t.Errorf("up holds %d descriptors under the flood", fds)
 	}
 	served := web.Served()
@@ -197,9 +197,9 @@ services:
 	// The hole's worker never closes; its connections end by idleTimeout
 	// and the descriptors come back (sampled: no event says so).
 	limit := time.Now().Add(deadline)
-	for countFDs(pid) > fdsBefore+16 {
+	for testbin.CountFDs(pid) > fdsBefore+16 {
 		if time.Now().After(limit) {
-			t.Fatalf("up holds %d descriptors after the flood, %d before", countFDs(pid), fdsBefore)
+			t.Fatalf("up holds %d descriptors after the flood, %d before", testbin.CountFDs(pid), fdsBefore)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -220,7 +220,7 @@ func startCmdLimited(t *testing.T, dir string, n int) *upProcess {
 // ends is cut by its worker's stop; `reload` names it, exits 3 (README,
 // "Exit codes"), and `status` counts it.
 func TestAReloadThatCutsSaysSo(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testbin.FreeAddr(t)
 	dir := stack(t, `
 services:
   web:
@@ -261,7 +261,7 @@ services:
 // TestReloadWaitSaysWhatItWaitsFor: `reload --wait` that gives up names
 // the workers it still waits for, instead of a bare deadline error.
 func TestReloadWaitSaysWhatItWaitsFor(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testbin.FreeAddr(t)
 	dir := stack(t, `
 services:
   stubborn:
@@ -389,7 +389,7 @@ services:
 	pid, _ := strconv.Atoi(m[1])
 	u.cmd.Process.Kill()
 	u.waitExit()
-	if !alive(pid) {
+	if !testbin.Alive(pid) {
 		t.Fatalf("the escaped process %d did not survive the kill; the test shows nothing", pid)
 	}
 	again := startUp(t, dir)
@@ -406,7 +406,7 @@ func TestProcfileShellDefaultServes(t *testing.T) {
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: python3 -m http.server ${PORT:-3000} --bind 127.0.0.1\n"), 0o644)
-	_, port, _ := strings.Cut(freeAddr(t), ":")
+	_, port, _ := strings.Cut(testbin.FreeAddr(t), ":")
 	u := startUp(t, dir, "--port", port)
 	u.waitLine(`every service is ready`)
 	if err := get("127.0.0.1:" + port); err != nil {

@@ -82,7 +82,7 @@ func prepareRecipe(t *testing.T, name string) string {
 		if f.Name() == "recluster.yml" {
 			data = []byte(regexp.MustCompile(`(listen|address): \d+`).ReplaceAllStringFunc(string(data), func(m string) string {
 				key, _, _ := strings.Cut(m, ":")
-				_, port, _ := strings.Cut(freeAddr(t), ":")
+				_, port, _ := strings.Cut(testbin.FreeAddr(t), ":")
 				return key + ": " + port
 			}))
 		}
@@ -242,7 +242,7 @@ func TestProcfileWebIsProxied(t *testing.T) {
 	dir := t.TempDir()
 	worker := testbin.Worker(t)
 	os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: "+worker+" -mode naive -after 100ms\nclock: "+worker+"\n"), 0o644)
-	_, base, _ := strings.Cut(freeAddr(t), ":")
+	_, base, _ := strings.Cut(testbin.FreeAddr(t), ":")
 	u := startUp(t, dir, "--port", base)
 	u.waitLine(`every service is ready`)
 	l := load.Start("127.0.0.1:"+base, load.Options{Conns: 4, KeepAlive: true})
@@ -301,7 +301,7 @@ func TestTheExampleStack(t *testing.T) {
 	cfg, _ := os.ReadFile(filepath.Join(dir, "recluster.yml"))
 	ports := map[string]string{}
 	cfg = regexp.MustCompile(`listen: (\d+)`).ReplaceAllFunc(cfg, func(m []byte) []byte {
-		_, port, _ := strings.Cut(freeAddr(t), ":")
+		_, port, _ := strings.Cut(testbin.FreeAddr(t), ":")
 		ports[strings.TrimPrefix(string(m), "listen: ")] = port
 		return []byte("listen: " + port)
 	})

@@ -91,7 +91,7 @@ func (m *soakModel) writeConfig(web, bg int, webCommand string) {
 
 func soak(t *testing.T, seed uint64, budget time.Duration) {
 	rng := rand.New(rand.NewPCG(seed, 7))
-	m := &soakModel{t: t, dir: t.TempDir(), addr: freeAddr(t), seed: seed,
+	m := &soakModel{t: t, dir: t.TempDir(), addr: testbin.FreeAddr(t), seed: seed,
 		target: map[string]int{"web": 2, "bg": 2}, running: map[string]bool{"web": true, "bg": true}}
 	m.writeConfig(2, 2, "")
 	m.u = startUp(t, m.dir)
@@ -118,7 +118,7 @@ func soak(t *testing.T, seed uint64, budget time.Duration) {
 			}
 		}()
 	}
-	fdsAtStart := countFDs(m.u.cmd.Process.Pid)
+	fdsAtStart := testbin.CountFDs(m.u.cmd.Process.Pid)
 
 	end := time.Now().Add(budget)
 	for m.step = 1; time.Now().Before(end); m.step++ {
@@ -139,7 +139,7 @@ func soak(t *testing.T, seed uint64, budget time.Duration) {
 	m.must("scale", "web=2", "bg=2")
 	m.target["web"], m.target["bg"] = 2, 2
 	m.checkInvariants()
-	if fds := countFDs(m.u.cmd.Process.Pid); fds > fdsAtStart+2 {
+	if fds := testbin.CountFDs(m.u.cmd.Process.Pid); fds > fdsAtStart+2 {
 		m.fail("recluster's fds grew from %d to %d", fdsAtStart, fds)
 	}
 	t.Logf("seed %d: %d steps, %d requests, none failed", seed, m.step-1, served)
@@ -156,11 +156,6 @@ func (m *soakModel) opsNear(failures []string) []string {
 		}
 	}
 	return out
-}
-
-func countFDs(pid int) int {
-	entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(entries)
 }
 
 func (m *soakModel) verb(args ...string) result { return verb(m.t, m.dir, args...) }
@@ -276,7 +271,7 @@ func (m *soakModel) checkInvariants() {
 			m.fail("%s: %d workers (%d ready), want %d: %+v", s.Name, len(s.Workers), ready, want, s.Workers)
 		}
 	}
-	for _, pid := range workerProcesses(m.t) {
+	for _, pid := range testbin.WorkerProcesses(m.t) {
 		if !listed[pid] {
 			// A worker stopping as status was read is gone a moment later.
 			waitGone(m.t, pid, 10*time.Second)
@@ -311,21 +306,4 @@ func (m *soakModel) waitBGReady(want int) {
 		}
 	}
 	m.fail("bg did not come back to %d ready workers", want)
-}
-
-// workerProcesses returns the running test-worker processes.
-func workerProcesses(t *testing.T) []int {
-	worker := testbin.Worker(t)
-	entries, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == worker && alive(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
 }

@@ -168,7 +168,7 @@ func TestProcfileReleaseRunsFirst(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "Procfile"), []byte(
 		"web: sh -c 'test -e released && exec "+worker+" -mode serve -bind 127.0.0.1:$PORT'\n"+
 			"release: sh -c 'sleep 0.3; touch released; echo released'\n"), 0o644)
-	_, base, _ := strings.Cut(freeAddr(t), ":")
+	_, base, _ := strings.Cut(testbin.FreeAddr(t), ":")
 	u := startUp(t, dir, "--port", base)
 	u.waitLine(`release(\.0)? +\| released`)
 	u.waitLine(`release completed`)

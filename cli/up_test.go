@@ -263,18 +263,9 @@ func waitGone(t *testing.T, pid int, within time.Duration) {
 	}
 	defer unix.Close(fd)
 	n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(within.Milliseconds()))
-	if n == 0 && alive(pid) {
+	if n == 0 && testbin.Alive(pid) {
 		t.Errorf("pid %d still runs after %s", pid, within)
 	}
-}
-
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	return i > 0 && i+2 < len(data) && data[i+2] != 'Z'
 }
 
 const simpleStack = `
@@ -297,7 +288,7 @@ func TestUpStopsGracefullyOnSIGINT(t *testing.T) {
 		t.Fatalf("exit: %v\n%s", err, u.output())
 	}
 	for _, pid := range pids {
-		if alive(pid) {
+		if testbin.Alive(pid) {
 			t.Errorf("worker %d outlived up", pid)
 		}
 	}
@@ -334,7 +325,7 @@ services:
 	grandchild, _ := strconv.Atoi(m[1])
 	u.cmd.Process.Kill() // the leader dies with up; its child is left behind
 	u.waitExit()
-	if !alive(grandchild) {
+	if !testbin.Alive(grandchild) {
 		t.Skip("the grandchild died with its parent here; nothing is left to clean up")
 	}
 	u2 := startUp(t, dir)
@@ -386,7 +377,7 @@ func TestVerbsEndToEnd(t *testing.T) {
 	if w := status(t, dir).Services[0].Workers; len(w) != 2 || w[1].ID != 1 {
 		t.Fatalf("after scale 2: %+v", w)
 	}
-	if alive(highest) {
+	if testbin.Alive(highest) {
 		t.Errorf("api.3 still runs after scale down")
 	}
 	for _, bad := range [][]string{{"scale", "api"}, {"scale", "api=0"}, {"scale", "api=x"}} {
@@ -410,7 +401,7 @@ func TestVerbsEndToEnd(t *testing.T) {
 	if r := verb(t, dir, "stop", "db"); r.code != 0 {
 		t.Fatalf("stop: %s", r.err)
 	}
-	if len(pidsOf(status(t, dir), "db")) != 0 || alive(after[0]) {
+	if len(pidsOf(status(t, dir), "db")) != 0 || testbin.Alive(after[0]) {
 		t.Errorf("db still has workers after stop")
 	}
 	if r := verb(t, dir, "start", "db"); r.code != 0 {
@@ -481,7 +472,7 @@ func TestVerbsEndToEnd(t *testing.T) {
 		t.Errorf("up exit: %v", err)
 	}
 	for _, pid := range all {
-		if alive(pid) {
+		if testbin.Alive(pid) {
 			t.Errorf("pid %d alive after down", pid)
 		}
 	}

@@ -302,7 +302,10 @@ func runLogs(io IO, c *common, args []string) error {
 			cut = true
 			return nil
 		}
-		buf = f.Append(buf[:0], ev.Line)
+		if ev.Line == nil {
+			return nil
+		}
+		buf = f.Append(buf[:0], ev.Line.Line())
 		_, err := io.Out.Write(buf)
 		return err
 	})

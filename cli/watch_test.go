@@ -59,7 +59,7 @@ services:
 // leaves the old workers serving and shows the compiler's error, and the
 // fix reloads; the build runs once per generation.
 func TestWatchReloadsOnSaveWithNothingLost(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testbin.FreeAddr(t)
 	dir := stack(t, strings.Replace(watchStack, "ADDR", addr, 1))
 	os.WriteFile(filepath.Join(dir, ".gitignore"), []byte("ignored.txt\n"), 0o644)
 	u := startUp(t, dir)
@@ -194,7 +194,7 @@ services:
 		waitStatus(t, dir, "the old worker gone", func(st statusJSON) bool {
 			return len(st.Services) == 1 && len(st.Services[0].Workers) == 1
 		})
-		return countFDs(pid)
+		return testbin.CountFDs(pid)
 	}
 	save(1)
 	fds := settled()

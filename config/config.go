@@ -1,5 +1,5 @@
 // Package config reads a recluster file (YAML or Procfile), fills in the
-// defaults of SPEC.md and validates it. It produces plain, immutable data:
+// defaults README.md documents and validates it. It produces plain, immutable data:
 // the runner never looks at YAML, and nothing here knows about processes.
 package config
 
@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Defaults that users see, as SPEC.md gives them.
+// Defaults that users see, as README.md's table of keys gives them.
 const (
 	DefaultRespawn           = time.Second
 	DefaultBackoff           = 30 * time.Second

@@ -4,7 +4,7 @@ package config
 // YAML and Procfile mode alike, so each default is written once; derive
 // then fills in the defaults that depend on other settings.
 
-// newService returns a service with every default of SPEC.md; dir is the
+// newService returns a service with every default README.md gives; dir is the
 // config file's folder.
 func (o Options) newService(name, dir string) *Service {
 	return &Service{

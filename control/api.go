@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/logmux"
+	"github.com/recluster/recluster/runner"
 )
 
 // The wire format of the control API. Every type and code here is part of
@@ -80,8 +81,38 @@ type Info struct {
 // LogEvent is one message of GET /v1/logs: a line, or the notice that a
 // follower was cut off for falling behind.
 type LogEvent struct {
-	Line   *logmux.Line `json:"line,omitempty"`
-	CutOff bool         `json:"cutOff,omitempty"`
+	Line   *LogLine `json:"line,omitempty"`
+	CutOff bool     `json:"cutOff,omitempty"`
+}
+
+// LogLine is one line of output on the wire: control's own form of a
+// logmux.Line, whose text is a string (bytes that are not UTF-8 arrive as
+// U+FFFD, as a terminal would show them), so that any client reads it as
+// it reads the rest of the API, and logmux stays free to change.
+type LogLine struct {
+	Service    string    `json:"service"`
+	Worker     int       `json:"worker"` // WORKER_ID; logmux.System for recluster's own lines
+	Generation int       `json:"generation"`
+	Stderr     bool      `json:"stderr,omitempty"`
+	Retiring   bool      `json:"retiring,omitempty"` // its worker is being replaced
+	Time       time.Time `json:"time"`
+	Text       string    `json:"text"`
+	// Split marks a piece of a line too long to send whole; the line goes
+	// on in the next piece.
+	Split bool `json:"split,omitempty"`
+	// Omitted counts the bytes of the line that were not kept.
+	Omitted int `json:"omitted,omitempty"`
+}
+
+func wireLine(l *logmux.Line) *LogLine {
+	return &LogLine{Service: l.Source.Service, Worker: l.Source.ID, Generation: l.Source.Generation,
+		Stderr: l.Stderr, Retiring: l.Retiring, Time: l.Time, Text: string(l.Text), Split: l.Split, Omitted: l.Omitted}
+}
+
+// Line is the line as logmux formats it.
+func (l *LogLine) Line() *logmux.Line {
+	return &logmux.Line{Source: logmux.Source{Service: l.Service, ID: l.Worker, Generation: l.Generation},
+		Stderr: l.Stderr, Retiring: l.Retiring, Time: l.Time, Text: []byte(l.Text), Split: l.Split, Omitted: l.Omitted}
 }
 
 type servicesRequest struct {
@@ -129,12 +160,14 @@ const (
 	CodeInternal       = "internal"
 )
 
-// Errors that callers branch on, on either side of the socket.
+// Errors that callers branch on, on either side of the socket. The first
+// four are the runner's own: one value each, whether an error came from a
+// Manager in this process or over the socket.
 var (
-	ErrUnknownService = errors.New("unknown service")
-	ErrSuperseded     = errors.New("superseded by a newer reload")
-	ErrStopped        = errors.New("the service was stopped")
-	ErrShuttingDown   = errors.New("recluster is shutting down")
+	ErrUnknownService = runner.ErrUnknownService
+	ErrSuperseded     = runner.ErrSuperseded
+	ErrStopped        = runner.ErrStopped
+	ErrShuttingDown   = runner.ErrShuttingDown
 	ErrWorkerFailed   = errors.New("a worker failed")
 	ErrBuildFailed    = errors.New("a build failed")
 	ErrInvalidConfig  = errors.New("the config file is invalid")

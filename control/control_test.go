@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -545,5 +546,35 @@ func TestFollowersLeaveRoomForCommands(t *testing.T) {
 func TestARacingLockNamesNoPidZero(t *testing.T) {
 	if msg := (&RunningError{}).Error(); strings.Contains(msg, "pid 0") || !strings.Contains(msg, "already starting") {
 		t.Errorf("%q", msg)
+	}
+}
+
+// TestALogLineIsControlsOwnOnTheWire: GET /v1/logs sends control's
+// LogLine, whose text is a JSON string (not logmux's base64 bytes), and
+// the client turns it back into the line logmux formats.
+func TestALogLineIsControlsOwnOnTheWire(t *testing.T) {
+	mux := logmux.New(&bytes.Buffer{}, logmux.Options{})
+	out, _ := mux.Open(logmux.Source{Service: "api", ID: 1, Generation: 2})
+	io.WriteString(out, "hello, wire\n")
+	mux.Flush(context.Background())
+	c := serve(t, t.TempDir(), &fakeController{}, mux)
+	var got []*LogLine
+	err := c.Logs(context.Background(), []string{"api"}, 10, false, func(ev LogEvent) error {
+		got = append(got, ev.Line)
+		return nil
+	})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("logs: %v, %d lines", err, len(got))
+	}
+	l := got[0]
+	if l.Service != "api" || l.Worker != 1 || l.Generation != 2 || l.Text != "hello, wire" {
+		t.Fatalf("the line on the wire: %+v", l)
+	}
+	raw, _ := json.Marshal(l)
+	if !strings.Contains(string(raw), `"text":"hello, wire"`) {
+		t.Errorf("the text is not a string on the wire: %s", raw)
+	}
+	if back := l.Line(); string(back.Text) != "hello, wire" || back.Source.ID != 1 {
+		t.Errorf("back to logmux: %+v", back)
 	}
 }

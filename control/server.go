@@ -365,7 +365,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	for _, l := range s.logs.Recent(services, n) {
-		if enc.Encode(LogEvent{Line: &l}) != nil {
+		if enc.Encode(LogEvent{Line: wireLine(&l)}) != nil {
 			return
 		}
 	}
@@ -395,7 +395,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		for i := range batch {
-			if enc.Encode(LogEvent{Line: &batch[i]}) != nil {
+			if enc.Encode(LogEvent{Line: wireLine(&batch[i])}) != nil {
 				return
 			}
 		}

@@ -13,7 +13,7 @@
 //     by cancelling their contexts after stopping them in reverse `after`
 //     order. A service removed by a reload has its context cancelled then.
 //   - cluster.run is the only goroutine that touches a cluster's state:
-//     its phase (phase.go), generations, slots and workers. Callers talk
+//     its phase (cluster.go), generations, slots and workers. Callers talk
 //     to it with requests and it hears of its workers and timers through
 //     events (messages.go). It returns once its context has ended and
 //     every worker of every generation is gone.

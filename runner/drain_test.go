@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/recluster/recluster/internal/testbin"
 )
 
 // slowStack is a naive app (binds $PORT, no signal handling) behind the
@@ -326,7 +328,7 @@ services:
     proxy: {address: "` + "ADDR" + `", protocol: ` + protocol + `}
 `
 			}
-			addr := freeAddr(t)
+			addr := testbin.FreeAddr(t)
 			h := startHarness(t, strings.ReplaceAll(stack("http"), "ADDR", addr))
 			h.waitEvent("ready", is(EventAllReady, "web"))
 			load := startLoadWith(addr, 6, keepAlive)

@@ -67,7 +67,7 @@ services:
 // service closes its socket once its workers are gone, so clients are
 // refused at once instead of hanging, and the port is free again.
 func TestRemovedServiceClosesItsSocket(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testbin.FreeAddr(t)
 	h := startHarness(t, `
 services:
   web:

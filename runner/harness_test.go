@@ -3,8 +3,6 @@ package runner
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -222,36 +220,8 @@ func processAlive(pid int) bool {
 	return ok && pr.state != 'Z' && pr.state != 'X'
 }
 
-// workerProcesses returns the pids of running test-worker processes that
-// were started by this test process or its descendants.
-func workerProcesses(t *testing.T) []int {
-	worker := testbin.Worker(t)
-	var out []int
-	for _, pr := range scanProcs() {
-		if pr.state == 'Z' {
-			continue
-		}
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pr.pid)); err == nil && exe == worker {
-			out = append(out, pr.pid)
-		}
-	}
-	return out
-}
-
 // reload reloads through the Manager, for tests that need only its error.
 func (h *harness) reload(ctx context.Context, names []string) error {
 	_, err := h.m.Reload(ctx, names)
 	return err
-}
-
-// freeAddr is a loopback address nothing listens on just now, for a
-// service to take.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -410,7 +410,7 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 	}
 	if c.phase == phaseServing {
 		// During a reload an old worker is not respawned: the new
-		// generation takes its slot, or abortReload refills it.
+		// generation takes its slot, or failReload refills it.
 		c.afterExit(s, w, st, wasReady)
 	}
 }

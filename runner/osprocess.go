@@ -39,7 +39,7 @@ const outputDrainCap = 2 * time.Second
 
 // OSStarter starts workers as real processes: each in its own process group,
 // with the parent-death signal, its output on pipes recluster owns, and the
-// sockets and notify channels of SPEC.md.
+// sockets and notify channels of README.md's worker protocol.
 type OSStarter struct {
 	// runDir is a private folder (0700) for notify sockets.
 	runDir string
@@ -121,8 +121,11 @@ func (p *osProcess) Signal(sig syscall.Signal) error {
 	return nil
 }
 
-// Start forks and execs one worker. It returns once the program runs (the
-// exec succeeded) or with the reason it could not.
+// Start forks and execs one worker. Without inherited sockets it returns
+// once the program runs (the exec succeeded) or with the reason it could
+// not; with them the worker starts through the shim, Start returns once
+// the shim runs, and a failed exec of the command comes out of Wait as
+// the worker's exit (follow reads the shim's result on the side).
 func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 	p := &osProcess{spec: spec, s: s, kill: syscall.Kill}
 	var parentEnds, childEnds []*os.File

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/recluster/recluster/internal/testbin"
 )
 
 // naiveStack is an app written the usual way (binds $PORT, handles no
@@ -96,7 +98,7 @@ func TestNaiveAppBehindTheProxyLosesNothing(t *testing.T) {
 // TestNaiveAppStopThenStartFails is the control: the same app binding its
 // port itself, restarted stop-then-start, fails requests.
 func TestNaiveAppStopThenStartFails(t *testing.T) {
-	_, port, _ := net.SplitHostPort(freeAddr(t))
+	_, port, _ := net.SplitHostPort(testbin.FreeAddr(t))
 	h := startHarness(t, `
 services:
   web:

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/recluster/recluster/internal/testbin"
+
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/load"
 )
@@ -110,7 +112,7 @@ func sum(m map[string]int) int {
 // workers that bind the port themselves, restarted stop-then-start as other
 // tools do, sees failures. It proves the zero-loss test can see a loss.
 func TestStopThenStartLosesRequests(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testbin.FreeAddr(t)
 	h := startHarness(t, `
 services:
   web:
@@ -216,7 +218,7 @@ func TestConcurrentReloadsConverge(t *testing.T) {
 	if _, failed := load.expectNoFailures(t, "while reloads raced"); failed {
 		t.Log(h.text())
 	}
-	if left := len(workerProcesses(t)); left != 4 {
+	if left := len(testbin.WorkerProcesses(t)); left != 4 {
 		t.Errorf("%d worker processes run, want 4", left)
 	}
 }
@@ -281,23 +283,18 @@ func TestReloadsLeakNoFdsOrGoroutines(t *testing.T) {
 	if err := h.reload(ctx, nil); err != nil { // warm up the pools
 		t.Fatal(err)
 	}
-	fds, goroutines := countFDs(), runtime.NumGoroutine()
+	fds, goroutines := testbin.CountFDs(0), runtime.NumGoroutine()
 	for i := 0; i < 30; i++ {
 		if err := h.reload(ctx, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if after := countFDs(); after > fds+2 {
+	if after := testbin.CountFDs(0); after > fds+2 {
 		t.Errorf("fds grew from %d to %d over 30 reloads", fds, after)
 	}
 	if after := runtime.NumGoroutine(); after > goroutines+5 {
 		t.Errorf("goroutines grew from %d to %d over 30 reloads", goroutines, after)
 	}
-}
-
-func countFDs() int {
-	entries, _ := os.ReadDir("/proc/self/fd")
-	return len(entries)
 }
 
 func TestReloadAddsAndRemovesServices(t *testing.T) {

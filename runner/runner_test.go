@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/recluster/recluster/internal/testbin"
 )
 
 func TestCrashRespawnsSameSlotWithNewPid(t *testing.T) {
@@ -217,7 +219,7 @@ services:
 		t.Fatal(err)
 	}
 	h.shutdown()
-	if left := workerProcesses(t); len(left) > 0 {
+	if left := testbin.WorkerProcesses(t); len(left) > 0 {
 		t.Errorf("worker processes left after shutdown: %v", left)
 	}
 }
