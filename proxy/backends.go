@@ -25,7 +25,7 @@ func (p *Proxy) SetBackends(backends map[string]string) {
 	for key, addr := range backends {
 		b := p.backends[key]
 		if b == nil || b.addr != addr {
-			b = &backend{key: key, addr: addr, tr: p.handler.newTransport(addr)}
+			b = &backend{key: key, addr: addr, tr: p.handler.newTransport(addr), fast: newFastConns(addr)}
 			p.backends[key] = b
 		}
 		if b.drained == nil && !b.wasReleased {
@@ -146,6 +146,7 @@ func (p *Proxy) forgetIfIdle(b *backend) {
 		delete(p.backends, b.key)
 	}
 	b.tr.CloseIdleConnections()
+	b.fast.closeIdle()
 	if b.cut > 0 && b.released == nil && !b.wasReleased {
 		p.cuts[b.key] += b.cut // for the Release to come
 	}

@@ -204,7 +204,12 @@ func (h *httpHandler) RoundTrip(r *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := b.tr.RoundTrip(r)
+		var resp *http.Response
+		if fastOK(r) {
+			resp, err = b.fast.roundTrip(r)
+		} else {
+			resp, err = b.tr.RoundTrip(r)
+		}
 		var de *dialError
 		if errors.As(err, &de) {
 			if skip == nil {

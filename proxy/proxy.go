@@ -176,6 +176,7 @@ type backend struct {
 	released    func(int) // set by Release; called once no request remains
 	wasReleased bool
 	tr          *transport
+	fast        *fastConns // for the requests that need nothing of tr's
 }
 
 // New returns a proxy that will serve ln.

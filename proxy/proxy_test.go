@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -415,5 +418,77 @@ func TestTheModeChangesForTheNextConnection(t *testing.T) {
 		if got := get(t, c, "http://"+addr+"/"); got != want.xff {
 			t.Fatalf("request %d, %s mode: got %s, want %s", i, want.protocol, got, want.xff)
 		}
+	}
+}
+
+// TestAKeptConnectionTheWorkerClosedIsNotAFailure: the fast path keeps
+// connections to a worker between requests; one the worker closed while
+// it was idle (its keep-alive ran out first) costs the next request
+// nothing: GET, HEAD and OPTIONS go once more on a new connection.
+func TestAKeptConnectionTheWorkerClosedIsNotAFailure(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := make(chan struct{}, 16)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b "+r.Method) }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				closed <- struct{}{}
+			}
+		},
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	p, addr := startProxy(t, Options{Protocol: "http"})
+	p.SetBackends(map[string]string{"b": ln.Addr().String()})
+	c := &http.Client{}
+	for _, method := range []string{"GET", "HEAD", "OPTIONS", "GET"} {
+		req, _ := http.NewRequest(method, "http://"+addr+"/", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %s", method, resp.Status)
+		}
+		// The worker closes its idle connections now, under the proxy's
+		// kept one.
+		srv.SetKeepAlivesEnabled(false)
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the worker did not close its idle connection")
+		}
+		srv.SetKeepAlivesEnabled(true)
+	}
+}
+
+// TestEarlyHintsPassThrough: a 103 Early Hints the worker sends before
+// its answer reaches the client, on the fast path as on the Transport's.
+func TestEarlyHintsPassThrough(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "page")
+	}))
+	defer ln.Close()
+	p, addr := startProxy(t, Options{Protocol: "http"})
+	p.SetBackends(map[string]string{"b": ln.Addr().String()})
+	var hints []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, fmt.Sprint(code, " ", h.Get("Link")))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", "http://"+addr+"/", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "page" || len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload" {
+		t.Fatalf("got %q, hints %q", body, hints)
 	}
 }
