@@ -176,7 +176,7 @@ func (c *cluster) buildEnded(b *builder, st ExitStatus) {
 		err.Timeout = gen.spec.BuildTimeout
 	}
 	if c.reload != nil && c.reload.gen == gen {
-		c.failReload(err)
+		c.reloadBuildFailed(err)
 		return
 	}
 	if c.current == gen && c.phase == phaseServing {

@@ -344,11 +344,11 @@ func (c *cluster) readyTimedOut(w *worker) {
 	if w.state != Starting || w.stopAsked {
 		return
 	}
-	err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Tail: c.failureLines(w.ref)}
 	if c.reload != nil && w.gen == c.reload.gen {
-		c.failReload(err)
+		c.reloadReadyTimedOut(w)
 		return
 	}
+	err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Tail: c.failureLines(w.ref)}
 	// A worker that never gets ready would hold back `after` and `start`
 	// forever: it is stopped and, as any failed worker, respawned.
 	c.logf("%s", err)
@@ -379,11 +379,7 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 		return
 	}
 	if c.reload != nil && w.gen == c.reload.gen {
-		err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.failureLines(w.ref)}
-		if w.proving != nil {
-			err.MinReady = w.gen.spec.MinReady
-		}
-		c.failReload(err)
+		c.reloadWorkerExited(w, st)
 		return
 	}
 	s := c.slotOf(w)

@@ -21,9 +21,14 @@ import (
 //	                  starts, so no more than workers + maxSurge run
 //	promote           the new generation serves; the old one retires, and
 //	                  the callers hear once its workers are gone
-//	failReload        a new worker exited, or missed readyTimeout: the
-//	                  reload is aborted, and the old generation serves on,
-//	                  its empty slots refilled
+//	failReload        the reload is aborted, and the old generation
+//	                  serves on, its empty slots refilled. Its three
+//	                  causes, each entered from where it is noticed:
+//	  reloadWorkerExited   a new worker exited, before it was ready or
+//	                       within minReady of it (lifecycle.go's exited)
+//	  reloadReadyTimedOut  a new worker missed readyTimeout (lifecycle.go)
+//	  reloadBuildFailed    the new generation's build failed or ran past
+//	                       buildTimeout (build.go)
 //	abortReload       the new generation retires; its callers hear why
 //	                  once its workers are gone
 //	supersede         a newer reload aborts this one (its callers hear
@@ -189,6 +194,25 @@ func (c *cluster) promote() {
 	c.checkAllReady()
 	c.replayDeferred()
 }
+
+// reloadWorkerExited fails the reload for a new worker that exited before
+// it was ready, or while it was proving itself (minReady).
+func (c *cluster) reloadWorkerExited(w *worker, st ExitStatus) {
+	err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Exit: &st, Tail: c.failureLines(w.ref)}
+	if w.proving != nil {
+		err.MinReady = w.gen.spec.MinReady
+	}
+	c.failReload(err)
+}
+
+// reloadReadyTimedOut fails the reload for a new worker that was not ready
+// within readyTimeout.
+func (c *cluster) reloadReadyTimedOut(w *worker) {
+	c.failReload(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Tail: c.failureLines(w.ref)})
+}
+
+// reloadBuildFailed fails the reload whose new generation's build failed.
+func (c *cluster) reloadBuildFailed(err *BuildFailedError) { c.failReload(err) }
 
 // failReload aborts the reload for err and has the old generation serve
 // on at full size.
