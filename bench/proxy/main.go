@@ -1,15 +1,15 @@
 // Command proxy compares recluster's proxy with HAProxy and nginx in front
 // of the same app, in one run on one machine: 4 Node workers
 // (bench/peers/server.js, binding their own ports), wrk -t2 -c32 for each
-// cell (tcp or http, one request per connection or keep-alive), the three
-// proxies alternated round after round. CPU per request is the proxy
-// process's own utime+stime over the run (recluster: `up`, whose workers
-// are not counted; nginx: its master and single worker) divided by the
-// requests. It installs haproxy, nginx with the stream module and wrk from
+// cell (tcp or http, one request per connection or keep-alive) after 3 s
+// of the same load unmeasured, the three proxies alternated round after
+// round. CPU per request is the proxy process's own utime+stime over the
+// run (recluster: `up`, whose workers are not counted; nginx: its master
+// and single worker) divided by the requests. It installs haproxy, nginx with the stream module and wrk from
 // Debian when they are missing (as root), builds recluster, and prints a
 // Markdown table.
 //
-//	go run ./bench/proxy -rounds 2 -duration 6s
+//	go run ./bench/proxy -rounds 3 -duration 6s
 package main
 
 import (
@@ -156,13 +156,17 @@ func runCell(name string, c cell, backends []string, server, bin, work string, d
 		out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
 		return result{}, fmt.Errorf("%v\n%s", err, out)
 	}
-	pids := proxyPids(name, cmd.Process.Pid)
-	before := cpuOf(pids)
-	args := []string{"-t2", "-c32", "-d" + d.String(), "--latency"}
+	args := []string{"-t2", "-c32", "--latency"}
 	if !c.keepAlive {
 		args = append(args, "-H", "Connection: close")
 	}
-	out, err := exec.Command("wrk", append(args, "http://"+addr+"/")...).CombinedOutput()
+	// Unmeasured, first: recluster's workers start with each cell, while
+	// the other proxies' backends have run every cell before; Node's JIT
+	// and the proxies' own first allocations warm up here, for all three.
+	exec.Command("wrk", append(args, "-d"+warmUp.String(), "http://"+addr+"/")...).Run()
+	pids := proxyPids(name, cmd.Process.Pid)
+	before := cpuOf(pids)
+	out, err := exec.Command("wrk", append(args, "-d"+d.String(), "http://"+addr+"/")...).CombinedOutput()
 	cpu := cpuOf(pids) - before
 	if err != nil {
 		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
@@ -171,6 +175,9 @@ func runCell(name string, c cell, backends []string, server, bin, work string, d
 	r.cpu = cpu
 	return r, err
 }
+
+// warmUp is the unmeasured load before each measured run.
+const warmUp = 3 * time.Second
 
 func haproxyConfig(protocol string, port int, backends []string) string {
 	var b strings.Builder
