@@ -74,7 +74,6 @@ type rawPair struct {
 	c, s     rawSock
 	up, down rawFlow // client → server, server → client
 	b        *backend
-	sa       unix.Sockaddr // the backend's address
 	opts     Options
 	remote   net.Addr
 	skip     map[string]bool
