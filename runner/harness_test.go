@@ -14,7 +14,7 @@ import (
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/testbin"
 	"github.com/recluster/recluster/logmux"
-	"github.com/recluster/recluster/proxy"
+	"github.com/recluster/recluster/internal/proxy"
 )
 
 func TestMain(m *testing.M) {

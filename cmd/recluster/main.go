@@ -5,7 +5,7 @@ package main
 import (
 	"os"
 
-	"github.com/recluster/recluster/cli"
+	"github.com/recluster/recluster/internal/cli"
 )
 
 func main() {

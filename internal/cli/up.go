@@ -17,11 +17,11 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/recluster/recluster/config"
-	"github.com/recluster/recluster/control"
-	"github.com/recluster/recluster/logfile"
+	"github.com/recluster/recluster/internal/control"
+	"github.com/recluster/recluster/internal/logfile"
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
-	"github.com/recluster/recluster/sdnotify"
+	"github.com/recluster/recluster/internal/sdnotify"
 )
 
 func init() {

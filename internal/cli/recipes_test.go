@@ -17,7 +17,7 @@ import (
 // framework that nobody here wrote, as its users run it, reloaded five
 // times under load by clients that never retry, with nothing lost.
 
-const recipes = "../testdata/recipes"
+const recipes = "../../testdata/recipes"
 
 // recipeNeeds says what each recipe needs on the machine; .ci/run
 // installs it (Debian packages, and express from npm).
@@ -207,7 +207,7 @@ func (l recipeLoad) expectNoFailures(t *testing.T, u *upProcess, what string) {
 // TestREADMERecipesAreTheTestedOnes: every recipe README.md shows is one
 // that the test above runs, as it is there.
 func TestREADMERecipesAreTheTestedOnes(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestTheExampleStack(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	if out, err := exec.Command("cp", "-r", "../examples/.", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-r", "../../examples/.", dir).CombinedOutput(); err != nil {
 		t.Fatalf("copying the examples: %v %s", err, out)
 	}
 	cfg, _ := os.ReadFile(filepath.Join(dir, "recluster.yml"))

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/recluster/recluster/config"
-	"github.com/recluster/recluster/export"
+	"github.com/recluster/recluster/internal/export"
 )
 
 func init() {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
-	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
 )

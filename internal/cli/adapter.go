@@ -5,7 +5,7 @@ import (
 	"errors"
 
 	"github.com/recluster/recluster/config"
-	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/runner"
 )
 

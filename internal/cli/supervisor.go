@@ -9,7 +9,7 @@ import (
 
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
-	"github.com/recluster/recluster/sdnotify"
+	"github.com/recluster/recluster/internal/sdnotify"
 )
 
 // supervisor tells recluster's own supervisor (systemd with Type=notify,

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/recluster/recluster/proxy"
+	"github.com/recluster/recluster/internal/proxy"
 	"github.com/recluster/recluster/runner"
 )
 

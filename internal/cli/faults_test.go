@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/internal/testbin"
 )
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/internal/proc"
 	"github.com/recluster/recluster/internal/testbin"
 )

@@ -19,7 +19,7 @@ func stack(t *testing.T) (*config.Config, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "app")
 	os.MkdirAll(filepath.Join(dir, "run"), 0o755)
-	data, err := os.ReadFile("../testdata/export/recluster.yml")
+	data, err := os.ReadFile("../../testdata/export/recluster.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,13 +48,13 @@ func TestSystemdUnits(t *testing.T) {
 		b.WriteString("### " + u.Name + "\n" + u.Text)
 	}
 	got := strings.ReplaceAll(b.String(), dir, "/srv/app")
-	golden := "../testdata/export/systemd.golden"
+	golden := "../../testdata/export/systemd.golden"
 	if *update {
 		os.WriteFile(golden, []byte(got), 0o644)
 	}
 	want, _ := os.ReadFile(golden)
 	if got != string(want) {
-		t.Errorf("units differ from %s (go test ./export -update rewrites it):\n%s", golden, got)
+		t.Errorf("units differ from %s (go test ./internal/export -update rewrites it):\n%s", golden, got)
 	}
 }
 
@@ -98,7 +98,7 @@ func TestSystemdRefuses(t *testing.T) {
 // TestREADMEUnits: the units README.md shows are what export writes for
 // the config it shows.
 func TestREADMEUnits(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/recluster/recluster/control"
+	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/logmux"
 )
 

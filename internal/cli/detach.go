@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
-	"github.com/recluster/recluster/control"
-	"github.com/recluster/recluster/logfile"
+	"github.com/recluster/recluster/internal/control"
+	"github.com/recluster/recluster/internal/logfile"
 )
 
 // `up -d`: the command line starts a second `up` in a session of its own
