@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/proxy"
 	"github.com/recluster/recluster/internal/testbin"
 	"github.com/recluster/recluster/logmux"
-	"github.com/recluster/recluster/internal/proxy"
 )
 
 func TestMain(m *testing.M) {

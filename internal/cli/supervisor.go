@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/recluster/recluster/internal/sdnotify"
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
-	"github.com/recluster/recluster/internal/sdnotify"
 )
 
 // supervisor tells recluster's own supervisor (systemd with Type=notify,

@@ -19,9 +19,9 @@ import (
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/internal/logfile"
+	"github.com/recluster/recluster/internal/sdnotify"
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
-	"github.com/recluster/recluster/internal/sdnotify"
 )
 
 func init() {

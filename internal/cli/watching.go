@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/watch"
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
-	"github.com/recluster/recluster/internal/watch"
 )
 
 // configWatch is the watch name of the config file itself: no service can
