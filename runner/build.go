@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recluster/recluster/internal/osproc"
 	"github.com/recluster/recluster/logmux"
 )
 
@@ -93,7 +94,7 @@ func (c *cluster) startPendingBuild() {
 	c.buildingUntil.Store(math.MaxInt64)
 	env := append(append([]string(nil), spec.Env...), "RECLUSTER_SERVICE="+c.name, "RECLUSTER_GENERATION="+strconv.Itoa(gen.num))
 	stdout, stderr := c.opts.Output.Open(ref)
-	argv, err := spec.Build.Argv(func(k string) string { return getenv(env, k) })
+	argv, err := spec.Build.Argv(func(k string) string { return osproc.Getenv(env, k) })
 	if err == nil {
 		c.logf("%s: building generation %d: %s", c.name, gen.num, spec.Build)
 		b.proc, err = c.opts.Starter.Start(StartSpec{Worker: ref, Argv: argv, Dir: spec.Dir, Env: env,

@@ -26,9 +26,9 @@
 //     before it has received every exit. Timers (readiness, kill, respawn)
 //     are time.AfterFunc callbacks that deliver an event or give up once
 //     the cluster's run has returned.
-//   - A process (process.go, osprocess.go) owns the goroutines that copy
-//     its output, read its notifications and wait for it to listen; its
-//     Wait joins them all.
+//   - A process comes from a Starter (starter.go); the real one is the OS
+//     process layer, internal/osproc, whose doc says what a process owns.
+//     Its Wait joins all of it.
 //
 // The whole of a reload, from the new generation's start to its promotion,
 // abort or supersession, is in reload.go.

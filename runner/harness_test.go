@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/osproc"
 	"github.com/recluster/recluster/internal/proxy"
 	"github.com/recluster/recluster/internal/testbin"
 	"github.com/recluster/recluster/logmux"
@@ -83,7 +84,7 @@ func startHarness(t *testing.T, yaml string, names ...string) *harness {
 	}
 	mux := logmux.New(h.out, logmux.Options{Services: cfg.Names(), MaxWorkers: 8, Timestamps: os.Getenv("TS") != ""})
 	h.m, err = New(cfg, Options{
-		Starter: NewOSStarter(h.dir, nil),
+		Starter: osproc.NewStarter(h.dir, nil),
 		Output:  MuxOutput(mux),
 		Load:    func() (*config.Config, error) { return opts.Load(path) },
 		NewRouter: func(spec RouterSpec) (Router, error) {
@@ -212,12 +213,6 @@ func (h *harness) status(service string) ServiceStatus {
 
 func is(kind EventKind, service string) func(Event) bool {
 	return func(e Event) bool { return e.Kind == kind && e.Service == service }
-}
-
-// processAlive reports whether pid runs (zombies are dead).
-func processAlive(pid int) bool {
-	pr, ok := readStat(pid)
-	return ok && pr.state != 'Z' && pr.state != 'X'
 }
 
 // reload reloads through the Manager, for tests that need only its error.

@@ -13,13 +13,14 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/osproc"
 )
 
 // Options configure a Manager. The zero value runs real processes with
 // output discarded and never re-reads the config file.
 type Options struct {
-	// Starter starts workers. Default: an OSStarter with notify sockets in
-	// a fresh temporary folder.
+	// Starter starts workers. Default: real processes (internal/osproc),
+	// with notify sockets in a fresh temporary folder.
 	Starter Starter
 	// Output receives workers' output and recluster's own lines.
 	Output Output
@@ -40,7 +41,7 @@ type Options struct {
 	// address it matches, instead of a socket of recluster's own.
 	Inherited []InheritedSocket
 	// Instance, when set, marks every worker's environment
-	// (InstanceEnv), so that the next run for the same config can end
+	// (osproc.InstanceEnv), so that the next run for the same config can end
 	// what outlived a crash of this one (EndMarkedLeftovers).
 	Instance string
 }
@@ -90,7 +91,7 @@ func New(cfg *config.Config, opts Options) (*Manager, error) {
 			return nil, err
 		}
 		m.ownRun = dir
-		opts.Starter = NewOSStarter(dir, nil)
+		opts.Starter = osproc.NewStarter(dir, nil)
 	}
 	m.opts = opts
 	for _, s := range cfg.Services {
@@ -102,7 +103,7 @@ func New(cfg *config.Config, opts Options) (*Manager, error) {
 func (m *Manager) spec(s *config.Service) *serviceSpec {
 	spec := specFromConfig(s, m.opts.Environ)
 	if m.opts.Instance != "" {
-		spec.Env = append(spec.Env, InstanceEnv+"="+m.opts.Instance)
+		spec.Env = append(spec.Env, osproc.InstanceEnv+"="+m.opts.Instance)
 	}
 	return spec
 }
@@ -162,8 +163,8 @@ func (m *Manager) Run(ctx context.Context, names []string) error {
 	m.mu.Unlock()
 	m.wg.Wait()
 	m.sockets.closeAll()
-	if s, ok := m.opts.Starter.(*OSStarter); ok {
-		s.close()
+	if s, ok := m.opts.Starter.(*osproc.Starter); ok {
+		s.Close()
 	}
 	if m.ownRun != "" {
 		os.RemoveAll(m.ownRun)

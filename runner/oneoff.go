@@ -1,9 +1,11 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/osproc"
 )
 
 // OneOff is a one-off process of a service (`recluster run`): what a
@@ -24,13 +26,13 @@ func NewOneOff(svc *config.Service, base []string, args []string) (*OneOff, erro
 	argv := args
 	if len(argv) == 0 {
 		var err error
-		if argv, err = svc.Command.Argv(func(k string) string { return getenv(env, k) }); err != nil {
+		if argv, err = svc.Command.Argv(func(k string) string { return osproc.Getenv(env, k) }); err != nil {
 			return nil, fmt.Errorf("%s's command: %w", svc.Name, err)
 		}
 	}
-	path, err := lookPath(argv[0], getenv(env, "PATH"), svc.Dir)
+	path, err := osproc.LookPath(argv[0], osproc.Getenv(env, "PATH"), svc.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("cannot run %s in %s: %w", argv[0], svc.Dir, unwrap(err))
+		return nil, fmt.Errorf("cannot run %s in %s: %w", argv[0], svc.Dir, errors.Unwrap(err))
 	}
 	return &OneOff{Path: path, Argv: argv, Dir: svc.Dir, Env: env}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/recluster/recluster/internal/proc"
 	"github.com/recluster/recluster/internal/testbin"
 
 	"github.com/recluster/recluster/config"
@@ -333,7 +334,7 @@ services:
 	if len(h.status("a").Workers) != 2 || len(h.status("c").Workers) != 1 {
 		t.Errorf("a %+v c %+v", h.status("a"), h.status("c"))
 	}
-	if processAlive(bPid) {
+	if proc.Alive(bPid) {
 		t.Errorf("removed service b still runs")
 	}
 }
@@ -394,7 +395,7 @@ func TestStoppedNewWorkerIsCleanedUp(t *testing.T) {
 	if err := <-result; !errors.As(err, &wf) {
 		t.Fatalf("reload with a stopped new worker: %v", err)
 	}
-	if processAlive(spawned.Pid) {
+	if proc.Alive(spawned.Pid) {
 		t.Errorf("the stopped worker %d is still there", spawned.Pid)
 	}
 	if after := h.status("web"); !samePids(before, after) || after.Generation != 1 {

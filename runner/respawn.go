@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/internal/osproc"
 )
 
 // slot is one worker id of the current generation: its worker, a
@@ -89,7 +91,7 @@ func (c *cluster) resourceShort() bool {
 		return true
 	}
 	if time.Since(c.roomAt) >= time.Second {
-		c.room, c.roomKnown = taskRoom()
+		c.room, c.roomKnown = osproc.TaskRoom(4 * taskReserve)
 		c.roomAt = time.Now()
 	}
 	if c.roomKnown && c.room <= taskReserve {

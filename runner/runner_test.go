@@ -5,10 +5,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/recluster/recluster/internal/osproc"
+	"github.com/recluster/recluster/internal/proc"
 	"github.com/recluster/recluster/internal/testbin"
 )
 
@@ -79,7 +80,7 @@ services:
 	// The worker sleeps 500ms before it listens and then keeps listening:
 	// when recluster says ready, the socket must be there. A readiness
 	// reported early would find the worker still asleep.
-	if ok, _, _ := (&listenWait{}).check([]int{ready.Pid}, listeningSockets()); !ok {
+	if !osproc.Listening(ready.Pid) {
 		t.Errorf("ready, but pid %d holds no listening socket", ready.Pid)
 	}
 }
@@ -161,7 +162,7 @@ services:
 		t.Errorf("stopped after %s, before its timeout: SIGTERM should have been ignored", took)
 	}
 	for _, pid := range []int{leader, grandchild} {
-		if processAlive(pid) {
+		if proc.Alive(pid) {
 			t.Errorf("pid %d still runs after stop", pid)
 		}
 	}
@@ -253,7 +254,7 @@ services:
 	if got := ids(); len(got) != 1 || got[0] != 0 {
 		t.Fatalf("after scale to 1: ids %v", got)
 	}
-	if processAlive(old3) {
+	if proc.Alive(old3) {
 		t.Errorf("a.3 (pid %d) still runs", old3)
 	}
 	if err := h.m.Scale(ctx, map[string]int{"a": 0}); err == nil {
@@ -290,14 +291,14 @@ services:
 	if len(after) != 2 || after[0].Pid == before[0].Pid || after[0].Generation <= before[0].Generation {
 		t.Errorf("restart: before %+v after %+v", before, after)
 	}
-	if processAlive(before[0].Pid) {
+	if proc.Alive(before[0].Pid) {
 		t.Errorf("old pid %d alive after restart", before[0].Pid)
 	}
 	if err := h.m.Stop(ctx, []string{"a", "b"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, pid := range append([]int{after[0].Pid, after[1].Pid}, h.pidsOf("b")...) {
-		if processAlive(pid) {
+		if proc.Alive(pid) {
 			t.Errorf("pid %d alive after stop", pid)
 		}
 	}
@@ -324,22 +325,6 @@ services:
 	e := h.waitEvent("exit", is(EventExited, "ghost"))
 	if !strings.Contains(e.Detail, "no-such-program-anywhere") || !strings.Contains(e.Detail, "not found") {
 		t.Errorf("exit detail %q", e.Detail)
-	}
-}
-
-func TestSignalToGroupIgnoresGoneGroup(t *testing.T) {
-	// A Process whose Wait returned must not signal: its pgid may be reused.
-	h := startHarness(t, `
-services:
-  quick:
-    command: [WORKER, -mode, exit]
-    workers: 1
-    respawn: 1h
-`)
-	h.waitEvent("exit", is(EventExited, "quick"))
-	p := &osProcess{pid: 1, gone: true}
-	if err := p.Signal(syscall.SIGKILL); err != nil {
-		t.Errorf("signal after gone: %v", err)
 	}
 }
 

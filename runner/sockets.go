@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/osproc"
 )
 
 // listenBacklog is asked of listen(2); the kernel caps it at somaxconn.
@@ -184,7 +185,7 @@ func (s *sockets) boundAddr(l config.Listen) string {
 func openListener(l config.Listen) (*socket, error) {
 	fd, err := listenFD(l)
 	if errors.Is(err, syscall.EADDRINUSE) && l.Network == "tcp" {
-		if holder := portHolder(l.Address); holder != "" {
+		if holder := osproc.PortHolder(l.Address); holder != "" {
 			err = fmt.Errorf("%w (held by %s)", err, holder)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/osproc"
 )
 
 // serviceSpec is one service as a cluster runs it: the config's settings
@@ -81,7 +82,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 // worker or that belong to recluster's own socket activation, so a worker
 // never inherits another's.
 func mergeEnviron(base []string, vars []config.EnvVar) []string {
-	skip := map[string]bool{"LISTEN_FDS": true, "LISTEN_PID": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true, InstanceEnv: true,
+	skip := map[string]bool{"LISTEN_FDS": true, "LISTEN_PID": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true, osproc.InstanceEnv: true,
 		"WATCHDOG_USEC": true, "WATCHDOG_PID": true,
 		"RECLUSTER_READY_FD": true, "WORKER_ID": true, "RECLUSTER_SERVICE": true, "RECLUSTER_GENERATION": true}
 	for _, v := range vars {

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recluster/recluster/internal/osproc"
 	"golang.org/x/sys/unix"
 )
 
@@ -113,7 +114,7 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 		env = append(withoutVar(env, "PORT"), "PORT="+strconv.Itoa(w.port))
 	}
 	stdout, stderr := c.opts.Output.Open(w.ref)
-	argv, err := spec.Command.Argv(func(k string) string { return getenv(env, k) })
+	argv, err := spec.Command.Argv(func(k string) string { return osproc.Getenv(env, k) })
 	if err == nil && portErr != nil {
 		err = fmt.Errorf("choosing a PORT: %w", portErr)
 	}

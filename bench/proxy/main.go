@@ -15,7 +15,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"github.com/recluster/recluster/internal/proc"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +25,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/internal/proc"
 )
 
 type cell struct {
@@ -219,30 +220,12 @@ func proxyPids(name string, pid int) []int {
 		return []int{pid} // recluster: up itself, not its workers
 	}
 	pids := []int{pid}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil || p == pid {
-			continue
-		}
-		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p)); err == nil {
-			f := statFields(string(data))
-			if len(f) > 2 && f[1] == strconv.Itoa(pid) { // its worker
-				pids = append(pids, p)
-			}
+	for _, p := range proc.All() {
+		if p.PPid == pid { // its worker
+			pids = append(pids, p.Pid)
 		}
 	}
 	return pids
-}
-
-// statFields splits /proc/PID/stat after the command's parentheses: [0]
-// is the state, [1] the parent, [11] utime, [12] stime.
-func statFields(stat string) []string {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return nil
-	}
-	return strings.Fields(stat[i+1:])
 }
 
 func cpuOf(pids []int) time.Duration {

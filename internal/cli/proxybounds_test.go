@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/internal/load"
+	"github.com/recluster/recluster/internal/proc"
 	"github.com/recluster/recluster/internal/testbin"
 )
 
@@ -389,7 +390,7 @@ services:
 	pid, _ := strconv.Atoi(m[1])
 	u.cmd.Process.Kill()
 	u.waitExit()
-	if !testbin.Alive(pid) {
+	if !proc.Alive(pid) {
 		t.Fatalf("the escaped process %d did not survive the kill; the test shows nothing", pid)
 	}
 	again := startUp(t, dir)

@@ -60,7 +60,7 @@ func TestPlantedGroupsAreNotKilled(t *testing.T) {
 	}
 	u := startUp(t, dir)
 	u.waitLine(`every service is ready`)
-	if err := syscall.Kill(pid, 0); err != nil || !testbin.Alive(pid) {
+	if err := syscall.Kill(pid, 0); err != nil || !proc.Alive(pid) {
 		t.Errorf("up killed the unrelated group %d that a planted log named", pid)
 	}
 	if strings.Contains(u.output(), "ended 1 process group") {
@@ -158,14 +158,14 @@ func TestSetuidWorkerIsEndedByTheNextUp(t *testing.T) {
 	leader := findProcess(t, suid)
 	first.Process.Kill()
 	first.Wait()
-	if !testbin.Alive(leader) {
+	if !proc.Alive(leader) {
 		t.Logf("the setuid worker died with recluster: this kernel kept its parent-death signal")
 	}
 	second, out := run()
 	defer func() { second.Process.Signal(syscall.SIGTERM); second.Wait() }()
 	said := readUntil(t, out, "every service is ready")
 	waitGone(t, leader, deadline)
-	if testbin.Alive(leader) {
+	if proc.Alive(leader) {
 		t.Errorf("the setuid worker %d of the crashed run still runs:\n%s", leader, said)
 	}
 }

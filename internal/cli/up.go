@@ -19,6 +19,7 @@ import (
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/internal/logfile"
+	"github.com/recluster/recluster/internal/osproc"
 	"github.com/recluster/recluster/internal/sdnotify"
 	"github.com/recluster/recluster/logmux"
 	"github.com/recluster/recluster/runner"
@@ -136,7 +137,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 
 	instance := instanceMark(cfg.Path)
 	endLeftovers(paths, instance, mux)
-	groups, err := runner.OpenGroupLog(paths.Groups)
+	groups, err := osproc.OpenGroupLog(paths.Groups)
 	if err != nil {
 		return err
 	}
@@ -147,7 +148,7 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	defer closeSup()
 	opts := config.Options{Getenv: io.Getenv, PortBase: *f.port}
 	m, err := runner.New(cfg, runner.Options{
-		Starter: runner.NewOSStarter(paths.Dir, groups),
+		Starter: osproc.NewStarter(paths.Dir, groups),
 		Output:  runner.MuxOutput(mux),
 		Load: func() (*config.Config, error) {
 			next, err := opts.Load(cfg.Path)
@@ -428,12 +429,12 @@ func instanceMark(path string) string {
 // log (a worker forked just before recluster was killed, a process that
 // left its group) but still carries the instance's mark.
 func endLeftovers(paths control.Paths, instance string, mux *logmux.Mux) {
-	if ended, err := runner.EndLeftoverGroups(paths.Groups); err != nil {
+	if ended, err := osproc.EndLeftoverGroups(paths.Groups); err != nil {
 		mux.System("", fmt.Sprintf("reading %s: %v", paths.Groups, err))
 	} else if len(ended) > 0 {
 		mux.System("", fmt.Sprintf("ended %d process group(s) left by a recluster that did not stop cleanly", len(ended)))
 	}
-	if ended := runner.EndMarkedLeftovers(instance); len(ended) > 0 {
+	if ended := osproc.EndMarkedLeftovers(instance); len(ended) > 0 {
 		mux.System("", fmt.Sprintf("ended %d process(es) that a recluster that did not stop cleanly left outside its process groups: %v", len(ended), ended))
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/internal/control"
+	"github.com/recluster/recluster/internal/proc"
 	"github.com/recluster/recluster/internal/testbin"
 	"golang.org/x/sys/unix"
 )
@@ -263,7 +264,7 @@ func waitGone(t *testing.T, pid int, within time.Duration) {
 	}
 	defer unix.Close(fd)
 	n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(within.Milliseconds()))
-	if n == 0 && testbin.Alive(pid) {
+	if n == 0 && proc.Alive(pid) {
 		t.Errorf("pid %d still runs after %s", pid, within)
 	}
 }
@@ -288,7 +289,7 @@ func TestUpStopsGracefullyOnSIGINT(t *testing.T) {
 		t.Fatalf("exit: %v\n%s", err, u.output())
 	}
 	for _, pid := range pids {
-		if testbin.Alive(pid) {
+		if proc.Alive(pid) {
 			t.Errorf("worker %d outlived up", pid)
 		}
 	}
@@ -325,7 +326,7 @@ services:
 	grandchild, _ := strconv.Atoi(m[1])
 	u.cmd.Process.Kill() // the leader dies with up; its child is left behind
 	u.waitExit()
-	if !testbin.Alive(grandchild) {
+	if !proc.Alive(grandchild) {
 		t.Skip("the grandchild died with its parent here; nothing is left to clean up")
 	}
 	u2 := startUp(t, dir)
@@ -377,7 +378,7 @@ func TestVerbsEndToEnd(t *testing.T) {
 	if w := status(t, dir).Services[0].Workers; len(w) != 2 || w[1].ID != 1 {
 		t.Fatalf("after scale 2: %+v", w)
 	}
-	if testbin.Alive(highest) {
+	if proc.Alive(highest) {
 		t.Errorf("api.3 still runs after scale down")
 	}
 	for _, bad := range [][]string{{"scale", "api"}, {"scale", "api=0"}, {"scale", "api=x"}} {
@@ -401,7 +402,7 @@ func TestVerbsEndToEnd(t *testing.T) {
 	if r := verb(t, dir, "stop", "db"); r.code != 0 {
 		t.Fatalf("stop: %s", r.err)
 	}
-	if len(pidsOf(status(t, dir), "db")) != 0 || testbin.Alive(after[0]) {
+	if len(pidsOf(status(t, dir), "db")) != 0 || proc.Alive(after[0]) {
 		t.Errorf("db still has workers after stop")
 	}
 	if r := verb(t, dir, "start", "db"); r.code != 0 {
@@ -472,7 +473,7 @@ func TestVerbsEndToEnd(t *testing.T) {
 		t.Errorf("up exit: %v", err)
 	}
 	for _, pid := range all {
-		if testbin.Alive(pid) {
+		if proc.Alive(pid) {
 			t.Errorf("pid %d alive after down", pid)
 		}
 	}

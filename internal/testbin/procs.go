@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/recluster/recluster/internal/proc"
 )
 
 // FreeAddr is a loopback address nothing listens on just now, for a
@@ -36,26 +36,11 @@ func CountFDs(pid int) int {
 // (zombies left out), whoever started them.
 func WorkerProcesses(t testing.TB) []int {
 	worker := Worker(t)
-	entries, _ := os.ReadDir("/proc")
 	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == worker && Alive(pid) {
-			out = append(out, pid)
+	for _, p := range proc.All() {
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.Pid)); err == nil && exe == worker && p.Running() {
+			out = append(out, p.Pid)
 		}
 	}
 	return out
-}
-
-// Alive says whether pid runs: it exists and is no zombie.
-func Alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	return i > 0 && i+2 < len(data) && data[i+2] != 'Z'
 }

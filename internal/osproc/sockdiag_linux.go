@@ -1,4 +1,4 @@
-package runner
+package osproc
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package runner
+package osproc
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recluster/recluster/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -125,8 +126,8 @@ func (lw *listenWatcher) loop() {
 		lw.mu.Unlock()
 
 		members := map[int][]int{}
-		for _, pr := range scanProcs() {
-			members[pr.pgid] = append(members[pr.pgid], pr.pid)
+		for _, pr := range proc.All() {
+			members[pr.Pgid] = append(members[pr.Pgid], pr.Pid)
 		}
 		listening := listeningSockets()
 		for _, w := range waits {
@@ -354,4 +355,11 @@ func listenNotice(addr string, port int) string {
 		return fmt.Sprintf("listens on %s, not on the port it was given (PORT=%d); it counts as ready once it listens on $PORT: does it read PORT?", addr, port)
 	}
 	return fmt.Sprintf("listens on %s, a socket of its own; with listen, it must accept on the socket it inherits as fd 3 (LISTEN_FDS), so it is not ready", addr)
+}
+
+// Listening says whether pid holds a listening socket: what readyWhen
+// listening waits for in a worker given no socket and no port.
+func Listening(pid int) bool {
+	ok, _, _ := (&listenWait{}).check([]int{pid}, listeningSockets())
+	return ok
 }

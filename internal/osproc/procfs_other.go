@@ -1,6 +1,6 @@
 //go:build !linux
 
-package runner
+package osproc
 
 import (
 	"os"
@@ -20,14 +20,6 @@ func processStart(pid int) (uint64, bool) { return 1, syscall.Kill(pid, 0) == ni
 func realUID(pid int) (int, bool) { return os.Getuid(), syscall.Kill(pid, 0) == nil }
 
 func bootID() string { return "unknown" }
-
-type procInfo struct {
-	pid, ppid, pgid int
-	state           byte
-	start           uint64
-}
-
-func scanProcs() []procInfo { return nil }
 
 // listenWatcher: only Linux shows which sockets a process listens on;
 // `recluster check` refuses readyWhen: listening elsewhere.
@@ -50,10 +42,13 @@ func (lw *listenWatcher) remove(w *listenWait) { w.once.Do(func() { close(w.canc
 
 func (lw *listenWatcher) wait() {}
 
-func portHolder(string) string { return "" }
+func PortHolder(string) string { return "" }
 
 // markedProcesses needs /proc: elsewhere it finds none.
 func markedProcesses(string) []int { return nil }
 
-// taskRoom needs /proc: elsewhere no room is known.
-func taskRoom() (int, bool) { return 0, false }
+// TaskRoom needs /proc: elsewhere no room is known.
+func TaskRoom(int) (int, bool) { return 0, false }
+
+// Listening needs /proc: elsewhere no listener is seen.
+func Listening(int) bool { return false }

@@ -1,4 +1,4 @@
-package runner
+package osproc
 
 import (
 	"errors"
@@ -26,9 +26,9 @@ func shellShim(fd int, argv []string) (string, []string) {
 
 var errNotFound = errors.New("executable file not found in $PATH")
 
-// lookPath finds file as the worker's own PATH would: a name with a slash
+// LookPath finds file as the worker's own PATH would: a name with a slash
 // is taken as it is, relative to dir; a bare name is searched in path.
-func lookPath(file, path, dir string) (string, error) {
+func LookPath(file, path, dir string) (string, error) {
 	if strings.Contains(file, "/") {
 		full := file
 		if !filepath.IsAbs(full) {

@@ -1,4 +1,4 @@
-package runner
+package osproc
 
 import (
 	"fmt"
@@ -11,12 +11,6 @@ import (
 	"github.com/recluster/recluster/config"
 	"golang.org/x/sys/unix"
 )
-
-// Starter starts worker processes. The real one (NewOSStarter) forks and
-// execs; tests substitute a fake to drive timing logic on a fake clock.
-type Starter interface {
-	Start(spec StartSpec) (Process, error)
-}
 
 // Process is one running worker: a process group led by Pid.
 type Process interface {

@@ -1,4 +1,4 @@
-package runner
+package osproc
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/internal/private"
+	"github.com/recluster/recluster/internal/proc"
 )
 
 // GroupLog records the process group of every live worker in a small
@@ -181,11 +182,11 @@ func endGroupIfOurs(pgid int, e groupEntry) bool {
 		return syscall.Kill(-pgid, syscall.SIGKILL) == nil
 	}
 	killed := false
-	for _, pr := range scanProcs() {
-		if pr.pgid != pgid || pr.start < e.start {
+	for _, pr := range proc.All() {
+		if pr.Pgid != pgid || pr.Start < e.start {
 			continue
 		}
-		if uid, ok := realUID(pr.pid); ok && uid == e.uid && syscall.Kill(pr.pid, syscall.SIGKILL) == nil {
+		if uid, ok := realUID(pr.Pid); ok && uid == e.uid && syscall.Kill(pr.Pid, syscall.SIGKILL) == nil {
 			killed = true
 		}
 	}

@@ -1,4 +1,4 @@
-package runner
+package osproc
 
 import (
 	"bytes"
@@ -37,10 +37,10 @@ var bigOutputBuffers = sync.Pool{New: func() any { b := make([]byte, outputChunk
 // the group (setsid) and kept the pipe can hold them open that long.
 const outputDrainCap = 2 * time.Second
 
-// OSStarter starts workers as real processes: each in its own process group,
+// Starter starts workers as real processes: each in its own process group,
 // with the parent-death signal, its output on pipes recluster owns, and the
 // sockets and notify channels of README.md's worker protocol.
-type OSStarter struct {
+type Starter struct {
 	// runDir is a private folder (0700) for notify sockets.
 	runDir string
 	// groups, when set, records each worker's process group so that the
@@ -51,20 +51,20 @@ type OSStarter struct {
 	watcher listenWatcher
 }
 
-// NewOSStarter returns a starter whose notify sockets live in runDir.
-func NewOSStarter(runDir string, groups *GroupLog) *OSStarter {
-	return &OSStarter{runDir: runDir, groups: groups}
+// NewStarter returns a starter whose notify sockets live in runDir.
+func NewStarter(runDir string, groups *GroupLog) *Starter {
+	return &Starter{runDir: runDir, groups: groups}
 }
 
-// close waits for the starter's own goroutines; the Manager calls it after
+// Close waits for the starter's own goroutines; call it after
 // every process it started has been waited for.
-func (s *OSStarter) close() { s.watcher.wait() }
+func (s *Starter) Close() { s.watcher.wait() }
 
 type osProcess struct {
 	spec StartSpec
 	proc *os.Process
 	pid  int
-	s    *OSStarter
+	s    *Starter
 
 	mu     sync.Mutex // guards the fields below against Signal racing the shim and Wait
 	gone   bool
@@ -126,7 +126,7 @@ func (p *osProcess) Signal(sig syscall.Signal) error {
 // not; with them the worker starts through the shim, Start returns once
 // the shim runs, and a failed exec of the command comes out of Wait as
 // the worker's exit (follow reads the shim's result on the side).
-func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
+func (s *Starter) Start(spec StartSpec) (proc Process, err error) {
 	p := &osProcess{spec: spec, s: s, kill: syscall.Kill}
 	var parentEnds, childEnds []*os.File
 	defer func() {
@@ -188,7 +188,7 @@ func (s *OSStarter) Start(spec StartSpec) (proc Process, err error) {
 		files = append(files, readyW)
 	}
 	path, argv := "", spec.Argv
-	if path, err = lookPath(spec.Argv[0], getenv(env, "PATH"), spec.Dir); err != nil {
+	if path, err = LookPath(spec.Argv[0], Getenv(env, "PATH"), spec.Dir); err != nil {
 		return nil, err
 	}
 	var shimR *os.File
@@ -255,7 +255,9 @@ func (p *osProcess) follow(outR, errR, shimR, readyR *os.File) {
 	}
 }
 
-func getenv(env []string, name string) string {
+// Getenv is name's value in env (NAME=value entries, the last one wins),
+// or "".
+func Getenv(env []string, name string) string {
 	for i := len(env) - 1; i >= 0; i-- {
 		if k, v, ok := strings.Cut(env[i], "="); ok && k == name {
 			return v
@@ -296,9 +298,9 @@ func (p *osProcess) copyOutput(r *os.File, w io.Writer) {
 // means every message the worker sent has been read.
 var endOfNotify = []byte("\x00recluster-end")
 
-// notifyMax is the longest notification read; the rest of a longer
+// NotifyMax is the longest notification read; the rest of a longer
 // datagram is dropped, as systemd drops what does not fit its buffer.
-const notifyMax = 4096
+const NotifyMax = 4096
 
 // readNotify reads the worker's datagrams until recluster's own end
 // marker. The socket's folder is private to the user, but any process of
@@ -319,7 +321,7 @@ func (p *osProcess) readNotify() {
 			// As net.UnixConn.ReadMsgUnix does, so that no fd sent
 			// along could leak into a worker; with room for the
 			// credentials only, none can arrive anyway.
-			n, on, _, _, err := unix.Recvmsg(fd, buf[:notifyMax], oob, recvmsgFlags)
+			n, on, _, _, err := unix.Recvmsg(fd, buf[:NotifyMax], oob, recvmsgFlags)
 			oobn = on
 			return n, err
 		})
@@ -378,7 +380,7 @@ func (p *osProcess) readReadyFD(r *os.File) {
 			switch {
 			case skipping:
 				skipping = !ended
-			case len(partial)+len(line) > notifyMax:
+			case len(partial)+len(line) > NotifyMax:
 				// A long line still counts once; the rest of it is
 				// skipped.
 				p.spec.Notify(Notification{Ready: true})

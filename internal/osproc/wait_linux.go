@@ -1,9 +1,10 @@
-package runner
+package osproc
 
 import (
 	"os"
 	"time"
 
+	"github.com/recluster/recluster/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,9 +53,9 @@ func waitGroupGone(pgid int, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for {
 		var members []int
-		for _, pr := range scanProcs() {
-			if pr.pgid == pgid && pr.state != 'Z' && pr.state != 'X' {
-				members = append(members, pr.pid)
+		for _, pr := range proc.All() {
+			if pr.Pgid == pgid && pr.Running() {
+				members = append(members, pr.Pid)
 			}
 		}
 		if len(members) == 0 {
