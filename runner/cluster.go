@@ -77,7 +77,7 @@ type cluster struct {
 	lastReload *LastReload
 	slots      []*slot // one per worker id of the current generation
 	live       map[*worker]struct{}
-	drains     []*drain
+	goneWaits  []*goneWait
 	waiters    []func(error) // callers waiting for every slot to be ready
 	deferred   []request     // held until a reload or a stop ends
 	onStopped  []func()      // run when phaseStopping ends

@@ -31,5 +31,6 @@
 //     Its Wait joins all of it.
 //
 // The whole of a reload, from the new generation's start to its promotion,
-// abort or supersession, is in reload.go.
+// abort or supersession, is in reload.go; what happens to a request in
+// flight through the proxy meanwhile, and how long it has, is in drain.go.
 package runner

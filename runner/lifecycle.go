@@ -411,54 +411,15 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 	}
 }
 
-// release asks the proxy, for a worker that served behind one, what its
-// end cut; the worker is gone for whenGone once it has answered, so that
-// a reload's answer counts it. It reports false for a worker that served
-// behind no proxy.
-func (c *cluster) release(w *worker) bool {
-	h := w.gen.router
-	if h == nil || w.proc == nil {
-		return false
-	}
-	c.releasing[w] = struct{}{}
-	h.router.Release(backendKey(w), func(cut int) {
-		// Owned by the loop: delivers the count, or gives up once run
-		// has returned.
-		go func() {
-			select {
-			case c.events <- releasedEvent{w: w, cut: cut}:
-			case <-c.done:
-			}
-		}()
-	})
-	return true
-}
-
-// released ends a worker's release: what its end cut is said and
-// counted, and it is gone.
-func (c *cluster) released(w *worker, cut int) {
-	if _, ok := c.releasing[w]; !ok {
-		return
-	}
-	delete(c.releasing, w)
-	if cut > 0 {
-		w.cut = cut
-		c.cutTotal += cut
-		c.logf("%s (pid %d) ended with %d request(s) or connection(s) it had not finished: cut", w.ref, w.pid, cut)
-	}
-	c.workerGone(w)
-	c.checkStopped()
-}
-
-// drain waits for a set of workers to be gone, then runs done.
-type drain struct {
+// goneWait waits for a set of workers to be gone, then runs done.
+type goneWait struct {
 	waiting map[*worker]struct{}
 	done    func()
 }
 
 // whenGone runs done once every worker of ws has exited.
 func (c *cluster) whenGone(ws []*worker, done func()) {
-	d := &drain{waiting: map[*worker]struct{}{}, done: done}
+	d := &goneWait{waiting: map[*worker]struct{}{}, done: done}
 	for _, w := range ws {
 		if _, alive := c.live[w]; alive {
 			d.waiting[w] = struct{}{}
@@ -468,13 +429,13 @@ func (c *cluster) whenGone(ws []*worker, done func()) {
 		done()
 		return
 	}
-	c.drains = append(c.drains, d)
+	c.goneWaits = append(c.goneWaits, d)
 }
 
-// workerGone advances every drain that waited for w.
+// workerGone advances every goneWait that waited for w.
 func (c *cluster) workerGone(w *worker) {
-	var keep, finished []*drain
-	for _, d := range c.drains {
+	var keep, finished []*goneWait
+	for _, d := range c.goneWaits {
 		delete(d.waiting, w)
 		if len(d.waiting) == 0 {
 			finished = append(finished, d)
@@ -482,7 +443,7 @@ func (c *cluster) workerGone(w *worker) {
 			keep = append(keep, d)
 		}
 	}
-	c.drains = keep
+	c.goneWaits = keep
 	for _, d := range finished {
 		d.done()
 	}

@@ -4,11 +4,9 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/recluster/recluster/internal/osproc"
-	"golang.org/x/sys/unix"
 )
 
 // State is a worker's state, as `status` shows it.
@@ -179,68 +177,6 @@ func listenNames(spec *serviceSpec) []string {
 	return names
 }
 
-// stopWorker asks a worker to stop: its stop signal to the group, SIGKILL
-// after its timeout. Its exit is then no crash. A worker behind a proxy is
-// first taken out of the proxy's backends and gets its signal only once
-// nothing it serves is in flight but upgraded connections (or after
-// drainTimeout), so an app that handles no signal at all loses nothing,
-// and one that does can close its WebSockets cleanly.
-func (c *cluster) stopWorker(w *worker) {
-	if w.stopAsked {
-		return
-	}
-	w.stopAsked = true
-	stopTimer(w.readyTimer)
-	stopTimer(w.proving)
-	if h := w.gen.router; h != nil && w.proc != nil && w.state == Ready {
-		w.state = Stopping
-		c.syncBackends()
-		h.router.Drain(backendKey(w), func() {
-			// Owned by the loop: delivers the drain's end, or gives up
-			// once run has returned.
-			go func() {
-				select {
-				case c.events <- drainedEvent{w: w}:
-				case <-c.done:
-				}
-			}()
-		})
-		w.drainTimer = c.after(w.gen.spec.DrainTimeout, drainedEvent{w: w, timedOut: true})
-		return
-	}
-	c.signalStop(w)
-}
-
-// drained sends a proxied worker its stop signal once its drain has ended.
-func (c *cluster) drained(w *worker, timedOut bool) {
-	if _, alive := c.live[w]; !alive || w.signalled {
-		return
-	}
-	stopTimer(w.drainTimer)
-	if timedOut {
-		c.logf("%s still had %d request(s) or connection(s) in flight after drainTimeout %s; sending %s anyway", w.ref, w.gen.router.router.InFlight(backendKey(w)), w.gen.spec.DrainTimeout, unix.SignalName(w.gen.spec.StopSignal))
-	}
-	c.signalStop(w)
-}
-
-// killTimedOut kills a worker that outlived its stop signal by its
-// timeout, and says so: which worker, after how long, and what it still
-// held.
-func (c *cluster) killTimedOut(w *worker) {
-	if _, alive := c.live[w]; !alive || w.proc == nil {
-		return
-	}
-	spec := w.gen.spec
-	w.killed = fmt.Sprintf("%s (pid %d) did not exit within %s of %s: killed", w.ref, w.pid, spec.StopTimeout, unix.SignalName(spec.StopSignal))
-	if h := w.gen.router; h != nil {
-		if n := h.router.InFlight(backendKey(w)); n > 0 {
-			w.killed += fmt.Sprintf(" with %d connection(s) still in flight", n)
-		}
-	}
-	c.logf("%s", w.killed)
-	w.proc.Signal(syscall.SIGKILL)
-}
-
 // freePort picks a port for a proxied worker: one the kernel has free now
 // and no live worker of this service holds. It fails only when the kernel
 // has none to give, or recluster no descriptor to ask with.
@@ -260,31 +196,6 @@ func (c *cluster) freePort() (int, error) {
 			return port, nil
 		}
 	}
-}
-
-// retireWorker stops a worker whose place another has taken, marking its
-// remaining lines as those of a retiring worker.
-func (c *cluster) retireWorker(w *worker) {
-	c.opts.Output.Retire(w.ref)
-	c.stopWorker(w)
-}
-
-// signalStop sends the worker its stop signal, and SIGKILL after its
-// timeout. Unlike stopWorker it leaves stopAsked alone, so a worker
-// stopped for failing to get ready dies as a crash and is respawned.
-func (c *cluster) signalStop(w *worker) {
-	w.state = Stopping
-	w.signalled = true
-	if w.proc == nil {
-		return // never ran; its exit event is on its way
-	}
-	spec := w.gen.spec
-	if spec.StopTimeout <= 0 {
-		w.proc.Signal(syscall.SIGKILL)
-		return
-	}
-	w.proc.Signal(spec.StopSignal)
-	w.killTimer = c.after(spec.StopTimeout, killTimeoutEvent{w})
 }
 
 // stopTimer stops t, if there is one.
