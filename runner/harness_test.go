@@ -13,7 +13,6 @@ import (
 
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/osproc"
-	"github.com/recluster/recluster/internal/proxy"
 	"github.com/recluster/recluster/internal/testbin"
 	"github.com/recluster/recluster/logmux"
 )
@@ -87,11 +86,6 @@ func startHarness(t *testing.T, yaml string, names ...string) *harness {
 		Starter: osproc.NewStarter(h.dir, nil),
 		Output:  MuxOutput(mux),
 		Load:    func() (*config.Config, error) { return opts.Load(path) },
-		NewRouter: func(spec RouterSpec) (Router, error) {
-			opts := proxy.OptionsFor(spec.Proxy, spec.Wait)
-			opts.Log = spec.Log
-			return proxy.New(spec.Listener, opts), nil
-		},
 		OnEvent: func(e Event) {
 			select {
 			case h.events <- e:

@@ -20,6 +20,7 @@ func (c *cluster) adopt(spec *serviceSpec) error {
 	if spec == nil || spec == c.spec {
 		return nil
 	}
+	spec = c.keepScale(spec)
 	if c.held != nil {
 		l, err := c.acquire(spec)
 		if err != nil {
@@ -209,6 +210,20 @@ func (c *cluster) kill() {
 			w.proc.Signal(syscall.SIGKILL)
 		}
 	}
+}
+
+// keepScale carries a live scale over to spec, the file's next version
+// of the service, unless the file's own count changed: `scale web=3` and
+// then a save serves on with 3 workers, as PM2 keeps a scale across a
+// reload, while a file that now says `workers: 4` is what the user asked
+// for last.
+func (c *cluster) keepScale(spec *serviceSpec) *serviceSpec {
+	if c.spec == nil || spec.FileWorkers != c.spec.FileWorkers || spec.Workers == c.size {
+		return spec
+	}
+	scaled := *spec
+	scaled.Workers = c.size
+	return &scaled
 }
 
 // scale changes the worker count: new ids start, the highest stop.

@@ -33,16 +33,17 @@ type Options struct {
 	// Load re-reads the config file for a reload. Default: the config
 	// given to New, unchanged.
 	Load func() (*config.Config, error)
-	// NewRouter makes the proxy of a service that has one. Without it, a
-	// service with a proxy cannot start.
+	// NewRouter makes the proxy of a service that has one. Default:
+	// recluster's own (internal/proxy) with the service's settings.
 	NewRouter func(RouterSpec) (Router, error)
 	// Inherited are listening sockets recluster was given (socket
 	// activation, InheritedSockets): each serves the listen or proxy
 	// address it matches, instead of a socket of recluster's own.
 	Inherited []InheritedSocket
 	// Instance, when set, marks every worker's environment
-	// (osproc.InstanceEnv), so that the next run for the same config can end
-	// what outlived a crash of this one (EndMarkedLeftovers).
+	// (RECLUSTER_INSTANCE=Instance), so that the next run for the same
+	// config can end what outlived a crash of this one (`recluster up`
+	// does).
 	Instance string
 }
 
@@ -84,6 +85,9 @@ func New(cfg *config.Config, opts Options) (*Manager, error) {
 	}
 	if opts.Load == nil {
 		opts.Load = func() (*config.Config, error) { return cfg, nil }
+	}
+	if opts.NewRouter == nil {
+		opts.NewRouter = newProxy
 	}
 	if opts.Starter == nil {
 		dir, err := os.MkdirTemp("", "recluster-")

@@ -45,6 +45,7 @@ type reloadOp struct {
 
 // beginReload starts a generation of spec beside the serving one.
 func (c *cluster) beginReload(spec *serviceSpec, reply chan reloadResult, trigger string) {
+	spec = c.keepScale(spec)
 	gen, err := c.newGeneration(spec)
 	if err != nil {
 		c.lastReload = &LastReload{Started: time.Now(), Trigger: trigger, Outcome: "failed", Reason: err.Error()}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/proxy"
 )
 
 // Router is the traffic side of a proxied service (package proxy): it owns
@@ -75,9 +76,6 @@ func (c *cluster) routerFor(spec *serviceSpec, l *lease) (*routerHandle, error) 
 		h.users++
 		return h, nil
 	}
-	if c.opts.NewRouter == nil {
-		return nil, fmt.Errorf("%s: proxy %s: this recluster runs no proxy", c.name, p)
-	}
 	f := l.files[len(l.files)-1]   // the proxy's socket comes last
 	ln, err := net.FileListener(f) // a dup: closing it leaves the socket
 	if err != nil {
@@ -132,4 +130,12 @@ func (h *routerHandle) configure(spec *serviceSpec) {
 // backendKey names a worker to its router.
 func backendKey(w *worker) string {
 	return w.ref.String() + "@" + strconv.Itoa(w.ref.Generation) + "#" + strconv.Itoa(w.pid)
+}
+
+// newProxy is the Router a Manager makes by default: recluster's proxy
+// with the service's settings.
+func newProxy(spec RouterSpec) (Router, error) {
+	opts := proxy.OptionsFor(spec.Proxy, spec.Wait)
+	opts.Log = spec.Log
+	return proxy.New(spec.Listener, opts), nil
 }

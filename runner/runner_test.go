@@ -265,6 +265,50 @@ services:
 	}
 }
 
+// TestAScaleOutlastsAReload: a reload of the same file keeps a live
+// scale (and a second one too); a file whose own count changed wins, as
+// does a scale after that.
+func TestAScaleOutlastsAReload(t *testing.T) {
+	const stack = `
+services:
+  a:
+    command: [WORKER]
+    workers: N
+    minReady: 0s
+`
+	h := startHarness(t, strings.Replace(stack, "N", "2", 1))
+	h.waitEvent("ready", is(EventAllReady, "a"))
+	ctx := context.Background()
+	if err := h.m.Scale(ctx, map[string]int{"a": 3}); err != nil {
+		t.Fatal(err)
+	}
+	size := func(want int, after string) {
+		t.Helper()
+		st := h.status("a")
+		if st.Size != want || len(st.Workers) != want {
+			t.Fatalf("after %s: size %d, %d workers; want %d", after, st.Size, len(st.Workers), want)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if err := h.reload(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		size(3, "a scale to 3 and a reload of the same file")
+	}
+	h.write(strings.Replace(stack, "N", "4", 1))
+	if err := h.reload(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	size(4, "a reload of a file that says workers: 4")
+	if err := h.m.Scale(ctx, map[string]int{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.reload(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	size(1, "a scale to 1 and a reload")
+}
+
 func TestStartRestartStop(t *testing.T) {
 	h := startHarness(t, `
 services:

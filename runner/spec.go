@@ -16,11 +16,14 @@ import (
 // plus the environment resolved for it. A spec is immutable once a cluster
 // has it; a reload brings a new one.
 type serviceSpec struct {
-	Name         string
-	Command      config.Command
-	Dir          string
-	Env          []string // complete worker environment but the per-worker variables
-	Workers      int
+	Name    string
+	Command config.Command
+	Dir     string
+	Env     []string // complete worker environment but the per-worker variables
+	Workers int
+	// FileWorkers is the config's own count. Workers differs from it
+	// once a live scale has been carried across a reload (keepScale).
+	FileWorkers  int
 	Listen       []config.Listen
 	Proxy        *config.Proxy
 	ReadyWhen    config.ReadyWhen
@@ -56,6 +59,7 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 		Dir:          s.Dir,
 		Env:          env,
 		Workers:      s.Workers,
+		FileWorkers:  s.Workers,
 		Listen:       s.Listen,
 		Proxy:        s.Proxy,
 		ReadyWhen:    s.ReadyWhen,
