@@ -18,7 +18,7 @@ type ServiceStatus struct {
 	Reloading  bool
 	Size       int
 	Listen     []string
-	Proxy      string // the proxy's public address, when there is one
+	Proxy      string // the proxy's protocol and address (http://127.0.0.1:8080), when there is one
 	// Cut counts the requests and connections that workers' ends cut
 	// (through the proxy), since the service began.
 	Cut int
