@@ -1,6 +1,9 @@
 package cli
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // group runs actors in the manner of oklog/run: each is an execute
 // function and an interrupt that makes execute return. Run starts every
@@ -15,10 +18,15 @@ type actor struct {
 	interrupt func(error)
 }
 
-// add registers an actor; interrupt must make execute return soon, and
-// may be called after execute has returned.
-func (g *group) add(execute func() error, interrupt func(error)) {
-	g.actors = append(g.actors, actor{execute, interrupt})
+// add registers an actor; its interrupt must make execute return soon,
+// and may be called after execute has returned.
+func (g *group) add(a actor) { g.actors = append(g.actors, a) }
+
+// untilInterrupted is the actor that runs f until its interrupt cancels
+// f's context.
+func untilInterrupted(f func(ctx context.Context) error) actor {
+	ctx, cancel := context.WithCancel(context.Background())
+	return actor{func() error { return f(ctx) }, func(error) { cancel() }}
 }
 
 func (g *group) run() error {

@@ -280,89 +280,107 @@ type upRun struct {
 	failures chan runner.Event
 	failFast string
 	noWatch  bool
+
+	// Set by run, for the actors.
+	runCtx       context.Context    // the services' context
+	stopServices context.CancelFunc // stops every service
+	stopped      chan struct{}      // closed when every worker is gone
+	reloads      chan struct{}      // SIGUSR2's reload requests
+	watching     chan struct{}      // closed once saves are seen
 }
 
 // run runs up's actors until the manager ends. Every goroutine of `up`
-// is an actor of this group: the manager, the control server with its
-// socket watcher, the signal handler, the SIGUSR2 reloader, the watcher,
-// the end watch, the supervisor and the ready printer. The manager ends
-// first (on a signal or `down`), and its end interrupts the rest.
+// is an actor of this group, each made by a function below: the
+// manager, the control server with its socket watcher, the signal
+// handler, the SIGUSR2 reloader, the watcher, the end watch, the
+// supervisor and the ready printer. The manager ends first (on a signal
+// or `down`), and its end interrupts the rest.
 func (r *upRun) run() error {
-	m, mux := r.m, r.mux
-	var g group
-	runCtx, stopServices := context.WithCancel(context.Background())
-	defer stopServices()
-	stopped := make(chan struct{}) // closed when every worker is gone
-
-	g.add(func() error {
-		defer close(stopped)
-		err := m.Run(runCtx, r.names)
-		mux.System("", "every service stopped")
-		return err
-	}, func(error) { stopServices() })
-
-	srv := control.NewServer(controller{m}, mux, control.Info{Pid: os.Getpid(), Config: r.cfg.Path, Version: version()},
-		func(ctx context.Context) error {
-			mux.System("", "down requested; stopping every service")
-			stopServices()
-			select {
-			case <-stopped:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-	serveCtx, stopServing := context.WithCancel(context.Background())
-	g.add(func() error { return serveControl(serveCtx, srv, r.ln, r.paths.Socket, mux) }, func(error) { stopServing() })
-
+	r.runCtx, r.stopServices = context.WithCancel(context.Background())
+	defer r.stopServices()
+	r.stopped = make(chan struct{})
+	r.reloads = make(chan struct{}, 1)
+	r.watching = make(chan struct{})
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
-	reloads := make(chan struct{}, 1)
-	sigCtx, stopSignals := context.WithCancel(context.Background())
-	g.add(func() error {
-		handleSignals(sigCtx, sigs, reloads, mux, stopServices, m.Kill)
-		return nil
-	}, func(error) { stopSignals() })
 
-	reloadCtx, stopReloads := context.WithCancel(context.Background())
-	g.add(func() error {
-		reloadOnRequest(reloadCtx, reloads, controller{m}, mux)
+	var g group
+	g.add(r.services())
+	g.add(r.controlServer())
+	g.add(untilInterrupted(func(ctx context.Context) error {
+		handleSignals(ctx, sigs, r.reloads, r.mux, r.stopServices, r.m.Kill)
 		return nil
-	}, func(error) { stopReloads() })
-
-	watching := make(chan struct{}) // closed once saves are seen
+	}))
+	g.add(untilInterrupted(func(ctx context.Context) error {
+		reloadOnRequest(ctx, r.reloads, controller{r.m}, r.mux)
+		return nil
+	}))
 	if r.noWatch {
-		close(watching)
+		close(r.watching)
 	} else {
-		watchCtx, stopWatching := context.WithCancel(context.Background())
-		g.add(func() error {
-			watchFiles(watchCtx, r.cfg, m, mux, watching, ownFiles(r.child, r.cfg, r.paths))
-			<-watchCtx.Done()
-			return nil
-		}, func(error) { stopWatching() })
+		g.add(r.fileWatch())
 	}
-
-	endCtx, stopEnding := context.WithCancel(context.Background())
 	watched := !r.noWatch && len(watchList(r.cfg)) > 0
-	g.add(func() error { return endWhenDone(endCtx, m, r.failures, mux, r.failFast, watched) }, func(error) { stopEnding() })
-
+	g.add(untilInterrupted(func(ctx context.Context) error {
+		return endWhenDone(ctx, r.m, r.failures, r.mux, r.failFast, watched)
+	}))
 	if r.sup != nil {
-		r.sup.m = m
-		supCtx, stopSup := context.WithCancel(context.Background())
-		g.add(func() error {
-			r.sup.run(supCtx, runCtx.Done())
-			return nil
-		}, func(error) { stopSup() })
+		g.add(r.supervise())
 	}
-
-	readyCtx, stopReady := context.WithCancel(context.Background())
-	g.add(func() error {
-		announceReady(readyCtx, m, watching, mux, r.child, r.cfg)
+	g.add(untilInterrupted(func(ctx context.Context) error {
+		announceReady(ctx, r.m, r.watching, r.mux, r.child, r.cfg)
 		return nil
-	}, func(error) { stopReady() })
-
+	}))
 	return g.run()
+}
+
+// services runs the stack until stopServices; its end ends `up`.
+func (r *upRun) services() actor {
+	return actor{func() error {
+		defer close(r.stopped)
+		err := r.m.Run(r.runCtx, r.names)
+		r.mux.System("", "every service stopped")
+		return err
+	}, func(error) { r.stopServices() }}
+}
+
+// controlServer serves the control socket; `down` stops the services
+// and answers once every worker is gone.
+func (r *upRun) controlServer() actor {
+	down := func(ctx context.Context) error {
+		r.mux.System("", "down requested; stopping every service")
+		r.stopServices()
+		select {
+		case <-r.stopped:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	srv := control.NewServer(controller{r.m}, r.mux, control.Info{Pid: os.Getpid(), Config: r.cfg.Path, Version: version()}, down)
+	return untilInterrupted(func(ctx context.Context) error {
+		return serveControl(ctx, srv, r.ln, r.paths.Socket, r.mux)
+	})
+}
+
+// fileWatch reloads watched services on save.
+func (r *upRun) fileWatch() actor {
+	return untilInterrupted(func(ctx context.Context) error {
+		watchFiles(ctx, r.cfg, r.m, r.mux, r.watching, ownFiles(r.child, r.cfg, r.paths))
+		<-ctx.Done()
+		return nil
+	})
+}
+
+// supervise tells systemd (Type=notify) what the stack does until the
+// services stop.
+func (r *upRun) supervise() actor {
+	r.sup.m = r.m
+	return untilInterrupted(func(ctx context.Context) error {
+		r.sup.run(ctx, r.runCtx.Done())
+		return nil
+	})
 }
 
 // takeLock makes this the one instance of the file, or says which is.
