@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/listen"
 )
 
 // Socket activation of recluster itself (sd_listen_fds(3)): systemd, or
@@ -54,7 +55,7 @@ func InheritedSockets(getenv func(string) string, pid int) ([]InheritedSocket, e
 		if i < len(names) {
 			name = names[i]
 		}
-		addr, err := listeningAddr(fd)
+		addr, err := listen.ListeningAddr(fd)
 		if err != nil {
 			return nil, fmt.Errorf("inherited fd %d (%q, from LISTEN_FDS): %w", fd, name, err)
 		}
@@ -62,29 +63,6 @@ func InheritedSockets(getenv func(string) string, pid int) ([]InheritedSocket, e
 		out = append(out, InheritedSocket{File: os.NewFile(uintptr(fd), name), Name: name, Addr: addr})
 	}
 	return out, nil
-}
-
-// listeningAddr is the address of a listening stream socket.
-func listeningAddr(fd int) (string, error) {
-	if v, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE); err != nil || v != syscall.SOCK_STREAM {
-		return "", fmt.Errorf("not a stream socket")
-	}
-	if v, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err != nil || v != 1 {
-		return "", fmt.Errorf("not a listening socket")
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		return "", err
-	}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port)), nil
-	case *syscall.SockaddrInet6:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port)), nil
-	case *syscall.SockaddrUnix:
-		return "unix:" + a.Name, nil
-	}
-	return "", fmt.Errorf("not a tcp or unix socket")
 }
 
 // sameAddr says whether a socket bound to bound serves the listen entry.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/recluster/recluster/internal/listen"
 	"github.com/recluster/recluster/internal/osproc"
 	"github.com/recluster/recluster/internal/testbin"
 )
@@ -35,7 +36,7 @@ services:
     readyWhen: ready
 `)
 	err = h.m.Start(context.Background(), []string{"web"})
-	if !errors.Is(err, errLiveSocket) || !strings.Contains(err.Error(), path) {
+	if !errors.Is(err, listen.ErrLiveSocket) || !strings.Contains(err.Error(), path) {
 		t.Errorf("start on a live socket: %v", err)
 	}
 	h.shutdown()

@@ -3,21 +3,14 @@ package runner
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/listen"
 	"github.com/recluster/recluster/internal/osproc"
 )
-
-// listenBacklog is asked of listen(2); the kernel caps it at somaxconn.
-// Connections wait here while one generation hands over to the next, so it
-// is as large as the system allows.
-const listenBacklog = 65535
 
 // sockets opens each listening socket once and shares it between every
 // holder of a lease on it: a socket outlives the workers that accept on
@@ -150,7 +143,7 @@ func (s *sockets) closeAll() {
 func (sk *socket) close(key config.Listen) {
 	sk.file.Close()
 	if key.Network == "unix" {
-		if ino, ok := inodeAt(key.Address); ok && ino == sk.inode {
+		if ino, ok := listen.InodeAt(key.Address); ok && ino == sk.inode {
 			os.Remove(key.Address)
 		}
 	}
@@ -167,23 +160,12 @@ func (s *sockets) boundAddr(l config.Listen) string {
 	if sk == nil {
 		return ""
 	}
-	sa, err := syscall.Getsockname(int(sk.file.Fd()))
-	if err != nil {
-		return ""
-	}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-	case *syscall.SockaddrInet6:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-	case *syscall.SockaddrUnix:
-		return "unix:" + a.Name
-	}
-	return ""
+	addr, _ := listen.Addr(int(sk.file.Fd()))
+	return addr
 }
 
 func openListener(l config.Listen) (*socket, error) {
-	fd, err := listenFD(l)
+	fd, err := listen.Open(l)
 	if errors.Is(err, syscall.EADDRINUSE) && l.Network == "tcp" {
 		if holder := osproc.PortHolder(l.Address); holder != "" {
 			err = fmt.Errorf("%w (held by %s)", err, holder)
@@ -194,123 +176,7 @@ func openListener(l config.Listen) (*socket, error) {
 	}
 	sk := &socket{file: os.NewFile(uintptr(fd), l.String())}
 	if l.Network == "unix" {
-		sk.inode, _ = inodeAt(l.Address)
+		sk.inode, _ = listen.InodeAt(l.Address)
 	}
 	return sk, nil
-}
-
-func inodeAt(path string) (uint64, bool) {
-	var st syscall.Stat_t
-	if syscall.Lstat(path, &st) != nil {
-		return 0, false
-	}
-	return uint64(st.Ino), true
-}
-
-// errLiveSocket refuses a unix socket path that another program listens on.
-var errLiveSocket = errors.New("another program listens on it; choose another path, or stop that program")
-
-// freeUnixPath readies path for bind: nothing there, or a socket left by a
-// crashed run, which it removes once a connect to it is refused. A live
-// socket, or a file that is not a socket, is left alone and refused.
-func freeUnixPath(path string) error {
-	st, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if st.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket; remove it or choose another path", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("%s: %w", path, errLiveSocket)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("%s: cannot tell whether something listens on it: %w", path, err)
-	}
-	return os.Remove(path)
-}
-
-func listenFD(l config.Listen) (int, error) {
-	if l.Network == "unix" {
-		if err := freeUnixPath(l.Address); err != nil {
-			return -1, err
-		}
-		fd, err := socketCloexec(syscall.AF_UNIX)
-		if err != nil {
-			return -1, err
-		}
-		if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: l.Address}); err != nil {
-			syscall.Close(fd)
-			return -1, err
-		}
-		return fd, listenOrClose(fd)
-	}
-	host, portStr, err := net.SplitHostPort(l.Address)
-	if err != nil {
-		return -1, err
-	}
-	port, _ := strconv.Atoi(portStr)
-	if host == "localhost" {
-		host = "127.0.0.1"
-	}
-	ip := net.ParseIP(host)
-	var fd int
-	var sa syscall.Sockaddr
-	switch {
-	case host == "":
-		// Every interface, v4 and v6 on one socket where the system has v6.
-		if fd, err = socketCloexec(syscall.AF_INET6); err == nil {
-			syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 0)
-			sa = &syscall.SockaddrInet6{Port: port}
-		} else if fd, err = socketCloexec(syscall.AF_INET); err == nil {
-			sa = &syscall.SockaddrInet4{Port: port}
-		}
-	case ip.To4() != nil:
-		a := &syscall.SockaddrInet4{Port: port}
-		copy(a.Addr[:], ip.To4())
-		sa = a
-		fd, err = socketCloexec(syscall.AF_INET)
-	default:
-		a := &syscall.SockaddrInet6{Port: port}
-		copy(a.Addr[:], ip.To16())
-		sa = a
-		if fd, err = socketCloexec(syscall.AF_INET6); err == nil {
-			syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 1)
-		}
-	}
-	if err != nil {
-		return -1, err
-	}
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		syscall.Close(fd)
-		return -1, err
-	}
-	if err := syscall.Bind(fd, sa); err != nil {
-		syscall.Close(fd)
-		return -1, err
-	}
-	return fd, listenOrClose(fd)
-}
-
-func socketCloexec(family int) (int, error) {
-	syscall.ForkLock.RLock()
-	defer syscall.ForkLock.RUnlock()
-	fd, err := syscall.Socket(family, syscall.SOCK_STREAM, 0)
-	if err == nil {
-		syscall.CloseOnExec(fd)
-	}
-	return fd, err
-}
-
-func listenOrClose(fd int) error {
-	if err := syscall.Listen(fd, listenBacklog); err != nil {
-		syscall.Close(fd)
-		return err
-	}
-	return nil
 }
