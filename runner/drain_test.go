@@ -41,6 +41,26 @@ func (s slowReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// gatedReader reads after bytes from r, then waits for gate to close
+// before it reads the rest.
+type gatedReader struct {
+	r     io.Reader
+	after int
+	gate  <-chan struct{}
+	read  int
+}
+
+func (g *gatedReader) Read(p []byte) (int, error) {
+	if g.read >= g.after {
+		<-g.gate
+	} else if len(p) > g.after-g.read {
+		p = p[:g.after-g.read]
+	}
+	n, err := g.r.Read(p)
+	g.read += n
+	return n, err
+}
+
 // patternBlock is 256 periods of the pattern the worker's /download
 // sends (byte i is i*7 mod 251), so that it is copied, not computed.
 var patternBlock = func() []byte {
@@ -67,9 +87,10 @@ func patternSum(n int) [32]byte {
 
 // TestDefaultsCutNothingAcrossAReload: with the default settings, an 8 s
 // request, a 50 MB upload and a 50 MB download, each in flight when a
-// reload begins, all complete intact on the old worker, which gets its
-// stop signal only once they are done (drainTimeout, not timeout), and
-// the reload reports nothing cut.
+// reload begins and still moving bytes while the old worker drains, all
+// complete intact on the old worker, which gets its stop signal only once
+// they are done (drainTimeout, not timeout), and the reload reports
+// nothing cut.
 func TestDefaultsCutNothingAcrossAReload(t *testing.T) {
 	h := startHarness(t, slowStack)
 	h.waitEvent("ready", is(EventAllReady, "web"))
@@ -77,22 +98,13 @@ func TestDefaultsCutNothingAcrossAReload(t *testing.T) {
 	const size = 50 << 20
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	results := make(chan string, 3)
-
-	go func() { // Owned by the test; ends with the request.
-		// Long enough that the upload and the download are in flight
-		// with it however slowly a loaded machine starts them (3 s was
-		// not, under the whole suite with -race).
-		resp, err := client.Get("http://" + addr + "/?ms=8000")
-		if err != nil {
-			results <- "slow: " + err.Error()
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		results <- fmt.Sprintf("slow: %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	}()
+	// The upload and the download each move a first MiB, then wait for
+	// the reload to have begun: in flight for as long as that takes, on
+	// however loaded a machine (polling for three short transfers at
+	// once missed them there).
+	reloading := make(chan struct{})
 	go func() { // Owned by the test; ends with the upload.
-		body := io.LimitReader(slowReader{r: &patternReader{}, rate: size / 2}, size)
+		body := io.LimitReader(&gatedReader{r: slowReader{r: &patternReader{}, rate: size / 2}, after: 1 << 20, gate: reloading}, size)
 		resp, err := client.Post("http://"+addr+"/upload", "application/octet-stream", body)
 		if err != nil {
 			results <- "upload: " + err.Error()
@@ -109,25 +121,49 @@ func TestDefaultsCutNothingAcrossAReload(t *testing.T) {
 			return
 		}
 		hash := sha256.New()
-		n, err := io.Copy(hash, slowReader{r: resp.Body, rate: size / 2})
+		n, err := io.Copy(hash, &gatedReader{r: slowReader{r: resp.Body, rate: size / 2}, after: 1 << 20, gate: reloading})
 		resp.Body.Close()
 		ok := err == nil && n == size && [32]byte(hash.Sum(nil)) == patternSum(size)
 		results <- fmt.Sprintf("download: %d bytes, intact %v, err %v", n, ok, err)
 	}()
-	// Reload once all three are in flight.
-	h.waitFor("three requests in flight", func() bool {
-		n := 0
-		for _, w := range h.status("web").Workers {
-			n += w.InFlight
+	inFlight := func(want int) func() bool {
+		return func() bool {
+			n := 0
+			for _, w := range h.status("web").Workers {
+				n += w.InFlight
+			}
+			return n == want
 		}
-		return n == 3
-	})
-	report, err := h.m.Reload(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
 	}
-	if report.Cut != 0 || len(report.Notes) != 0 {
-		t.Errorf("the reload cut something: %+v", report)
+	h.waitFor("the upload and the download in flight", inFlight(2))
+	go func() { // Owned by the test; ends with the request.
+		resp, err := client.Get("http://" + addr + "/?ms=8000")
+		if err != nil {
+			results <- "slow: " + err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		results <- fmt.Sprintf("slow: %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}()
+	h.waitFor("three requests in flight", inFlight(3))
+	type answer struct {
+		report ReloadReport
+		err    error
+	}
+	reloaded := make(chan answer, 1)
+	go func() { // Owned by the test; ends with the reload, once the old worker is gone.
+		report, err := h.m.Reload(context.Background(), nil)
+		reloaded <- answer{report, err}
+	}()
+	h.waitEvent("the new generation serving", is(EventReloaded, "web"))
+	close(reloading)
+	a := <-reloaded
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	if a.report.Cut != 0 || len(a.report.Notes) != 0 {
+		t.Errorf("the reload cut something: %+v", a.report)
 	}
 	want := map[string]string{
 		"slow":     "slow: 200 gen=1",

@@ -134,16 +134,21 @@ func (h *harness) shutdown() {
 	}
 }
 
-// waitFor re-checks cond after every event and every output write until it
-// holds; it fails the test at the deadline.
+// waitFor re-checks cond after every event, every output write and every
+// tick until it holds; it fails the test at the deadline.
 func (h *harness) waitFor(what string, cond func() bool) {
 	h.t.Helper()
 	timeout := time.After(deadline)
+	// Some conditions change with no event and no output (requests in
+	// flight through the proxy): they are looked at again on a tick.
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
 		select {
 		case e := <-h.events:
 			h.seen = append(h.seen, e)
 		case <-h.out.changed:
+		case <-tick.C:
 		case <-timeout:
 			seen := h.seen
 			if len(seen) > 40 {
