@@ -1,7 +1,8 @@
 // Package cli is recluster's command line: a run function per verb, over
 // injected IO (in, out, err and the environment), so that main stays a
-// line long. The verbs parse their own flags; the tests drive them
-// through the real binary, as users do.
+// line long. The verbs parse their own flags. The tests run a verb that
+// starts nothing (check, help, completion) in their own process through
+// Main; everything else through the real binary, as users do.
 package cli
 
 import (

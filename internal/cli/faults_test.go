@@ -318,6 +318,7 @@ func TestDeletedControlSocketIsMadeAnew(t *testing.T) {
 }
 
 func TestManyVerbsAtOnce(t *testing.T) {
+	t.Parallel() // its own stack
 	dir := stack(t, simpleStack)
 	u := startUp(t, dir)
 	u.waitLine(`every service is ready`)

@@ -37,6 +37,9 @@ func TestRecipesReloadUnderLoadLosingNothing(t *testing.T) {
 	for _, e := range entries {
 		name := e.Name()
 		t.Run(name, func(t *testing.T) {
+			// Each recipe has its own folder and ports, and spends most
+			// of its time waiting out minReady: two run at once.
+			t.Parallel()
 			for _, need := range recipeNeeds[name] {
 				if _, err := exec.LookPath(need); err != nil {
 					t.Skipf("RECIPE NOT TESTED: %s needs %s, which is not installed (.ci/run installs it)", name, need)

@@ -33,6 +33,8 @@ func TestSoak(t *testing.T) {
 	}
 	per := budget / time.Duration(len(seeds))
 	for _, seed := range seeds {
+		// Not in parallel: its invariants count every test worker of the
+		// machine.
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { soak(t, seed, per) })
 	}
 }

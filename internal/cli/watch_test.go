@@ -169,6 +169,7 @@ const retriggerWindowForTests = 1200 * time.Millisecond
 // TestManySavesLeakNothing: thirty save-triggered reloads leave up's
 // descriptors as they were.
 func TestManySavesLeakNothing(t *testing.T) {
+	t.Parallel() // mostly the waits between saves; counts its own up's descriptors
 	dir := stack(t, `
 services:
   w:
