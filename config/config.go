@@ -104,8 +104,18 @@ type Service struct {
 	// Proxy, when set, is the public address recluster serves for the
 	// service, sending connections or requests on to workers that each
 	// listen on a port of their own ($PORT).
-	Proxy        *Proxy
-	ReadyWhen    ReadyWhen
+	Proxy     *Proxy
+	ReadyWhen ReadyWhen
+	// ReadyProbe, with ReadyWhen ReadyProbe, is the probe a new worker
+	// must pass to be ready.
+	ReadyProbe *Probe
+	// Health, when set, keeps probing ready workers; one that fails it
+	// Failures times in a row is replaced, its replacement started first.
+	Health *Probe
+	// MaxMemory, when not 0, bounds a worker's memory (its process
+	// group's resident set, in bytes): over it, the worker is replaced
+	// as a sick one is.
+	MaxMemory    int64
 	ReadyTimeout time.Duration
 	Timeout      time.Duration
 	// DrainTimeout, for a proxied service, is how long an old worker may
@@ -278,6 +288,9 @@ func (o Options) parseYAML(path string, data []byte) (*Config, error) {
 		derive(src.svc)
 	}
 	d.crossCheck(sources)
+	for _, src := range sources {
+		d.checkProbes(src)
+	}
 	d.checkFiles(top, sources)
 	for _, src := range sources {
 		if err := src.svc.Command.requiredUnset(workerLookup(src.svc, o.Getenv)); err != nil {

@@ -20,7 +20,7 @@ import (
 
 var (
 	topKeys     = []string{"env", "envFile", "services", "logFile", "logSize"}
-	serviceKeys = []string{"command", "dir", "env", "envFile", "workers", "listen", "proxy", "readyWhen",
+	serviceKeys = []string{"command", "dir", "env", "envFile", "workers", "listen", "proxy", "readyWhen", "health", "maxMemory",
 		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log", "build", "buildTimeout", "watch",
 		"restart", "startLimit", "minUptime", "minReady", "maxSurge", "drainTimeout"}
 	watchKeys   = []string{"paths", "ignore", "debounce", "action"}
@@ -180,14 +180,11 @@ func (d *decoder) serviceKey(key string, v *yaml.Node, path string, src *service
 	case "proxy":
 		svc.Proxy, src.proxyNode = d.proxy(v, path, svc.Name)
 	case "readyWhen":
-		if s, ok := d.str(v, path); ok {
-			switch rw := ReadyWhen(s); rw {
-			case ReadyStarted, ReadyListening, ReadyNotified:
-				svc.ReadyWhen = rw
-			default:
-				d.errorf(v, path, "unknown readyWhen %q; allowed: started, listening, ready", s)
-			}
-		}
+		d.readyWhen(v, path, svc)
+	case "health":
+		svc.Health = d.health(v, path)
+	case "maxMemory":
+		svc.MaxMemory = d.maxMemory(v, path)
 	case "readyTimeout":
 		svc.ReadyTimeout = d.duration(v, path, false, svc.ReadyTimeout)
 	case "timeout":

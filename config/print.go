@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"io"
 	"strconv"
 
@@ -29,7 +30,9 @@ type printedService struct {
 	Workers      int               `yaml:"workers"`
 	Listen       []string          `yaml:"listen,omitempty"`
 	Proxy        *printedProxy     `yaml:"proxy,omitempty"`
-	ReadyWhen    ReadyWhen         `yaml:"readyWhen"`
+	ReadyWhen    any               `yaml:"readyWhen"`
+	Health       *printedProbe     `yaml:"health,omitempty"`
+	MaxMemory    string            `yaml:"maxMemory,omitempty"`
 	ReadyTimeout string            `yaml:"readyTimeout"`
 	Timeout      string            `yaml:"timeout"`
 	DrainTimeout string            `yaml:"drainTimeout,omitempty"`
@@ -46,6 +49,30 @@ type printedService struct {
 	Build        any               `yaml:"build,omitempty"`
 	BuildTimeout string            `yaml:"buildTimeout,omitempty"`
 	Watch        *printedWatch     `yaml:"watch,omitempty"`
+}
+
+type printedProbe struct {
+	HTTP     string `yaml:"http,omitempty"`
+	TCP      string `yaml:"tcp,omitempty"`
+	Exec     any    `yaml:"exec,omitempty"`
+	Output   string `yaml:"output,omitempty"`
+	Every    string `yaml:"every"`
+	Timeout  string `yaml:"timeout"`
+	Failures int    `yaml:"failures,omitempty"`
+}
+
+func printProbe(p *Probe) *printedProbe {
+	if p == nil {
+		return nil
+	}
+	pp := &printedProbe{HTTP: p.HTTP, TCP: p.TCP, Output: p.Output, Every: p.Every.String(), Timeout: p.Timeout.String(), Failures: p.Failures}
+	if c := p.Exec; c != nil {
+		pp.Exec = c.Line
+		if c.Args != nil {
+			pp.Exec = c.Args
+		}
+	}
+	return pp
 }
 
 type printedWatch struct {
@@ -76,6 +103,16 @@ func Print(w io.Writer, cfg *Config) error {
 			MinReady:     s.MinReady.String(),
 			MaxSurge:     s.MaxSurge,
 			Log:          printedLog{Respawns: s.Log.Respawns},
+		}
+		if s.ReadyProbe != nil {
+			ps.ReadyWhen = printProbe(s.ReadyProbe)
+		}
+		ps.Health = printProbe(s.Health)
+		if s.MaxMemory > 0 {
+			ps.MaxMemory = fmt.Sprintf("%dMiB", s.MaxMemory>>20)
+			if s.MaxMemory%(1<<20) != 0 {
+				ps.MaxMemory = strconv.FormatInt(s.MaxMemory, 10)
+			}
 		}
 		if len(s.After) > 0 {
 			ps.After = s.After

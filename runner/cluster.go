@@ -108,6 +108,10 @@ type cluster struct {
 	roomAt    time.Time
 	builders  map[*builder]struct{}
 	failure   error // why the service is in phaseFailed or phaseBlocked
+	// memoryTicking: a look at the workers' memory is due or running
+	// (probe.go); allSickSaid: every worker was sick, and that was said.
+	memoryTicking bool
+	allSickSaid   bool
 	// everStarted and readyOnce (with firstReady) say what `after`
 	// conditions of other services it has met; published tells the
 	// Manager what it last heard (tasks.go).
@@ -412,6 +416,12 @@ func (c *cluster) handleEvent(e message) {
 		c.drained(e.w, e.timedOut)
 	case releasedEvent:
 		c.released(e.w, e.cut)
+	case probeEvent:
+		c.probed(e)
+	case memoryTickEvent:
+		c.memoryTick()
+	case memoryEvent:
+		c.memorySampled(e)
 	case respawnEvent:
 		c.respawn(e.s, e.token)
 	case buildEvent:

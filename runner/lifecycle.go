@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/recluster/recluster/config"
 )
@@ -307,13 +308,21 @@ func (c *cluster) markReady(w *worker) {
 		return
 	}
 	if s := c.slotOf(w); s != nil && s.replacement == w {
-		// A STOPPING=1 replacement is ready: it takes the slot.
+		// A replacement is ready: it takes the slot.
 		old := s.worker
 		s.worker, s.replacement = w, nil
+		s.replaced = &Replacement{At: time.Now(), Reason: s.replacing}
 		if old != nil {
+			c.logf("%s (pid %d) is ready in place of %s (pid %d), which %s: stopping it", w.ref, w.pid, old.ref, old.pid, s.replacing)
 			c.retireWorker(old)
 		}
+		c.allSickSaid = false
 	}
+	if h := w.gen.spec.Health; h != nil && !w.healthProbing {
+		w.healthProbing = true
+		c.startProbing(w, h, true)
+	}
+	c.watchMemory()
 	c.checkAllReady()
 }
 
@@ -347,11 +356,8 @@ func (c *cluster) noted(w *worker, n Notification) {
 	if n.Ready {
 		c.markReady(w)
 	}
-	if n.Stopping && c.phase == phaseServing && !w.stopAsked {
-		if s := c.slotOf(w); s != nil && s.worker == w && s.replacement == nil {
-			c.logf("%s asked to be replaced (STOPPING=1)", w.ref)
-			s.replacement = c.spawn(c.current, s.id)
-		}
+	if n.Stopping {
+		c.replace(w, fmt.Sprintf("%s asked to be replaced (STOPPING=1)", w.ref), "asked to be replaced (STOPPING=1)")
 	}
 }
 
@@ -367,6 +373,9 @@ func (c *cluster) readyTimedOut(w *worker) {
 	// A worker that never gets ready would hold back `after` and `start`
 	// forever: it is stopped and, as any failed worker, respawned.
 	c.logf("%s", err)
+	if h := w.health; h != nil && h.Ready && !h.OK {
+		c.logf("%s: its readiness probe last said: %s", w.ref, h.Detail)
+	}
 	c.answerWaiters(err)
 	c.signalStop(w)
 }
@@ -376,6 +385,9 @@ func (c *cluster) readyTimedOut(w *worker) {
 // (which fails its reload).
 func (c *cluster) exited(w *worker, st ExitStatus) {
 	delete(c.live, w)
+	if w.endProbes != nil {
+		w.endProbes()
+	}
 	stopTimer(w.readyTimer)
 	stopTimer(w.proving)
 	stopTimer(w.killTimer)
@@ -403,7 +415,13 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 		return // a worker no slot holds: retired already
 	case s.replacement == w:
 		s.replacement = nil
-		c.logf("%s, the replacement for a worker that sent STOPPING=1, ended: %s; the old worker serves on", w.ref, st)
+		c.logf("%s, the replacement for a worker that %s, ended: %s; the old worker serves on", w.ref, s.replacing, st)
+		if old := s.worker; old != nil {
+			old.sick = "" // tried again at its next failed probe
+			if old.health != nil {
+				old.health.Failures = 0
+			}
+		}
 		return
 	}
 	s.worker = nil

@@ -69,7 +69,11 @@ type Manager struct {
 	settled     chan struct{}
 	settledDone bool
 	wg          sync.WaitGroup // every cluster's run
-	bg          sync.WaitGroup // the starts and blocks of depends.go
+	// rss is the last look at the workers' memory, at rssAt (fillRSS).
+	rssMu sync.Mutex
+	rss   map[int]int64
+	rssAt time.Time
+	bg    sync.WaitGroup // the starts and blocks of depends.go
 }
 
 // New returns a Manager for cfg. Call Run to start it.
@@ -433,7 +437,43 @@ func (m *Manager) Status(ctx context.Context) ([]ServiceStatus, error) {
 		}
 		out = append(out, st)
 	}
+	m.fillRSS(out)
 	return out, nil
+}
+
+// rssFresh is how old a look at the workers' memory may be for status: a
+// look reads every process's stat, and status may be asked for many
+// times a second (a live view, a test waiting on it).
+const rssFresh = time.Second
+
+// fillRSS puts each worker's memory in its status, from one look at
+// /proc for all of them (or the last one, if recent), off the clusters'
+// loops.
+func (m *Manager) fillRSS(sts []ServiceStatus) {
+	m.rssMu.Lock()
+	defer m.rssMu.Unlock()
+	if time.Since(m.rssAt) > rssFresh {
+		m.rss, m.rssAt = m.lookAtMemory(sts), time.Now()
+	}
+	for i := range sts {
+		for j := range sts[i].Workers {
+			if r, ok := m.rss[sts[i].Workers[j].Pid]; ok {
+				sts[i].Workers[j].RSS = r
+			}
+		}
+	}
+}
+
+func (m *Manager) lookAtMemory(sts []ServiceStatus) map[int]int64 {
+	pgids := map[int]bool{}
+	for _, st := range sts {
+		for _, w := range st.Workers {
+			if w.Pid > 0 {
+				pgids[w.Pid] = true
+			}
+		}
+	}
+	return groupRSS(pgids)
 }
 
 // Reload re-reads the config file and replaces the named services' workers

@@ -26,6 +26,18 @@ type slot struct {
 	// done says its worker is not to run again.
 	fastExits int
 	done      bool
+	// replacing says why replacement was started; replaced is the last
+	// replacement that took the slot, for status.
+	replacing string
+	replaced  *Replacement
+}
+
+// Replacement is one worker replaced by a new one started beside it,
+// before it stopped: it asked (STOPPING=1), failed its health check or
+// outgrew maxMemory.
+type Replacement struct {
+	At     time.Time
+	Reason string
 }
 
 // scheduleRespawn waits the slot's delay, then refills it: respawn at

@@ -27,6 +27,9 @@ type serviceSpec struct {
 	Listen       []config.Listen
 	Proxy        *config.Proxy
 	ReadyWhen    config.ReadyWhen
+	ReadyProbe   *config.Probe
+	Health       *config.Probe
+	MaxMemory    int64
 	ReadyTimeout time.Duration
 	StopTimeout  time.Duration
 	DrainTimeout time.Duration
@@ -63,6 +66,9 @@ func specFromConfig(s *config.Service, base []string) *serviceSpec {
 		Listen:       s.Listen,
 		Proxy:        s.Proxy,
 		ReadyWhen:    s.ReadyWhen,
+		ReadyProbe:   s.ReadyProbe,
+		Health:       s.Health,
+		MaxMemory:    s.MaxMemory,
 		ReadyTimeout: s.ReadyTimeout,
 		StopTimeout:  s.Timeout,
 		DrainTimeout: s.DrainTimeout,

@@ -47,6 +47,14 @@ type WorkerStatus struct {
 	ExitCode *int
 	// Proving: a new worker of a reload, ready for less than minReady.
 	Proving bool
+	// Health is what its readiness or health probe last said; nil for a
+	// service without probes.
+	Health *HealthStatus
+	// RSS is its process group's resident memory in bytes, when known.
+	RSS int64
+	// Replaced is the last time its slot's worker was replaced by one
+	// started beside it, and why.
+	Replaced *Replacement
 }
 
 func (c *cluster) status() ServiceStatus {
@@ -86,7 +94,15 @@ func (c *cluster) status() ServiceStatus {
 	for w := range c.live {
 		n, last := history(w.ref.ID)
 		ws := WorkerStatus{ID: w.ref.ID, Pid: w.pid, State: w.state, Generation: w.ref.Generation,
-			Restarts: n, Started: w.started, LastExit: last, Status: w.status, Port: w.port, Proving: w.proving != nil}
+			Restarts: n, Started: w.started, LastExit: last, Status: w.status, Port: w.port, Proving: w.proving != nil, RSS: w.rss}
+		if w.health != nil {
+			h := *w.health
+			ws.Health = &h
+		}
+		if s := c.slotOf(w); s != nil && s.replaced != nil && s.worker == w {
+			r := *s.replaced
+			ws.Replaced = &r
+		}
 		if h := w.gen.router; h != nil {
 			ws.InFlight = h.router.InFlight(backendKey(w))
 		}

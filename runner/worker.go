@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -65,6 +66,17 @@ type worker struct {
 	// requests or connections its end cut, for the reload's answer.
 	killed string
 	cut    int
+	// env is its environment, for its exec probes.
+	env []string
+	// probeCtx ends its probes' goroutines (endProbes, once it exits);
+	// health is what they last said, rss its memory when last looked
+	// at, and sick why it is being replaced (probe.go).
+	probeCtx      context.Context
+	endProbes     context.CancelFunc
+	healthProbing bool
+	health        *HealthStatus
+	rss           int64
+	sick          string
 }
 
 // backendAddr is where the proxy reaches the worker: where it was seen
@@ -111,7 +123,11 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 		w.port, portErr = c.freePort()
 		env = append(withoutVar(env, "PORT"), "PORT="+strconv.Itoa(w.port))
 	}
+	w.env = env
 	stdout, stderr := c.opts.Output.Open(w.ref)
+	if p := spec.ReadyProbe; p != nil && p.Output != "" {
+		stdout, stderr = c.matchOutput(w, p, stdout, stderr)
+	}
 	argv, err := spec.Command.Argv(func(k string) string { return osproc.Getenv(env, k) })
 	if err == nil && portErr != nil {
 		err = fmt.Errorf("choosing a PORT: %w", portErr)
@@ -163,8 +179,11 @@ func (c *cluster) spawn(gen *generation, id int) *worker {
 	c.emit(EventSpawned, w, "")
 	if spec.ReadyWhen == "started" || spec.ReadyWhen == "" {
 		c.markReady(w)
-	} else {
-		w.readyTimer = c.after(spec.ReadyTimeout, readyTimeoutEvent{w})
+		return w
+	}
+	w.readyTimer = c.after(spec.ReadyTimeout, readyTimeoutEvent{w})
+	if p := spec.ReadyProbe; p != nil && p.Output == "" {
+		c.startProbing(w, p, false)
 	}
 	return w
 }

@@ -58,7 +58,13 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 		for j, w := range s.Workers {
 			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
 				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status,
-				Port: w.Port, InFlight: w.InFlight, ExitCode: w.ExitCode}
+				Port: w.Port, InFlight: w.InFlight, ExitCode: w.ExitCode, RSS: w.RSS}
+			if h := w.Health; h != nil {
+				out[i].Workers[j].Health = &control.Health{Probe: h.Probe, Ready: h.Ready, At: h.At, OK: h.OK, Detail: h.Detail, Failures: h.Failures}
+			}
+			if r := w.Replaced; r != nil {
+				out[i].Workers[j].Replaced = &control.Replaced{At: r.At, Reason: r.Reason}
+			}
 			if w.Proving {
 				out[i].Workers[j].State = "proving" // ready, held for minReady before it counts
 			}

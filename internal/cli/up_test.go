@@ -225,6 +225,16 @@ type statusJSON struct {
 			Port       int    `json:"port"`
 			InFlight   int    `json:"inFlight"`
 			ExitCode   *int   `json:"exitCode"`
+			RSS        int64  `json:"rss"`
+			Health     *struct {
+				Probe    string `json:"probe"`
+				OK       bool   `json:"ok"`
+				Detail   string `json:"detail"`
+				Failures int    `json:"failures"`
+			} `json:"health"`
+			Replaced *struct {
+				Reason string `json:"reason"`
+			} `json:"replaced"`
 		} `json:"workers"`
 	} `json:"services"`
 }

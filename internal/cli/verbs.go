@@ -140,7 +140,7 @@ func runScale(io IO, c *common, args []string) error {
 }
 
 func runStatus(io IO, c *common, args []string) error {
-	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, listen, proxy, cut, lastReload: {started, seconds, trigger, outcome, generation, reason, lines}, workers: [{id, pid, state, generation, restarts, port, inFlight}]}]}")
+	asJSON := c.fs.Bool("json", false, "print JSON: {services: [{name, generation, listen, proxy, cut, lastReload: {started, seconds, trigger, outcome, generation, reason, lines}, workers: [{id, pid, state, generation, restarts, port, inFlight, rss, health: {probe, ready, at, ok, detail, failures}, replaced: {at, reason}}]}]}")
 	if err := c.noArgs(args, ""); err != nil {
 		return err
 	}
@@ -158,21 +158,30 @@ func runStatus(io IO, c *common, args []string) error {
 		return enc.Encode(map[string]any{"services": st})
 	}
 	tw := tabwriter.NewWriter(io.Out, 0, 0, 2, ' ', 0)
-	proxied := false
+	proxied, probed := false, false
 	for _, s := range st {
 		proxied = proxied || s.Proxy != ""
+		for _, w := range s.Workers {
+			probed = probed || w.Health != nil
+		}
 	}
-	header := "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tLAST EXIT\tSTATUS"
+	header := "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tMEM"
 	if proxied {
-		header = "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tPORT\tIN FLIGHT\tLAST EXIT\tSTATUS"
+		header += "\tPORT\tIN FLIGHT"
 	}
-	fmt.Fprintln(tw, header)
+	if probed {
+		header += "\tHEALTH"
+	}
+	fmt.Fprintln(tw, header+"\tLAST EXIT\tSTATUS")
 	now := time.Now()
 	for _, s := range st {
 		if len(s.Workers) == 0 {
-			dashes := "-\t-\t-"
+			dashes := "-\t-\t-\t-"
 			if proxied {
-				dashes = "-\t-\t-\t-\t-"
+				dashes += "\t-\t-"
+			}
+			if probed {
+				dashes += "\t-"
 			}
 			reason, _, _ := strings.Cut(s.Reason, "\n")
 			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t%s\t%s\n", printable(s.Name), printable(s.State), s.Generation, dashes, printable(reason))
@@ -193,9 +202,12 @@ func runStatus(io IO, c *common, args []string) error {
 			if last == "" {
 				last = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts, memory(w.RSS))
 			if proxied {
 				fmt.Fprintf(tw, "%s\t%d\t", port, w.InFlight)
+			}
+			if probed {
+				fmt.Fprintf(tw, "%s\t", health(w.Health))
 			}
 			status := w.Status
 			if status == "" && s.Reason != "" {
@@ -208,6 +220,14 @@ func runStatus(io IO, c *common, args []string) error {
 		return err
 	}
 	for _, s := range st {
+		for _, w := range s.Workers {
+			if h := w.Health; h != nil && !h.OK {
+				fmt.Fprintf(io.Out, "%s.%d: %s probe failed %s: %s\n", printable(s.Name), w.ID, probeWord(h), h.At.Local().Format("15:04:05"), printable(h.Detail))
+			}
+			if r := w.Replaced; r != nil {
+				fmt.Fprintf(io.Out, "%s.%d: replaced %s: its predecessor %s\n", printable(s.Name), w.ID, r.At.Local().Format("15:04:05"), printable(r.Reason))
+			}
+		}
 		if r := s.LastReload; r != nil {
 			what := r.Outcome
 			if r.Outcome != "running" {
@@ -389,4 +409,37 @@ func stillWaiting(client *control.Client, verb string, wait time.Duration) error
 		return errors.New(msg)
 	}
 	return fmt.Errorf("%s; still waiting for:\n  %s", msg, strings.Join(waiting, "\n  "))
+}
+
+// memory is a worker's memory as status shows it.
+func memory(rss int64) string {
+	switch {
+	case rss <= 0:
+		return "-"
+	case rss < 10<<20:
+		return fmt.Sprintf("%.1fM", float64(rss)/(1<<20))
+	case rss < 10<<30:
+		return fmt.Sprintf("%dM", rss>>20)
+	}
+	return fmt.Sprintf("%.1fG", float64(rss)/(1<<30))
+}
+
+// health is a worker's last probe in a word or two.
+func health(h *control.Health) string {
+	switch {
+	case h == nil:
+		return "-"
+	case h.OK:
+		return "ok"
+	case h.Ready:
+		return "not yet"
+	}
+	return fmt.Sprintf("failing %d", h.Failures)
+}
+
+func probeWord(h *control.Health) string {
+	if h.Ready {
+		return "readiness (" + h.Probe + ")"
+	}
+	return "health (" + h.Probe + ")"
 }

@@ -69,6 +69,34 @@ type WorkerStatus struct {
 	// ExitCode, for a worker that exited for good (state exited: a
 	// task's), is its exit code as a shell gives it (128+n for signal n).
 	ExitCode *int `json:"exitCode,omitempty"`
+	// RSS is its process group's resident memory in bytes (0: unknown).
+	RSS int64 `json:"rss,omitempty"`
+	// Health is what its probe last said (readyWhen or health); absent
+	// for a service without probes.
+	Health *Health `json:"health,omitempty"`
+	// Replaced is the last time its slot's worker was replaced by one
+	// started beside it (it asked, failed its health check, or outgrew
+	// maxMemory).
+	Replaced *Replaced `json:"replaced,omitempty"`
+}
+
+// Health is the last probe of a worker.
+type Health struct {
+	// Probe is http, tcp, exec or output; Ready says it was the
+	// readiness probe, not the health one.
+	Probe  string    `json:"probe"`
+	Ready  bool      `json:"ready,omitempty"`
+	At     time.Time `json:"at"`
+	OK     bool      `json:"ok"`
+	Detail string    `json:"detail"`
+	// Failures counts the health probes failed in a row.
+	Failures int `json:"failures"`
+}
+
+// Replaced is one worker replaced with zero downtime, and why.
+type Replaced struct {
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
 }
 
 // Info describes the running instance: GET /v1/info.

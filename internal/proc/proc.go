@@ -25,7 +25,11 @@ type Stat struct {
 	// Start is when the process started, in clock ticks after boot: with
 	// the pid, it tells a process from a later one that reused the pid.
 	Start uint64
+	// RSS is its resident memory in bytes.
+	RSS int64
 }
+
+var pageSize = int64(os.Getpagesize())
 
 // Running says whether the process runs: a zombie holds no fd and no
 // port, and whether it is reaped depends on an init recluster does not
@@ -54,6 +58,10 @@ func ReadStat(pid int) (Stat, bool) {
 	s.UTime, _ = strconv.ParseUint(f[11], 10, 64)
 	s.STime, _ = strconv.ParseUint(f[12], 10, 64)
 	s.Start, _ = strconv.ParseUint(f[19], 10, 64)
+	if len(f) > 21 {
+		pages, _ := strconv.ParseInt(f[21], 10, 64)
+		s.RSS = pages * pageSize
+	}
 	return s, true
 }
 
@@ -112,6 +120,19 @@ func ReadStatus(pid int) (Status, bool) {
 		}
 	}
 	return s, uid
+}
+
+// GroupRSS is the resident memory of each process group of pgids, in
+// bytes, from one look at every process: the sum of its members' (pages
+// they share, as a forked server's workers do, are counted in each).
+func GroupRSS(pgids map[int]bool) map[int]int64 {
+	out := map[int]int64{}
+	for _, s := range All() {
+		if pgids[s.Pgid] {
+			out[s.Pgid] += s.RSS
+		}
+	}
+	return out
 }
 
 // Alive says whether pid runs: it exists and is no zombie.

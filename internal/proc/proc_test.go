@@ -22,6 +22,12 @@ func TestReadsThisProcess(t *testing.T) {
 	if s.Pid != os.Getpid() || s.PPid != os.Getppid() || s.Pgid != pgid || !s.Running() || s.Start == 0 {
 		t.Errorf("stat %+v; want pid %d, ppid %d, pgid %d, running, a start time", s, os.Getpid(), os.Getppid(), pgid)
 	}
+	if s.RSS <= 0 {
+		t.Errorf("stat says this process holds no memory: %+v", s)
+	}
+	if rss := GroupRSS(map[int]bool{pgid: true})[pgid]; rss < s.RSS {
+		t.Errorf("this process's group holds %d bytes, less than the process itself (%d)", rss, s.RSS)
+	}
 	st, ok := ReadStatus(os.Getpid())
 	if !ok || st.UID != os.Getuid() || st.Threads < 1 || st.RSSKiB <= 0 {
 		t.Errorf("status %+v (%v); want uid %d, threads, memory", st, ok, os.Getuid())

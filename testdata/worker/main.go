@@ -178,6 +178,26 @@ func main() {
 			case "/ws":
 				ws.serve(w, r)
 				return
+			case "/healthz":
+				// Sick while $SICK_DIR holds "all" or this pid's name.
+				if dir := os.Getenv("SICK_DIR"); dir != "" && (exists(dir+"/all") || exists(fmt.Sprintf("%s/%d", dir, os.Getpid()))) {
+					http.Error(w, "sick", http.StatusServiceUnavailable)
+					return
+				}
+				fmt.Fprintln(w, "ok")
+				return
+			case "/grow":
+				// Holds mb more MiB, every page touched.
+				mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+				b := make([]byte, mb<<20)
+				for i := 0; i < len(b); i += 4096 {
+					b[i] = 1
+				}
+				grownMu.Lock()
+				grown = append(grown, b)
+				grownMu.Unlock()
+				fmt.Fprintf(w, "grew %d MiB\n", mb)
+				return
 			}
 			if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
 				fmt.Printf("request in, answering in %d ms\n", ms)
@@ -261,6 +281,17 @@ func notify(msg string) {
 }
 
 var readyFDOnly bool
+
+// grown is what /grow holds.
+var (
+	grownMu sync.Mutex
+	grown   [][]byte
+)
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
 
 // serve answers HTTP on the inherited socket (fd 3) and drains as README
 // tells workers to: on SIGTERM, close the listener (never shutdown(2) it:

@@ -1,0 +1,437 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/osproc"
+	"github.com/recluster/recluster/internal/proc"
+)
+
+// Probes: readiness by a probe (readyWhen: {http|tcp|exec|output}), the
+// health of ready workers (health:), and a bound on memory (maxMemory).
+// A probe runs on a goroutine of its worker's, never on the loop; the
+// loop hears each result as an event, counts failures and decides. A
+// worker that passes its readiness probe is ready. One that fails its
+// health probe `failures` times in a row, or outgrows maxMemory, is
+// replaced as a worker that sends STOPPING=1 is: its replacement starts
+// beside it, and once that one is ready it takes the slot, and the sick
+// one leaves the proxy's backends and is drained and stopped like any
+// old worker (replace, and markReady in lifecycle.go).
+
+type (
+	// probeEvent is one probe's result.
+	probeEvent struct {
+		w      *worker
+		health bool // a health probe; else a readiness one
+		ok     bool
+		detail string // what failed, or what passed
+		at     time.Time
+	}
+	// memoryTickEvent: time to look at the workers' memory again.
+	memoryTickEvent struct{}
+	// memoryEvent is what a look found: each sampled worker's process
+	// group's resident memory, in bytes, by pid.
+	memoryEvent struct{ rss map[int]int64 }
+)
+
+func (probeEvent) isMessage()      {}
+func (memoryTickEvent) isMessage() {}
+func (memoryEvent) isMessage()     {}
+
+// memoryEvery is how often the memory of a service with maxMemory is
+// looked at: one read of /proc for all its workers.
+var memoryEvery = 2 * time.Second
+
+// HealthStatus is what a worker's probes last said.
+type HealthStatus struct {
+	// Probe is the kind that last ran (http, tcp, exec, output), and
+	// Ready is true for a readiness probe, false for a health one.
+	Probe string
+	Ready bool
+	At    time.Time
+	OK    bool
+	// Detail says what failed, or what passed.
+	Detail string
+	// Failures counts the health probes failed in a row.
+	Failures int
+}
+
+// probeTarget is what a probe of one worker needs, taken from the worker
+// on the loop, so that the probing goroutine touches no worker state.
+type probeTarget struct {
+	port, id, pid string
+	dir           string
+	env           []string
+}
+
+func (c *cluster) probeTarget(w *worker) probeTarget {
+	env := append(w.env[:len(w.env):len(w.env)], "RECLUSTER_WORKER_PID="+strconv.Itoa(w.pid))
+	return probeTarget{port: osproc.Getenv(env, "PORT"), id: strconv.Itoa(w.ref.ID), pid: strconv.Itoa(w.pid), dir: w.gen.spec.Dir, env: env}
+}
+
+// expand puts the worker's PORT and WORKER_ID into a probe's address.
+func (t probeTarget) expand(s string) string {
+	return strings.NewReplacer("${PORT}", t.port, "$PORT", t.port, "${WORKER_ID}", t.id, "$WORKER_ID", t.id).Replace(s)
+}
+
+// startProbing probes w every p.Every until w exits: a readiness probe
+// until it first passes, a health probe (after a first wait) for good.
+func (c *cluster) startProbing(w *worker, p *config.Probe, health bool) {
+	if w.probeCtx == nil {
+		w.probeCtx, w.endProbes = context.WithCancel(context.Background())
+	}
+	ctx, target := w.probeCtx, c.probeTarget(w)
+	// Owned by the worker: ends once the worker has exited (exited calls
+	// endProbes), which run waits for before it returns.
+	go func() {
+		t := time.NewTicker(p.Every)
+		defer t.Stop()
+		if health {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+		for {
+			ok, detail := runProbe(ctx, p, target)
+			if ctx.Err() != nil {
+				return
+			}
+			select {
+			case c.events <- probeEvent{w: w, health: health, ok: ok, detail: detail, at: time.Now()}:
+			case <-ctx.Done():
+				return
+			}
+			if ok && !health {
+				return // ready: the readiness probe is done
+			}
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// probeClient sends http probes: no keep-alive, since a connection kept
+// to a worker could hold up its graceful exit, and no redirects: a 3xx
+// is the worker's answer, not a pass.
+var probeClient = &http.Client{
+	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
+}
+
+// runProbe runs one probe, bounded by its timeout.
+func runProbe(ctx context.Context, p *config.Probe, t probeTarget) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	defer cancel()
+	ok, detail := false, ""
+	switch {
+	case p.HTTP != "":
+		ok, detail = probeHTTP(ctx, t.expand(p.HTTP))
+	case p.TCP != "":
+		addr := t.expand(p.TCP)
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if ok, detail = err == nil, "connect "+addr; ok {
+			conn.Close()
+		} else {
+			detail += ": " + probeError(err, p.Timeout)
+		}
+	case p.Exec != nil:
+		ok, detail = probeExec(ctx, p, t)
+	}
+	return ok, detail
+}
+
+func probeHTTP(ctx context.Context, url string) (bool, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, "GET " + url + ": " + err.Error()
+	}
+	req.Header.Set("User-Agent", "recluster-probe")
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		var ue interface{ Unwrap() error }
+		if errors.As(err, &ue) {
+			err = ue.Unwrap() // net/http repeats the method and URL
+		}
+		return false, "GET " + url + ": " + probeError(err, 0)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode >= 200 && resp.StatusCode < 300, "GET " + url + ": " + resp.Status
+}
+
+func probeExec(ctx context.Context, p *config.Probe, t probeTarget) (bool, string) {
+	argv, err := p.Exec.Argv(func(k string) string { return osproc.Getenv(t.env, k) })
+	if err != nil {
+		return false, err.Error()
+	}
+	out, err := osproc.Check(ctx, argv, t.dir, t.env)
+	what := p.Exec.Line // as written, so it reads as the file does
+	if p.Exec.Args != nil {
+		what = strings.Join(p.Exec.Args, " ")
+	}
+	if len(what) > 80 {
+		what = what[:77] + "..."
+	}
+	if err != nil {
+		what += ": " + probeError(err, p.Timeout)
+	} else {
+		what += ": exit code 0"
+	}
+	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[i+1:]
+	}
+	if out != "" {
+		what += " (" + out + ")"
+	}
+	return err == nil, what
+}
+
+// probeError says why a probe failed, a timeout by its length.
+func probeError(err error, timeout time.Duration) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		if timeout > 0 {
+			return "no answer within " + timeout.String()
+		}
+		return "no answer within its timeout"
+	}
+	return err.Error()
+}
+
+// probed takes one probe's result on the loop.
+func (c *cluster) probed(e probeEvent) {
+	w := e.w
+	if _, alive := c.live[w]; !alive || w.stopAsked {
+		return
+	}
+	spec := w.gen.spec
+	kind := spec.ReadyProbe
+	if e.health {
+		kind = spec.Health
+	}
+	h := &HealthStatus{Probe: kind.Kind(), Ready: !e.health, At: e.at, OK: e.ok, Detail: e.detail}
+	if w.health != nil && e.health && !e.ok {
+		h.Failures = w.health.Failures + 1
+	} else if e.health && !e.ok {
+		h.Failures = 1
+	}
+	w.health = h
+	if !e.health {
+		if e.ok && w.state == Starting {
+			c.markReady(w)
+		}
+		return
+	}
+	if e.ok || h.Failures < spec.Health.Failures || w.state != Ready {
+		return
+	}
+	c.replaceSick(w, fmt.Sprintf("failed its health check %d times in a row (%s)", h.Failures, e.detail))
+}
+
+// replaceSick replaces a sick worker of the serving generation, no more
+// than maxSurge at once, and says so loudly when every worker is sick.
+// One refused now (a reload runs, the surge is used) is tried again at
+// its next failed probe or memory look.
+func (c *cluster) replaceSick(w *worker, why string) {
+	if c.phase != phaseServing || w.gen != c.current {
+		return // a reload replaces it anyway
+	}
+	spec := w.gen.spec
+	w.sick = why
+	replacing, sick := 0, 0
+	for _, s := range c.slots {
+		if s.replacement != nil {
+			replacing++
+		}
+		if s.worker != nil && s.worker.sick != "" {
+			sick++
+		}
+	}
+	if sick == len(c.slots) && len(c.slots) > 1 && !c.allSickSaid {
+		c.allSickSaid = true
+		c.logf("EVERY worker of %s is sick (%s, the last); replacing them %s", c.name, why, surgeWords(spec))
+	}
+	if surge := spec.MaxSurge; surge > 0 && replacing >= surge {
+		return
+	}
+	c.replace(w, fmt.Sprintf("%s (pid %d) %s; starting its replacement beside it", w.ref, w.pid, why), why)
+}
+
+func surgeWords(spec *serviceSpec) string {
+	if spec.MaxSurge > 0 && spec.MaxSurge < spec.Workers {
+		return fmt.Sprintf("%d at a time (maxSurge)", spec.MaxSurge)
+	}
+	return "all at once"
+}
+
+// memoryTick samples the memory of the serving generation's ready
+// workers, on a goroutine, when the service has maxMemory.
+func (c *cluster) memoryTick() {
+	c.memoryTicking = false
+	if c.current == nil || c.current.spec.MaxMemory <= 0 || c.phase == phaseStopping || c.phase == phaseShutDown {
+		return
+	}
+	pgids := map[int]bool{}
+	for _, s := range c.slots {
+		if w := s.worker; w != nil && w.state == Ready && !w.stopAsked && w.pid > 0 {
+			pgids[w.pid] = true
+		}
+	}
+	c.memoryTicking = true
+	// Owned by the loop's timer: one look at /proc, then the result goes
+	// to the loop, or nowhere once run has returned.
+	go func() {
+		rss := groupRSS(pgids)
+		select {
+		case c.events <- memoryEvent{rss: rss}:
+		case <-c.done:
+		}
+	}()
+}
+
+// groupRSS is proc.GroupRSS; a variable for tests.
+var groupRSS = proc.GroupRSS
+
+// memorySampled replaces the workers over maxMemory, and looks again in
+// memoryEvery.
+func (c *cluster) memorySampled(e memoryEvent) {
+	if c.current == nil {
+		c.memoryTicking = false
+		return
+	}
+	limit := c.current.spec.MaxMemory
+	for _, s := range c.slots {
+		w := s.worker
+		if w == nil {
+			continue
+		}
+		if rss, ok := e.rss[w.pid]; ok {
+			w.rss = rss
+			if limit > 0 && rss > limit && w.state == Ready && !w.stopAsked {
+				c.replaceSick(w, fmt.Sprintf("uses %s, over maxMemory %s", mib(rss), mib(limit)))
+			}
+		}
+	}
+	c.after(memoryEvery, memoryTickEvent{})
+}
+
+// watchMemory starts the memory looks of a service with maxMemory, once.
+func (c *cluster) watchMemory() {
+	if c.memoryTicking || c.current == nil || c.current.spec.MaxMemory <= 0 {
+		return
+	}
+	c.memoryTicking = true
+	c.after(memoryEvery, memoryTickEvent{})
+}
+
+func mib(b int64) string {
+	return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20))
+}
+
+// outputMatch watches a worker's output for the line its readiness probe
+// waits for, and passes the output on unchanged. It is written from the
+// starter's copier goroutines.
+type outputMatch struct {
+	re    *regexp.Regexp
+	found func(line string)
+
+	mu      sync.Mutex
+	done    bool
+	partial []byte // the line being written, at most outputLineMax
+}
+
+// outputLineMax bounds the line a readiness match looks at: a longer one
+// is matched on its end.
+const outputLineMax = 4 << 10
+
+func (m *outputMatch) wrap(w io.WriteCloser) io.WriteCloser {
+	return &matchWriter{m: m, w: w}
+}
+
+func (m *outputMatch) scan(p []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for !m.done && len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			m.partial = append(m.partial, p...)
+			if len(m.partial) > outputLineMax {
+				m.partial = append(m.partial[:0], m.partial[len(m.partial)-outputLineMax:]...)
+			}
+			return
+		}
+		line := append(m.partial, p[:i]...)
+		m.partial, p = m.partial[:0], p[i+1:]
+		if m.re.Match(line) {
+			m.done, m.partial = true, nil
+			m.found(strings.TrimSpace(string(line)))
+		}
+	}
+}
+
+type matchWriter struct {
+	m *outputMatch
+	w io.WriteCloser
+}
+
+func (mw *matchWriter) Write(p []byte) (int, error) {
+	mw.m.scan(p)
+	return mw.w.Write(p)
+}
+
+func (mw *matchWriter) Close() error { return mw.w.Close() }
+
+// matchOutput wraps a worker's output streams for its readiness probe
+// `output`: the first line that matches makes it ready.
+func (c *cluster) matchOutput(w *worker, p *config.Probe, stdout, stderr io.WriteCloser) (io.WriteCloser, io.WriteCloser) {
+	w.probeCtx, w.endProbes = context.WithCancel(context.Background())
+	ctx := w.probeCtx
+	m := &outputMatch{re: regexp.MustCompile(p.Output), found: func(line string) {
+		e := probeEvent{w: w, ok: true, detail: fmt.Sprintf("output %q", line), at: time.Now()}
+		// Owned by the worker: delivers the match, or gives up once it
+		// has exited; the copier that found it does not wait.
+		go func() {
+			select {
+			case c.events <- e:
+			case <-ctx.Done():
+			}
+		}()
+	}}
+	return m.wrap(stdout), m.wrap(stderr)
+}
+
+// replace starts w's replacement beside it; once the replacement is
+// ready it takes w's slot and w is drained and stopped (markReady). said
+// is logged, why kept for status. It does nothing while w's slot already
+// waits for a replacement.
+func (c *cluster) replace(w *worker, said, why string) {
+	if c.phase != phaseServing || w.stopAsked {
+		return
+	}
+	s := c.slotOf(w)
+	if s == nil || s.worker != w || s.replacement != nil {
+		return
+	}
+	c.logf("%s", said)
+	s.replacement = c.spawn(c.current, s.id)
+	s.replacing = why
+}
