@@ -26,6 +26,10 @@
 //     before it has received every exit. Timers (readiness, kill, respawn)
 //     are time.AfterFunc callbacks that deliver an event or give up once
 //     the cluster's run has returned.
+//   - A worker's probes (probe.go) run on a goroutine of its own, which
+//     sends each result to the loop and ends once the worker has exited;
+//     the memory of a service with maxMemory is read from /proc on a
+//     goroutine the loop starts every few seconds.
 //   - A process comes from a Starter (starter.go); the real one is the OS
 //     process layer, internal/osproc, whose doc says what a process owns.
 //     Its Wait joins all of it.

@@ -117,7 +117,7 @@ func TestEverySickWorkerIsSaidAndReplacedWithinMaxSurge(t *testing.T) {
 	most := 0
 	h.waitFor("the loud line", func() bool {
 		most = max(most, len(h.status("web").Workers))
-		return matches(`EVERY worker of web is sick \(failed its health check 1 times in a row .*\); replacing them 1 at a time \(maxSurge\)`, h.text())
+		return matches(`EVERY worker of web is sick \(failed its health check once .*\); replacing them 1 at a time \(maxSurge\)`, h.text())
 	})
 	h.waitLine(`is ready in place of web\.\d \(pid \d+\), which failed its health check`)
 	most = max(most, len(h.status("web").Workers))
@@ -165,3 +165,13 @@ func TestMaxMemoryReplacesABloatedWorker(t *testing.T) {
 }
 
 func matches(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+// TestAReadinessProbeThatNeverPassesSaysWhy: a worker whose readiness
+// probe never passes misses readyTimeout, and the error says what the
+// probe last found.
+func TestAReadinessProbeThatNeverPassesSaysWhy(t *testing.T) {
+	sick := t.TempDir()
+	touch(t, filepath.Join(sick, "all"))
+	h := startHarness(t, healthStack(sick, "1", "    readyWhen: {http: /healthz, every: 50ms}\n    readyTimeout: 1s\n    respawn: 1h\n"))
+	h.waitLine(`web\.0 \(generation 1, pid \d+\) was not ready within 1s; its readiness probe last said: GET http://127\.0\.0\.1:\d+/healthz: 503 Service Unavailable`)
+}

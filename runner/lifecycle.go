@@ -369,13 +369,10 @@ func (c *cluster) readyTimedOut(w *worker) {
 		c.reloadReadyTimedOut(w)
 		return
 	}
-	err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Tail: c.failureLines(w.ref)}
+	err := &WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Probe: w.lastReadyProbe(), Tail: c.failureLines(w.ref)}
 	// A worker that never gets ready would hold back `after` and `start`
 	// forever: it is stopped and, as any failed worker, respawned.
 	c.logf("%s", err)
-	if h := w.health; h != nil && h.Ready && !h.OK {
-		c.logf("%s: its readiness probe last said: %s", w.ref, h.Detail)
-	}
 	c.answerWaiters(err)
 	c.signalStop(w)
 }

@@ -3,9 +3,10 @@ package runner
 // A cluster's loop receives messages: requests from callers, each with a
 // caller waiting for its reply, and events from its own workers and
 // timers. The set is sealed (an unexported marker method), so only the
-// types below and build.go's two events are messages; and every request can be refused, so a phase
-// that does not handle one answers it instead of leaving its caller
-// blocked until its context ends.
+// types below, build.go's two events and probe.go's three are messages;
+// and every request can be refused, so a phase that does not handle one
+// answers it instead of leaving its caller blocked until its context
+// ends.
 type message interface{ isMessage() }
 
 type request interface {

@@ -241,10 +241,29 @@ func (c *cluster) probed(e probeEvent) {
 		}
 		return
 	}
-	if e.ok || h.Failures < spec.Health.Failures || w.state != Ready {
+	if e.ok {
+		w.sick = "" // better; a look at its memory may find it sick again
 		return
 	}
-	c.replaceSick(w, fmt.Sprintf("failed its health check %d times in a row (%s)", h.Failures, e.detail))
+	if h.Failures < spec.Health.Failures || w.state != Ready {
+		return
+	}
+	c.replaceSick(w, fmt.Sprintf("failed its health check %s (%s)", inARow(h.Failures), e.detail))
+}
+
+// lastReadyProbe is what w's readiness probe last found, if it failed.
+func (w *worker) lastReadyProbe() string {
+	if h := w.health; h != nil && h.Ready && !h.OK {
+		return h.Detail
+	}
+	return ""
+}
+
+func inARow(n int) string {
+	if n == 1 {
+		return "once"
+	}
+	return strconv.Itoa(n) + " times in a row"
 }
 
 // replaceSick replaces a sick worker of the serving generation, no more

@@ -209,7 +209,7 @@ func (c *cluster) reloadWorkerExited(w *worker, st ExitStatus) {
 // reloadReadyTimedOut fails the reload for a new worker that was not ready
 // within readyTimeout.
 func (c *cluster) reloadReadyTimedOut(w *worker) {
-	c.failReload(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Tail: c.failureLines(w.ref)})
+	c.failReload(&WorkerFailedError{Worker: w.ref, Pid: w.pid, Timeout: w.gen.spec.ReadyTimeout, Probe: w.lastReadyProbe(), Tail: c.failureLines(w.ref)})
 }
 
 // reloadBuildFailed fails the reload whose new generation's build failed.

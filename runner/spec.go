@@ -154,8 +154,10 @@ type WorkerFailedError struct {
 	Pid    int
 	// Exit is set when the worker exited before it was ready.
 	Exit *ExitStatus
-	// Timeout is set when it was not ready within ReadyTimeout.
+	// Timeout is set when it was not ready within ReadyTimeout; Probe,
+	// then, is what its readiness probe last said, if it has one.
 	Timeout time.Duration
+	Probe   string
 	// MinReady is set when it exited after it said it was ready, but
 	// within minReady of that.
 	MinReady time.Duration
@@ -174,6 +176,9 @@ func (e *WorkerFailedError) Error() string {
 		fmt.Fprintf(&b, "%s (generation %d, pid %d) exited before it was ready: %s", e.Worker, e.Worker.Generation, e.Pid, e.Exit)
 	default:
 		fmt.Fprintf(&b, "%s (generation %d, pid %d) was not ready within %s", e.Worker, e.Worker.Generation, e.Pid, e.Timeout)
+		if e.Probe != "" {
+			fmt.Fprintf(&b, "; its readiness probe last said: %s", e.Probe)
+		}
 	}
 	if len(e.Tail) > 0 {
 		fmt.Fprintf(&b, "; its last lines:")

@@ -5,6 +5,7 @@
 //
 //	go run ./bench/scale                 # 10, 100, 500 and 2000 workers
 //	go run ./bench/scale -idle           # 10 and 100 services, 30 s idle
+//	go run ./bench/scale -health         # 100 proxied workers, 30 s, without and with a 1 s http health probe
 package main
 
 import (
@@ -25,6 +26,7 @@ func main() {
 	idle := flag.Bool("idle", false, "measure idle footprint instead of start-up")
 	window := flag.Duration("window", 30*time.Second, "idle window")
 	peer := flag.String("peer", "", "with -idle, measure a peer instead: goreman, process-compose or pm2 (its daemon)")
+	health := flag.Bool("health", false, "measure what health probes cost up: 100 workers, without and with a 1 s http probe")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "recluster-bench-scale-")
 	if err != nil {
@@ -36,6 +38,12 @@ func main() {
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		fail(err)
+	}
+	if *health {
+		if err := probeCost(dir, bin, 100, *window); err != nil {
+			fail(err)
+		}
+		return
 	}
 	if *idle {
 		for _, services := range []int{10, 100} {
@@ -125,6 +133,39 @@ func footprint(dir, bin string, services int, window time.Duration) error {
 	}
 	defer stop(cmd)
 	report("recluster", services, cmd.Process.Pid, window)
+	return nil
+}
+
+// probeCost runs one service of n proxied workers (the test worker in
+// naive mode, which answers /healthz) for window without a health probe,
+// then with one every second, and prints up's CPU in each as a share of
+// one core.
+func probeCost(dir, bin string, n int, window time.Duration) error {
+	worker := filepath.Join(dir, "worker")
+	build := exec.Command("go", "build", "-o", worker, "./testdata/worker")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		return err
+	}
+	fmt.Println("| health probe | workers | up's CPU over the window | share of one core |")
+	fmt.Println("|---|---|---|---|")
+	for _, probe := range []string{"", "    health: {http: /healthz, every: 1s}\n"} {
+		cfg := fmt.Sprintf("services:\n  web:\n    command: [%s, -mode, naive]\n    workers: %d\n    proxy: {address: \"127.0.0.1:0\", protocol: http}\n    timeout: 0\n%s", worker, n, probe)
+		cmd, _, err := up(dir, bin, cfg)
+		if err != nil {
+			return err
+		}
+		time.Sleep(3 * time.Second) // the first probes and the start's garbage settle, unmeasured
+		cpu0 := proc.CPUSeconds(cmd.Process.Pid)
+		time.Sleep(window) // the window being measured
+		cpu := proc.CPUSeconds(cmd.Process.Pid) - cpu0
+		stop(cmd)
+		name := "none"
+		if probe != "" {
+			name = "http /healthz every 1s"
+		}
+		fmt.Printf("| %s | %d | %.2f s over %s | %.2f %% |\n", name, n, cpu, window, 100*cpu/window.Seconds())
+	}
 	return nil
 }
 
