@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -157,66 +158,7 @@ func runStatus(io IO, c *common, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(map[string]any{"services": st})
 	}
-	tw := tabwriter.NewWriter(io.Out, 0, 0, 2, ' ', 0)
-	proxied, probed := false, false
-	for _, s := range st {
-		proxied = proxied || s.Proxy != ""
-		for _, w := range s.Workers {
-			probed = probed || w.Health != nil
-		}
-	}
-	header := "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tMEM"
-	if proxied {
-		header += "\tPORT\tIN FLIGHT"
-	}
-	if probed {
-		header += "\tHEALTH"
-	}
-	fmt.Fprintln(tw, header+"\tLAST EXIT\tSTATUS")
-	now := time.Now()
-	for _, s := range st {
-		if len(s.Workers) == 0 {
-			dashes := "-\t-\t-\t-"
-			if proxied {
-				dashes += "\t-\t-"
-			}
-			if probed {
-				dashes += "\t-"
-			}
-			reason, _, _ := strings.Cut(s.Reason, "\n")
-			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t%s\t%s\n", printable(s.Name), printable(s.State), s.Generation, dashes, printable(reason))
-			continue
-		}
-		for _, w := range s.Workers {
-			uptime, pid, port := "-", "-", "-"
-			if !w.Started.IsZero() {
-				uptime = now.Sub(w.Started).Round(time.Second).String()
-			}
-			if w.Pid > 0 {
-				pid = strconv.Itoa(w.Pid)
-			}
-			if w.Port > 0 {
-				port = strconv.Itoa(w.Port)
-			}
-			last := w.LastExit
-			if last == "" {
-				last = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts, memory(w.RSS))
-			if proxied {
-				fmt.Fprintf(tw, "%s\t%d\t", port, w.InFlight)
-			}
-			if probed {
-				fmt.Fprintf(tw, "%s\t", health(w.Health))
-			}
-			status := w.Status
-			if status == "" && s.Reason != "" {
-				status, _, _ = strings.Cut(s.Reason, "\n")
-			}
-			fmt.Fprintf(tw, "%s\t%s\n", printable(last), printable(status))
-		}
-	}
-	if err := tw.Flush(); err != nil {
+	if err := printStatusTable(io.Out, st); err != nil {
 		return err
 	}
 	for _, s := range st {
@@ -409,6 +351,71 @@ func stillWaiting(client *control.Client, verb string, wait time.Duration) error
 		return errors.New(msg)
 	}
 	return fmt.Errorf("%s; still waiting for:\n  %s", msg, strings.Join(waiting, "\n  "))
+}
+
+// printStatusTable prints one row a worker, with the columns the stack
+// needs: a port and work in flight behind a proxy, health with probes.
+func printStatusTable(out io.Writer, st []control.ServiceStatus) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	proxied, probed := false, false
+	for _, s := range st {
+		proxied = proxied || s.Proxy != ""
+		for _, w := range s.Workers {
+			probed = probed || w.Health != nil
+		}
+	}
+	header := "SERVICE\tID\tPID\tSTATE\tGEN\tUPTIME\tRESTARTS\tMEM"
+	if proxied {
+		header += "\tPORT\tIN FLIGHT"
+	}
+	if probed {
+		header += "\tHEALTH"
+	}
+	fmt.Fprintln(tw, header+"\tLAST EXIT\tSTATUS")
+	now := time.Now()
+	for _, s := range st {
+		if len(s.Workers) == 0 {
+			dashes := "-\t-\t-\t-"
+			if proxied {
+				dashes += "\t-\t-"
+			}
+			if probed {
+				dashes += "\t-"
+			}
+			reason, _, _ := strings.Cut(s.Reason, "\n")
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%d\t%s\t%s\n", printable(s.Name), printable(s.State), s.Generation, dashes, printable(reason))
+			continue
+		}
+		for _, w := range s.Workers {
+			uptime, pid, port := "-", "-", "-"
+			if !w.Started.IsZero() {
+				uptime = now.Sub(w.Started).Round(time.Second).String()
+			}
+			if w.Pid > 0 {
+				pid = strconv.Itoa(w.Pid)
+			}
+			if w.Port > 0 {
+				port = strconv.Itoa(w.Port)
+			}
+			last := w.LastExit
+			if last == "" {
+				last = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts, memory(w.RSS))
+			if proxied {
+				fmt.Fprintf(tw, "%s\t%d\t", port, w.InFlight)
+			}
+			if probed {
+				fmt.Fprintf(tw, "%s\t", health(w.Health))
+			}
+			status := w.Status
+			if status == "" && s.Reason != "" {
+				status, _, _ = strings.Cut(s.Reason, "\n")
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", printable(last), printable(status))
+		}
+	}
+	return tw.Flush()
 }
 
 // memory is a worker's memory as status shows it.

@@ -157,54 +157,7 @@ func main() {
 				os.Exit(0)
 			}()
 		}
-		http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			switch r.URL.Path {
-			case "/upload":
-				// The sha256 of the body, read as slowly as it comes.
-				h := sha256.New()
-				n, err := io.Copy(h, r.Body)
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusBadRequest)
-					return
-				}
-				fmt.Fprintf(w, "%d %x gen=%s\n", n, h.Sum(nil), gen)
-				return
-			case "/download":
-				// bytes=N of a pattern the client can check.
-				n, _ := strconv.Atoi(r.URL.Query().Get("bytes"))
-				w.Header().Set("Content-Length", strconv.Itoa(n))
-				writePattern(w, n)
-				return
-			case "/ws":
-				ws.serve(w, r)
-				return
-			case "/healthz":
-				// Sick while $SICK_DIR holds "all" or this pid's name.
-				if dir := os.Getenv("SICK_DIR"); dir != "" && (exists(dir+"/all") || exists(fmt.Sprintf("%s/%d", dir, os.Getpid()))) {
-					http.Error(w, "sick", http.StatusServiceUnavailable)
-					return
-				}
-				fmt.Fprintln(w, "ok")
-				return
-			case "/grow":
-				// Holds mb more MiB, every page touched.
-				mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
-				b := make([]byte, mb<<20)
-				for i := 0; i < len(b); i += 4096 {
-					b[i] = 1
-				}
-				grownMu.Lock()
-				grown = append(grown, b)
-				grownMu.Unlock()
-				fmt.Fprintf(w, "grew %d MiB\n", mb)
-				return
-			}
-			if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
-				fmt.Printf("request in, answering in %d ms\n", ms)
-				time.Sleep(time.Duration(ms) * time.Millisecond)
-			}
-			fmt.Fprintf(w, "gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
-		}))
+		http.Serve(ln, naiveHandler(gen, id, ws))
 	case "blackhole":
 		// Binds $PORT, accepts every connection and never reads, writes
 		// nor closes one: a worker wedged with its port open.
@@ -379,4 +332,57 @@ func appendPadded(b []byte, i int) []byte {
 		i /= 10
 	}
 	return append(b, d[:]...)
+}
+
+// naiveHandler is the naive app's: a page, an upload that hashes its body,
+// a download of a pattern, WebSockets, a health check and memory growth.
+func naiveHandler(gen, id string, ws *webSockets) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/upload":
+			// The sha256 of the body, read as slowly as it comes.
+			h := sha256.New()
+			n, err := io.Copy(h, r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			fmt.Fprintf(w, "%d %x gen=%s\n", n, h.Sum(nil), gen)
+			return
+		case "/download":
+			// bytes=N of a pattern the client can check.
+			n, _ := strconv.Atoi(r.URL.Query().Get("bytes"))
+			w.Header().Set("Content-Length", strconv.Itoa(n))
+			writePattern(w, n)
+			return
+		case "/ws":
+			ws.serve(w, r)
+			return
+		case "/healthz":
+			// Sick while $SICK_DIR holds "all" or this pid's name.
+			if dir := os.Getenv("SICK_DIR"); dir != "" && (exists(dir+"/all") || exists(fmt.Sprintf("%s/%d", dir, os.Getpid()))) {
+				http.Error(w, "sick", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+			return
+		case "/grow":
+			// Holds mb more MiB, every page touched.
+			mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+			b := make([]byte, mb<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			grownMu.Lock()
+			grown = append(grown, b)
+			grownMu.Unlock()
+			fmt.Fprintf(w, "grew %d MiB\n", mb)
+			return
+		}
+		if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
+			fmt.Printf("request in, answering in %d ms\n", ms)
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+		fmt.Fprintf(w, "gen=%s id=%s pid=%d\n", gen, id, os.Getpid())
+	})
 }
