@@ -103,6 +103,7 @@ func (c *cluster) stopWorker(w *worker) {
 		return
 	}
 	w.stopAsked = true
+	w.stopProbing()
 	stopTimer(w.readyTimer)
 	stopTimer(w.proving)
 	if h := w.gen.router; h != nil && w.proc != nil && w.state == Ready {
@@ -149,6 +150,7 @@ func (c *cluster) retireWorker(w *worker) {
 func (c *cluster) signalStop(w *worker) {
 	w.state = Stopping
 	w.signalled = true
+	w.stopProbing()
 	if w.proc == nil {
 		return // never ran; its exit event is on its way
 	}

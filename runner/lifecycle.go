@@ -382,9 +382,7 @@ func (c *cluster) readyTimedOut(w *worker) {
 // (which fails its reload).
 func (c *cluster) exited(w *worker, st ExitStatus) {
 	delete(c.live, w)
-	if w.endProbes != nil {
-		w.endProbes()
-	}
+	w.stopProbing()
 	stopTimer(w.readyTimer)
 	stopTimer(w.proving)
 	stopTimer(w.killTimer)
