@@ -175,3 +175,37 @@ func TestAReadinessProbeThatNeverPassesSaysWhy(t *testing.T) {
 	h := startHarness(t, healthStack(sick, "1", "    readyWhen: {http: /healthz, every: 50ms}\n    readyTimeout: 1s\n    respawn: 1h\n"))
 	h.waitLine(`web\.0 \(generation 1, pid \d+\) was not ready within 1s; its readiness probe last said: GET http://127\.0\.0\.1:\d+/healthz: 503 Service Unavailable`)
 }
+
+// TestReplacementsThatFailAreBoundedByStartLimit: a sick worker whose
+// replacements exit before they are ready is tried startLimit times in a
+// row, said, and then left serving.
+func TestReplacementsThatFailAreBoundedByStartLimit(t *testing.T) {
+	sick := t.TempDir()
+	h := startHarness(t, `
+services:
+  web:
+    command: 'test -e `+sick+`/crash && exit 3; exec WORKER -mode naive'
+    workers: 1
+    env: {SICK_DIR: "`+sick+`"}
+    proxy: {address: "127.0.0.1:0", protocol: http}
+    minReady: 0s
+    startLimit: 2
+    health: {http: /healthz, every: 50ms, failures: 1}
+`)
+	h.waitEvent("ready", is(EventAllReady, "web"))
+	pid := h.status("web").Workers[0].Pid
+	touch(t, filepath.Join(sick, "crash"))
+	touch(t, filepath.Join(sick, fmt.Sprint(pid)))
+	h.waitLine(`web\.0: 2 replacements in a row ended before they were ready \(startLimit\); no more are tried`)
+	failures := h.status("web").Workers[0].Health.Failures
+	h.waitFor("five more failed probes", func() bool {
+		st := h.status("web")
+		return len(st.Workers) == 1 && st.Workers[0].Health != nil && st.Workers[0].Health.Failures >= failures+5
+	})
+	if n := strings.Count(h.text(), "starting its replacement beside it"); n != 2 {
+		t.Errorf("%d replacements started, want 2 (startLimit)", n)
+	}
+	if w := h.status("web").Workers[0]; w.Pid != pid || w.State != Ready {
+		t.Errorf("the sick worker: %+v; want pid %d serving on", w, pid)
+	}
+}

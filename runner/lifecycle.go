@@ -312,6 +312,7 @@ func (c *cluster) markReady(w *worker) {
 		old := s.worker
 		s.worker, s.replacement = w, nil
 		s.replaced = &Replacement{At: time.Now(), Reason: s.replacing}
+		s.replaceFails = 0
 		if old != nil {
 			c.logf("%s (pid %d) is ready in place of %s (pid %d), which %s: stopping it", w.ref, w.pid, old.ref, old.pid, s.replacing)
 			c.retireWorker(old)
@@ -410,7 +411,11 @@ func (c *cluster) exited(w *worker, st ExitStatus) {
 		return // a worker no slot holds: retired already
 	case s.replacement == w:
 		s.replacement = nil
+		s.replaceFails++
 		c.logf("%s, the replacement for a worker that %s, ended: %s; the old worker serves on", w.ref, s.replacing, st)
+		if limit := w.gen.spec.StartLimit; limit > 0 && s.replaceFails >= limit {
+			c.logf("%s: %d replacements in a row ended before they were ready (startLimit); no more are tried until the service is reloaded or restarted", w.ref, s.replaceFails)
+		}
 		if old := s.worker; old != nil {
 			old.sick = "" // tried again at its next failed probe
 			if old.health != nil {

@@ -532,6 +532,9 @@ func (c *cluster) replace(w *worker, said, why string) {
 	if s == nil || s.worker != w || s.replacement != nil {
 		return
 	}
+	if limit := w.gen.spec.StartLimit; limit > 0 && s.replaceFails >= limit {
+		return // given up on, and said so: it serves on as it is
+	}
 	c.logf("%s", said)
 	s.replacement = c.spawn(c.current, s.id)
 	s.replacing = why

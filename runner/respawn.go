@@ -27,9 +27,11 @@ type slot struct {
 	fastExits int
 	done      bool
 	// replacing says why replacement was started; replaced is the last
-	// replacement that took the slot, for status.
-	replacing string
-	replaced  *Replacement
+	// replacement that took the slot, for status; replaceFails counts
+	// the replacements that ended before they were ready, in a row.
+	replacing    string
+	replaced     *Replacement
+	replaceFails int
 }
 
 // Replacement is one worker replaced by a new one started beside it,
