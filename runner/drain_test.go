@@ -92,6 +92,7 @@ func patternSum(n int) [32]byte {
 // they are done (drainTimeout, not timeout), and the reload reports
 // nothing cut.
 func TestDefaultsCutNothingAcrossAReload(t *testing.T) {
+	t.Parallel() // its own stack and ports; the longest tests, run two at a time
 	h := startHarness(t, slowStack)
 	h.waitEvent("ready", is(EventAllReady, "web"))
 	addr := h.proxyAddr("web")
@@ -353,6 +354,7 @@ services:
 // fail no request: the proxy of the address is the same, connections
 // accepted under one protocol finish under it.
 func TestChangingProtocolLosesNothing(t *testing.T) {
+	t.Parallel() // its own stack and ports; the longest tests, run two at a time
 	for _, keepAlive := range []bool{false, true} {
 		t.Run(fmt.Sprintf("keepalive=%v", keepAlive), func(t *testing.T) {
 			stack := func(protocol string) string {

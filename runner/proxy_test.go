@@ -39,6 +39,7 @@ func (h *harness) proxyAddr(service string) string {
 // request in flight across a reload is answered by the old worker, which
 // gets its signal only once it is done.
 func TestNaiveAppBehindTheProxyLosesNothing(t *testing.T) {
+	t.Parallel() // its own stack and ports; the longest tests, run two at a time
 	for _, mode := range []struct {
 		protocol  string
 		keepAlive bool

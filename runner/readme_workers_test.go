@@ -16,6 +16,7 @@ import (
 // recluster socket: each must see LISTEN_PID equal to its own pid (they
 // exit otherwise), serve, and survive a reload under load.
 func TestExampleWorkers(t *testing.T) {
+	t.Parallel() // its own stack and ports; the longest tests, run two at a time
 	examples, _ := filepath.Abs("../examples")
 	cases := []struct{ name, program, command string }{
 		{"node", "node", "node " + examples + "/node/server.js"},

@@ -46,6 +46,7 @@ func (h *harness) maxAlive(service string, from int) (most int) {
 // under load never runs more than 5, loses no request, and a failure
 // half-way leaves 4 old workers serving.
 func TestMaxSurgeReplacesOneAtATime(t *testing.T) {
+	t.Parallel() // its own stack and ports; the longest tests, run two at a time
 	h := startHarness(t, surgeStack)
 	h.waitEvent("ready", is(EventAllReady, "web"))
 	load := startLoad(h.addr("web"), 8)
@@ -92,6 +93,7 @@ func TestMaxSurgeReplacesOneAtATime(t *testing.T) {
 // old ones as they come, so keep-alive clients behind the http proxy lose
 // nothing, and no more than workers + 1 run.
 func TestMaxSurgeBehindTheProxy(t *testing.T) {
+	t.Parallel() // its own stack and ports; the longest tests, run two at a time
 	h := startHarness(t, `
 services:
   web:
@@ -125,6 +127,7 @@ services:
 // new worker boots in 1 s, so the roll of 3 leaves at least 2 s between
 // the first one ready and the promote.
 func TestMaxSurgeNewWorkersServeBeforeThePromote(t *testing.T) {
+	t.Parallel() // its own stack and ports; the longest tests, run two at a time
 	h := startHarness(t, `
 services:
   web:
