@@ -68,6 +68,9 @@ type Config struct {
 	// the run folder. LogSize is how big it grows before it is rotated.
 	LogFile string
 	LogSize int64
+	// Metrics, when set, is where `up` serves Prometheus' text format
+	// (host:port; ":9090" is every interface).
+	Metrics string
 }
 
 // Service returns the named service, or nil.
@@ -301,6 +304,9 @@ func (o Options) parseYAML(path string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg := &Config{Path: abs, Dir: d.dir, LogFile: top.logFile, LogSize: cmp.Or(top.logSize, DefaultLogSize)}
+	if d.metrics != nil {
+		cfg.Metrics = d.metrics.Address
+	}
 	for _, src := range sources {
 		cfg.Services = append(cfg.Services, src.svc)
 	}

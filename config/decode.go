@@ -19,7 +19,7 @@ import (
 // filesystem or other services are checked by later stages.
 
 var (
-	topKeys     = []string{"env", "envFile", "services", "logFile", "logSize"}
+	topKeys     = []string{"env", "envFile", "services", "logFile", "logSize", "metrics"}
 	serviceKeys = []string{"command", "dir", "env", "envFile", "workers", "listen", "proxy", "readyWhen", "health", "maxMemory",
 		"readyTimeout", "timeout", "respawn", "backoff", "stopSignal", "after", "log", "build", "buildTimeout", "watch",
 		"restart", "startLimit", "minUptime", "minReady", "maxSurge", "drainTimeout"}
@@ -42,6 +42,10 @@ type decoder struct {
 	expand expander
 	// fileEnv is the top-level env as decoded so far, for interpolation.
 	fileEnv map[string]string
+	// metrics is the top-level metrics address, checked against the
+	// services' addresses.
+	metrics     *Listen
+	metricsNode *yaml.Node
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -106,6 +110,8 @@ func (d *decoder) decodeFile(doc *yaml.Node) (*fileSource, []*serviceSource) {
 			top.logFile = d.logFile(p.value, "logFile")
 		case "logSize":
 			top.logSize = d.logSize(p.value, "logSize")
+		case "metrics":
+			d.metrics, d.metricsNode = d.metricsAddress(p.value, "metrics"), p.value
 		default:
 			if strings.HasPrefix(p.key.Value, "x-") {
 				continue // extension keys hold anchors for merges, as in Compose files

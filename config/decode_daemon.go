@@ -18,6 +18,26 @@ const (
 	maxLogSize     int64 = 1 << 40
 )
 
+// metricsAddress reads `metrics`: where Prometheus scrapes, a tcp
+// address.
+func (d *decoder) metricsAddress(n *yaml.Node, path string) *Listen {
+	const allowed = `a port (9090) or "host:port" ("127.0.0.1:9090")`
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!str" && n.ShortTag() != "!!int") || !d.noNUL(n, path, n.Value) {
+		d.errorf(n, path, "must be %s, got %s", allowed, kindName(n))
+		return nil
+	}
+	l, err := parseListen(n.Value, "metrics", d.dir)
+	switch {
+	case err != nil:
+		d.errorf(n, path, "%v", err)
+		return nil
+	case l.Network != "tcp":
+		d.errorf(n, path, "%s is not a tcp address; must be %s", l, allowed)
+		return nil
+	}
+	return &l
+}
+
 // logFile is a path, relative to the config file's folder.
 func (d *decoder) logFile(n *yaml.Node, path string) string {
 	s, ok := d.str(n, path)

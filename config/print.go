@@ -175,6 +175,9 @@ func Print(w io.Writer, cfg *Config) error {
 	if cfg.LogFile != "" {
 		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "logFile"}, &yaml.Node{Kind: yaml.ScalarNode, Value: cfg.LogFile})
 	}
+	if cfg.Metrics != "" {
+		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "metrics"}, &yaml.Node{Kind: yaml.ScalarNode, Value: cfg.Metrics})
+	}
 	doc.Content = append(doc.Content,
 		&yaml.Node{Kind: yaml.ScalarNode, Value: "logSize"}, &yaml.Node{Kind: yaml.ScalarNode, Value: strconv.FormatInt(cfg.LogSize, 10)},
 		&yaml.Node{Kind: yaml.ScalarNode, Value: "services"}, services)

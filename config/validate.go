@@ -97,6 +97,11 @@ type claimed struct {
 func (d *decoder) checkAddresses(sources []*serviceSource) {
 	unixPaths := map[string]claimed{}
 	ports := map[string][]claimed{}
+	if m := d.metrics; m != nil {
+		if host, port, _ := net.SplitHostPort(m.Address); port != "0" {
+			ports[port] = append(ports[port], claimed{"", host, d.metricsNode})
+		}
+	}
 	for _, s := range sources {
 		addrs, nodes, paths := s.svc.Listen, s.listenNodes, []string{}
 		for range addrs {
@@ -137,6 +142,9 @@ func (d *decoder) checkAddresses(sources []*serviceSource) {
 }
 
 func describe(owner, self string) string {
+	if owner == "" {
+		return "the metrics endpoint"
+	}
 	if owner == self {
 		return "this service"
 	}

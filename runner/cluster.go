@@ -112,6 +112,8 @@ type cluster struct {
 	// (probe.go); allSickSaid: every worker was sick, and that was said.
 	memoryTicking bool
 	allSickSaid   bool
+	// reloads counts the reloads that ended, by outcome.
+	reloads map[string]int
 	// everStarted and readyOnce (with firstReady) say what `after`
 	// conditions of other services it has met; published tells the
 	// Manager what it last heard (tasks.go).

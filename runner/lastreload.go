@@ -89,6 +89,7 @@ func (c *cluster) reloadEnded(outcome string, err error) {
 		return
 	}
 	r.Outcome, r.Duration = outcome, time.Since(r.Started)
+	c.countReload(outcome)
 	if err != nil && outcome == "failed" {
 		reason, _, _ := strings.Cut(err.Error(), "; its last lines:")
 		r.Reason = reason
@@ -99,4 +100,13 @@ func (c *cluster) reloadEnded(outcome string, err error) {
 			r.Lines = e.Tail
 		}
 	}
+}
+
+// countReload counts a reload's end by its outcome, for status and
+// metrics.
+func (c *cluster) countReload(outcome string) {
+	if c.reloads == nil {
+		c.reloads = map[string]int{}
+	}
+	c.reloads[outcome]++
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/osproc"
+	"github.com/recluster/recluster/internal/proc"
 )
 
 // Options configure a Manager. The zero value runs real processes with
@@ -69,11 +70,11 @@ type Manager struct {
 	settled     chan struct{}
 	settledDone bool
 	wg          sync.WaitGroup // every cluster's run
-	// rss is the last look at the workers' memory, at rssAt (fillRSS).
-	rssMu sync.Mutex
-	rss   map[int]int64
-	rssAt time.Time
-	bg    sync.WaitGroup // the starts and blocks of depends.go
+	// usage is the last look at the workers' memory and CPU, at usageAt (fillRSS).
+	usageMu sync.Mutex
+	usage   map[int]proc.Usage
+	usageAt time.Time
+	bg      sync.WaitGroup // the starts and blocks of depends.go
 }
 
 // New returns a Manager for cfg. Call Run to start it.
@@ -446,25 +447,25 @@ func (m *Manager) Status(ctx context.Context) ([]ServiceStatus, error) {
 // times a second (a live view, a test waiting on it).
 const rssFresh = time.Second
 
-// fillRSS puts each worker's memory in its status, from one look at
+// fillRSS puts each worker's memory and CPU time in its status, from one look at
 // /proc for all of them (or the last one, if recent), off the clusters'
 // loops.
 func (m *Manager) fillRSS(sts []ServiceStatus) {
-	m.rssMu.Lock()
-	defer m.rssMu.Unlock()
-	if time.Since(m.rssAt) > rssFresh {
-		m.rss, m.rssAt = m.lookAtMemory(sts), time.Now()
+	m.usageMu.Lock()
+	defer m.usageMu.Unlock()
+	if time.Since(m.usageAt) > rssFresh {
+		m.usage, m.usageAt = m.lookAtMemory(sts), time.Now()
 	}
 	for i := range sts {
 		for j := range sts[i].Workers {
-			if r, ok := m.rss[sts[i].Workers[j].Pid]; ok {
-				sts[i].Workers[j].RSS = r
+			if u, ok := m.usage[sts[i].Workers[j].Pid]; ok {
+				sts[i].Workers[j].RSS, sts[i].Workers[j].CPUSeconds = u.RSS, u.CPUSeconds
 			}
 		}
 	}
 }
 
-func (m *Manager) lookAtMemory(sts []ServiceStatus) map[int]int64 {
+func (m *Manager) lookAtMemory(sts []ServiceStatus) map[int]proc.Usage {
 	pgids := map[int]bool{}
 	for _, st := range sts {
 		for _, w := range st.Workers {
@@ -473,7 +474,7 @@ func (m *Manager) lookAtMemory(sts []ServiceStatus) map[int]int64 {
 			}
 		}
 	}
-	return groupRSS(pgids)
+	return groupUsage(pgids)
 }
 
 // Reload re-reads the config file and replaces the named services' workers

@@ -45,7 +45,7 @@ type (
 	memoryTickEvent struct{}
 	// memoryEvent is what a look found: each sampled worker's process
 	// group's resident memory, in bytes, by pid.
-	memoryEvent struct{ rss map[int]int64 }
+	memoryEvent struct{ usage map[int]proc.Usage }
 )
 
 func (probeEvent) isMessage()      {}
@@ -401,16 +401,16 @@ func (c *cluster) memoryTick() {
 	// Owned by the loop's timer: one look at /proc, then the result goes
 	// to the loop, or nowhere once run has returned.
 	go func() {
-		rss := groupRSS(pgids)
+		usage := groupUsage(pgids)
 		select {
-		case c.events <- memoryEvent{rss: rss}:
+		case c.events <- memoryEvent{usage: usage}:
 		case <-c.done:
 		}
 	}()
 }
 
-// groupRSS is proc.GroupRSS; a variable for tests.
-var groupRSS = proc.GroupRSS
+// groupUsage is proc.GroupUsage; a variable for tests.
+var groupUsage = proc.GroupUsage
 
 // memorySampled replaces the workers over maxMemory, and looks again in
 // memoryEvery.
@@ -425,7 +425,8 @@ func (c *cluster) memorySampled(e memoryEvent) {
 		if w == nil {
 			continue
 		}
-		if rss, ok := e.rss[w.pid]; ok {
+		if u, ok := e.usage[w.pid]; ok {
+			rss := u.RSS
 			w.rss = rss
 			if limit > 0 && rss > limit && w.state == Ready && !w.stopAsked {
 				c.replaceSick(w, fmt.Sprintf("uses %s, over maxMemory %s", mib(rss), mib(limit)))

@@ -49,6 +49,7 @@ func (c *cluster) beginReload(spec *serviceSpec, reply chan reloadResult, trigge
 	gen, err := c.newGeneration(spec)
 	if err != nil {
 		c.lastReload = &LastReload{Started: time.Now(), Trigger: trigger, Outcome: "failed", Reason: err.Error()}
+		c.countReload("failed")
 		reply <- reloadResult{err: err}
 		return
 	}

@@ -1,8 +1,13 @@
 package runner
 
 import (
+	"maps"
 	"sort"
+	"strconv"
 	"time"
+
+	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/proxy"
 )
 
 // ServiceStatus is a snapshot of one service.
@@ -22,9 +27,39 @@ type ServiceStatus struct {
 	// Cut counts the requests and connections that workers' ends cut
 	// (through the proxy), since the service began.
 	Cut int
-	// LastReload is the last reload begun, nil before any.
+	// LastReload is the last reload begun, nil before any; Reloads
+	// counts those that ended, by outcome (succeeded, failed,
+	// superseded).
 	LastReload *LastReload
-	Workers    []WorkerStatus
+	Reloads    map[string]int
+	// Requests, for a service behind an http proxy, is what the proxy
+	// has counted since the service began.
+	Requests *RequestStats
+	Workers  []WorkerStatus
+}
+
+// RequestStats are the answers an http proxy gave, by status class
+// ("2xx"), and how long they took: Durations[i] counts those that took at
+// most DurationBounds[i] seconds, cumulative as Prometheus' buckets are.
+type RequestStats struct {
+	ByClass        map[string]uint64
+	DurationBounds []float64
+	Durations      []uint64
+	DurationCount  uint64
+	DurationSum    float64
+}
+
+func requestStats(s proxy.Stats) *RequestStats {
+	r := &RequestStats{ByClass: map[string]uint64{}, DurationBounds: proxy.DurationBuckets, DurationSum: s.DurationSum}
+	for i, n := range s.Requests {
+		r.ByClass[strconv.Itoa(i+1)+"xx"] = n
+	}
+	for _, n := range s.Durations {
+		r.DurationCount += n
+		r.Durations = append(r.Durations, r.DurationCount)
+	}
+	r.DurationCount += s.Slower
+	return r
 }
 
 // WorkerStatus is one worker, or one slot waiting to respawn (state
@@ -50,8 +85,10 @@ type WorkerStatus struct {
 	// Health is what its readiness or health probe last said; nil for a
 	// service without probes.
 	Health *HealthStatus
-	// RSS is its process group's resident memory in bytes, when known.
-	RSS int64
+	// RSS is its process group's resident memory in bytes, and
+	// CPUSeconds the CPU time its live processes have used, when known.
+	RSS        int64
+	CPUSeconds float64
 	// Replaced is the last time its slot's worker was replaced by one
 	// started beside it, and why.
 	Replaced *Replacement
@@ -80,6 +117,14 @@ func (c *cluster) status() ServiceStatus {
 	}
 	if p := c.spec.Proxy; p != nil {
 		st.Proxy = p.String()
+		if h := c.routers[p.Address]; h != nil && p.Protocol == config.ProtocolHTTP {
+			if r, ok := h.router.(interface{ Stats() proxy.Stats }); ok {
+				st.Requests = requestStats(r.Stats())
+			}
+		}
+	}
+	if len(c.reloads) > 0 {
+		st.Reloads = maps.Clone(c.reloads)
 	}
 	history := func(id int) (int, string) {
 		if id < len(c.slots) {

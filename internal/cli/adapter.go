@@ -54,11 +54,14 @@ func (c controller) Status(ctx context.Context) ([]control.ServiceStatus, error)
 	out := make([]control.ServiceStatus, len(sts))
 	for i, s := range sts {
 		out[i] = control.ServiceStatus{Name: s.Name, State: s.State, Reason: s.Reason, Generation: s.Generation, Running: s.Running,
-			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Proxy: s.Proxy, Cut: s.Cut, LastReload: reloadStatus(s.LastReload), Workers: make([]control.WorkerStatus, len(s.Workers))}
+			Reloading: s.Reloading, Size: s.Size, Listen: s.Listen, Proxy: s.Proxy, Cut: s.Cut, LastReload: reloadStatus(s.LastReload), Reloads: s.Reloads, Workers: make([]control.WorkerStatus, len(s.Workers))}
+		if r := s.Requests; r != nil {
+			out[i].Requests = &control.Requests{ByClass: r.ByClass, Count: r.DurationCount, Seconds: r.DurationSum}
+		}
 		for j, w := range s.Workers {
 			out[i].Workers[j] = control.WorkerStatus{ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation,
 				Restarts: w.Restarts, Started: w.Started, LastExit: w.LastExit, Status: w.Status,
-				Port: w.Port, InFlight: w.InFlight, ExitCode: w.ExitCode, RSS: w.RSS}
+				Port: w.Port, InFlight: w.InFlight, ExitCode: w.ExitCode, RSS: w.RSS, CPUSeconds: w.CPUSeconds}
 			if h := w.Health; h != nil {
 				out[i].Workers[j].Health = &control.Health{Probe: h.Probe, Ready: h.Ready, At: h.At, OK: h.OK, Detail: h.Detail, Failures: h.Failures}
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/internal/logfile"
+	"github.com/recluster/recluster/internal/metrics"
 	"github.com/recluster/recluster/internal/osproc"
 	"github.com/recluster/recluster/internal/sdnotify"
 	"github.com/recluster/recluster/logmux"
@@ -170,9 +172,19 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	if err != nil {
 		return err
 	}
+	var metricsLn net.Listener
+	if cfg.Metrics != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
 	lock.Advertise(paths.Socket)
 	sayRunning(io, mux, cfg, inherited)
-	r := &upRun{cfg: cfg, paths: paths, m: m, mux: mux, ln: ln, names: names, child: child,
+	if metricsLn != nil {
+		mux.System("", fmt.Sprintf("metrics at http://%s/metrics", metricsLn.Addr()))
+	}
+	r := &upRun{cfg: cfg, paths: paths, m: m, mux: mux, ln: ln, metricsLn: metricsLn, names: names, child: child,
 		sup: sup, failures: failures, failFast: failFast, noWatch: *f.noWatch}
 	return r.run()
 }
@@ -269,17 +281,19 @@ func sayRunning(io IO, mux *logmux.Mux, cfg *config.Config, inherited []runner.I
 
 // upRun is what up's actors share.
 type upRun struct {
-	cfg      *config.Config
-	paths    control.Paths
-	m        *runner.Manager
-	mux      *logmux.Mux
-	ln       net.Listener
-	names    []string
-	child    *detachedChild
-	sup      *supervisor
-	failures chan runner.Event
-	failFast string
-	noWatch  bool
+	cfg   *config.Config
+	paths control.Paths
+	m     *runner.Manager
+	mux   *logmux.Mux
+	ln    net.Listener
+	// metricsLn, when the file asks for metrics, is where they are served.
+	metricsLn net.Listener
+	names     []string
+	child     *detachedChild
+	sup       *supervisor
+	failures  chan runner.Event
+	failFast  string
+	noWatch   bool
 
 	// Set by run, for the actors.
 	runCtx       context.Context    // the services' context
@@ -328,6 +342,9 @@ func (r *upRun) run() error {
 	if r.sup != nil {
 		g.add(r.supervise())
 	}
+	if r.metricsLn != nil {
+		g.add(r.serveMetrics())
+	}
 	g.add(untilInterrupted(func(ctx context.Context) error {
 		announceReady(ctx, r.m, r.watching, r.mux, r.child, r.cfg)
 		return nil
@@ -362,6 +379,19 @@ func (r *upRun) controlServer() actor {
 	return untilInterrupted(func(ctx context.Context) error {
 		return serveControl(ctx, srv, r.ln, r.paths.Socket, r.mux)
 	})
+}
+
+// serveMetrics serves Prometheus' text format at the file's metrics
+// address until `up` ends.
+func (r *upRun) serveMetrics() actor {
+	srv := metrics.Server(metrics.Handler(r.m.Status))
+	return actor{func() error {
+		if err := srv.Serve(r.metricsLn); err != http.ErrServerClosed {
+			r.mux.System("", fmt.Sprintf("metrics: %v; no more metrics are served", err))
+		}
+		<-r.stopped // a failed endpoint does not end the stack
+		return nil
+	}, func(error) { srv.Close() }}
 }
 
 // fileWatch reloads watched services on save.

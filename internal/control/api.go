@@ -30,9 +30,22 @@ type ServiceStatus struct {
 	// Cut counts the requests and connections that workers' ends cut,
 	// since the service began.
 	Cut int `json:"cut,omitempty"`
-	// LastReload is the last reload begun, absent before any.
+	// LastReload is the last reload begun, absent before any; Reloads
+	// counts those that ended, by outcome.
 	LastReload *ReloadStatus  `json:"lastReload,omitempty"`
-	Workers    []WorkerStatus `json:"workers"`
+	Reloads    map[string]int `json:"reloads,omitempty"`
+	// Requests, behind an http proxy, counts its answers by status class
+	// ("2xx") and how long they took in all.
+	Requests *Requests      `json:"requests,omitempty"`
+	Workers  []WorkerStatus `json:"workers"`
+}
+
+// Requests are what a service's http proxy has answered.
+type Requests struct {
+	ByClass map[string]uint64 `json:"byClass"`
+	// Count and Seconds: the requests timed, and their time in all.
+	Count   uint64  `json:"count"`
+	Seconds float64 `json:"seconds"`
 }
 
 // ReloadStatus is a service's last reload.
@@ -69,8 +82,10 @@ type WorkerStatus struct {
 	// ExitCode, for a worker that exited for good (state exited: a
 	// task's), is its exit code as a shell gives it (128+n for signal n).
 	ExitCode *int `json:"exitCode,omitempty"`
-	// RSS is its process group's resident memory in bytes (0: unknown).
-	RSS int64 `json:"rss,omitempty"`
+	// RSS is its process group's resident memory in bytes, CPUSeconds the
+	// CPU time its live processes have used (0: unknown).
+	RSS        int64   `json:"rss,omitempty"`
+	CPUSeconds float64 `json:"cpuSeconds,omitempty"`
 	// Health is what its probe last said (readyWhen or health); absent
 	// for a service without probes.
 	Health *Health `json:"health,omitempty"`

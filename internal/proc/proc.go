@@ -122,14 +122,25 @@ func ReadStatus(pid int) (Status, bool) {
 	return s, uid
 }
 
-// GroupRSS is the resident memory of each process group of pgids, in
-// bytes, from one look at every process: the sum of its members' (pages
-// they share, as a forked server's workers do, are counted in each).
-func GroupRSS(pgids map[int]bool) map[int]int64 {
-	out := map[int]int64{}
+// Usage is what a process group holds and has used.
+type Usage struct {
+	// RSS is the sum of its members' resident memory, in bytes (pages
+	// they share, as a forked server's workers do, count in each).
+	RSS int64
+	// CPUSeconds is the CPU time of its live members, user and system.
+	CPUSeconds float64
+}
+
+// GroupUsage is the usage of each process group of pgids, from one look
+// at every process.
+func GroupUsage(pgids map[int]bool) map[int]Usage {
+	out := map[int]Usage{}
 	for _, s := range All() {
 		if pgids[s.Pgid] {
-			out[s.Pgid] += s.RSS
+			u := out[s.Pgid]
+			u.RSS += s.RSS
+			u.CPUSeconds += float64(s.UTime+s.STime) / 100
+			out[s.Pgid] = u
 		}
 	}
 	return out

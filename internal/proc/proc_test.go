@@ -25,8 +25,8 @@ func TestReadsThisProcess(t *testing.T) {
 	if s.RSS <= 0 {
 		t.Errorf("stat says this process holds no memory: %+v", s)
 	}
-	if rss := GroupRSS(map[int]bool{pgid: true})[pgid]; rss < s.RSS {
-		t.Errorf("this process's group holds %d bytes, less than the process itself (%d)", rss, s.RSS)
+	if u := GroupUsage(map[int]bool{pgid: true})[pgid]; u.RSS < s.RSS || u.CPUSeconds < float64(s.UTime+s.STime)/100 {
+		t.Errorf("this process's group: %+v, less than the process itself (%+v)", u, s)
 	}
 	st, ok := ReadStatus(os.Getpid())
 	if !ok || st.UID != os.Getuid() || st.Threads < 1 || st.RSSKiB <= 0 {

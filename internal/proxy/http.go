@@ -20,6 +20,7 @@ import (
 type httpHandler struct {
 	p       *Proxy
 	handler http.Handler
+	stats   stats
 }
 
 func newHTTPHandler(p *Proxy) *httpHandler {
@@ -73,7 +74,10 @@ func newHTTPHandler(p *Proxy) *httpHandler {
 	// the worker, fails and cuts the answer off (golang/go#40747).
 	h.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex() // HTTP/2 always is
-		rp.ServeHTTP(w, r)
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		rp.ServeHTTP(sw, r)
+		h.stats.observe(sw.code, time.Since(start))
 	})
 	return h
 }
