@@ -6,12 +6,15 @@
 //	go run ./bench/scale                 # 10, 100, 500 and 2000 workers
 //	go run ./bench/scale -idle           # 10 and 100 services, 30 s idle
 //	go run ./bench/scale -health         # 100 proxied workers, 30 s, without and with a 1 s http health probe
+//	go run ./bench/scale -metrics        # 100 proxied workers, 30 s, without and with a scrape of /metrics every second
 package main
 
 import (
 	"bufio"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +30,7 @@ func main() {
 	window := flag.Duration("window", 30*time.Second, "idle window")
 	peer := flag.String("peer", "", "with -idle, measure a peer instead: goreman, process-compose or pm2 (its daemon)")
 	health := flag.Bool("health", false, "measure what health probes cost up: 100 workers, without and with a 1 s http probe")
+	metrics := flag.Bool("metrics", false, "measure what metrics cost up: 100 workers, without and with a scrape every second")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "recluster-bench-scale-")
 	if err != nil {
@@ -39,8 +43,8 @@ func main() {
 	if err := cmd.Run(); err != nil {
 		fail(err)
 	}
-	if *health {
-		if err := probeCost(dir, bin, 100, *window); err != nil {
+	if *health || *metrics {
+		if err := probeCost(dir, bin, 100, *window, *metrics); err != nil {
 			fail(err)
 		}
 		return
@@ -137,36 +141,72 @@ func footprint(dir, bin string, services int, window time.Duration) error {
 }
 
 // probeCost runs one service of n proxied workers (the test worker in
-// naive mode, which answers /healthz) for window without a health probe,
-// then with one every second, and prints up's CPU in each as a share of
-// one core.
-func probeCost(dir, bin string, n int, window time.Duration) error {
+// naive mode, which answers /healthz) for window twice, and prints up's
+// CPU in each as a share of one core: without and with an http probe
+// every second, or (scrape) without and with a scrape of /metrics every
+// second.
+func probeCost(dir, bin string, n int, window time.Duration, scrape bool) error {
 	worker := filepath.Join(dir, "worker")
 	build := exec.Command("go", "build", "-o", worker, "./testdata/worker")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		return err
 	}
-	fmt.Println("| health probe | workers | up's CPU over the window | share of one core |")
+	what := "health probe"
+	if scrape {
+		what = "metrics"
+	}
+	fmt.Printf("| %s | workers | up's CPU over the window | share of one core |\n", what)
 	fmt.Println("|---|---|---|---|")
-	for _, probe := range []string{"", "    health: {http: /healthz, every: 1s}\n"} {
-		cfg := fmt.Sprintf("services:\n  web:\n    command: [%s, -mode, naive]\n    workers: %d\n    proxy: {address: \"127.0.0.1:0\", protocol: http}\n    timeout: 0\n%s", worker, n, probe)
+	for _, on := range []bool{false, true} {
+		extra, name := "", "none"
+		switch {
+		case on && scrape:
+			extra, name = "metrics: 127.0.0.1:19399\n", "GET /metrics every 1s"
+		case on:
+			extra, name = "    health: {http: /healthz, every: 1s}\n", "http /healthz every 1s"
+		}
+		cfg := fmt.Sprintf("services:\n  web:\n    command: [%s, -mode, naive]\n    workers: %d\n    proxy: {address: \"127.0.0.1:0\", protocol: http}\n    timeout: 0\n", worker, n)
+		if scrape {
+			cfg = extra + cfg
+		} else {
+			cfg += extra
+		}
 		cmd, _, err := up(dir, bin, cfg)
 		if err != nil {
 			return err
+		}
+		stopScraping := make(chan struct{})
+		if on && scrape {
+			go scrapeEverySecond("http://127.0.0.1:19399/metrics", stopScraping)
 		}
 		time.Sleep(3 * time.Second) // the first probes and the start's garbage settle, unmeasured
 		cpu0 := proc.CPUSeconds(cmd.Process.Pid)
 		time.Sleep(window) // the window being measured
 		cpu := proc.CPUSeconds(cmd.Process.Pid) - cpu0
+		close(stopScraping)
 		stop(cmd)
-		name := "none"
-		if probe != "" {
-			name = "http /healthz every 1s"
-		}
 		fmt.Printf("| %s | %d | %.2f s over %s | %.2f %% |\n", name, n, cpu, window, 100*cpu/window.Seconds())
 	}
 	return nil
+}
+
+// scrapeEverySecond GETs url once a second until stop closes, as
+// Prometheus would at a 1 s interval.
+func scrapeEverySecond(url string, stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if resp, err := http.Get(url); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}
 }
 
 // report measures pid over an idle window and prints a row.
