@@ -88,88 +88,11 @@ type printedWatch struct {
 func Print(w io.Writer, cfg *Config) error {
 	services := &yaml.Node{Kind: yaml.MappingNode}
 	for _, s := range cfg.Services {
-		ps := printedService{
-			Dir:          s.Dir,
-			Workers:      s.Workers,
-			ReadyWhen:    s.ReadyWhen,
-			ReadyTimeout: s.ReadyTimeout.String(),
-			Timeout:      s.Timeout.String(),
-			Respawn:      s.Respawn.String(),
-			Backoff:      s.Backoff.String(),
-			StopSignal:   unix.SignalName(s.StopSignal),
-			Restart:      s.Restart,
-			StartLimit:   s.StartLimit,
-			MinUptime:    s.MinUptime.String(),
-			MinReady:     s.MinReady.String(),
-			MaxSurge:     s.MaxSurge,
-			Log:          printedLog{Respawns: s.Log.Respawns},
-		}
-		if s.ReadyProbe != nil {
-			ps.ReadyWhen = printProbe(s.ReadyProbe)
-		}
-		ps.Health = printProbe(s.Health)
-		if s.MaxMemory > 0 {
-			ps.MaxMemory = fmt.Sprintf("%dMiB", s.MaxMemory>>20)
-			if s.MaxMemory%(1<<20) != 0 {
-				ps.MaxMemory = strconv.FormatInt(s.MaxMemory, 10)
-			}
-		}
-		if len(s.After) > 0 {
-			ps.After = s.After
-			for _, dep := range s.After {
-				if s.AfterWhen[dep] != AfterReady {
-					ps.After = s.AfterWhen // conditions to show
-					break
-				}
-			}
-		}
-		if s.Command.Args != nil {
-			ps.Command = s.Command.Args
-		} else {
-			ps.Command = s.Command.Line
-		}
-		if len(s.Env) > 0 {
-			ps.Env = map[string]string{}
-			for _, e := range s.Env {
-				ps.Env[e.Name] = e.Value
-				if s.fromFiles[e.Name] {
-					ps.Env[e.Name] = "(from an env file; not shown)"
-				}
-			}
-		}
-		if b := s.Build; b != nil {
-			ps.Build, ps.BuildTimeout = b.Line, s.BuildTimeout.String()
-			if b.Args != nil {
-				ps.Build = b.Args
-			}
-		}
-		if w := s.Watch; w != nil {
-			ps.Watch = &printedWatch{Paths: w.Paths, Ignore: w.Ignore, Debounce: w.Debounce.String(), Action: w.Action}
-		}
-		if p := s.Proxy; p != nil {
-			ps.Proxy = &printedProxy{Address: p.Address.String(), Protocol: p.Protocol, ProxyProtocol: p.ProxyProtocol,
-				MaxConnections: p.MaxConnections, MaxHeaderBytes: p.MaxHeaderBytes,
-				HeaderTimeout: p.HeaderTimeout.String(), IdleTimeout: p.IdleTimeout.String()}
-			if p.MaxConnections == 0 {
-				ps.Proxy.MaxConnections = "auto" // a share of the descriptor limit, decided by `up`
-			}
-			ps.DrainTimeout = s.DrainTimeout.String()
-		}
-		for _, l := range s.Listen {
-			addr := l.String()
-			if l.Name != s.Name {
-				addr = l.Name + "=" + addr
-			}
-			ps.Listen = append(ps.Listen, addr)
-		}
-		var value yaml.Node
-		if err := value.Encode(ps); err != nil {
+		value, err := printService(s)
+		if err != nil {
 			return err
 		}
-		if s.Command.Shell {
-			value.Content[1].LineComment = "runs under /bin/sh -c"
-		}
-		services.Content = append(services.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: s.Name}, &value)
+		services.Content = append(services.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: s.Name}, value)
 	}
 	doc := &yaml.Node{Kind: yaml.MappingNode}
 	if cfg.LogFile != "" {
@@ -187,4 +110,90 @@ func Print(w io.Writer, cfg *Config) error {
 		return err
 	}
 	return enc.Close()
+}
+
+// printService is one service as Print shows it, every default filled in.
+func printService(s *Service) (*yaml.Node, error) {
+	ps := printedService{
+		Dir:          s.Dir,
+		Workers:      s.Workers,
+		ReadyWhen:    s.ReadyWhen,
+		ReadyTimeout: s.ReadyTimeout.String(),
+		Timeout:      s.Timeout.String(),
+		Respawn:      s.Respawn.String(),
+		Backoff:      s.Backoff.String(),
+		StopSignal:   unix.SignalName(s.StopSignal),
+		Restart:      s.Restart,
+		StartLimit:   s.StartLimit,
+		MinUptime:    s.MinUptime.String(),
+		MinReady:     s.MinReady.String(),
+		MaxSurge:     s.MaxSurge,
+		Log:          printedLog{Respawns: s.Log.Respawns},
+	}
+	if s.ReadyProbe != nil {
+		ps.ReadyWhen = printProbe(s.ReadyProbe)
+	}
+	ps.Health = printProbe(s.Health)
+	if s.MaxMemory > 0 {
+		ps.MaxMemory = fmt.Sprintf("%dMiB", s.MaxMemory>>20)
+		if s.MaxMemory%(1<<20) != 0 {
+			ps.MaxMemory = strconv.FormatInt(s.MaxMemory, 10)
+		}
+	}
+	if len(s.After) > 0 {
+		ps.After = s.After
+		for _, dep := range s.After {
+			if s.AfterWhen[dep] != AfterReady {
+				ps.After = s.AfterWhen // conditions to show
+				break
+			}
+		}
+	}
+	if s.Command.Args != nil {
+		ps.Command = s.Command.Args
+	} else {
+		ps.Command = s.Command.Line
+	}
+	if len(s.Env) > 0 {
+		ps.Env = map[string]string{}
+		for _, e := range s.Env {
+			ps.Env[e.Name] = e.Value
+			if s.fromFiles[e.Name] {
+				ps.Env[e.Name] = "(from an env file; not shown)"
+			}
+		}
+	}
+	if b := s.Build; b != nil {
+		ps.Build, ps.BuildTimeout = b.Line, s.BuildTimeout.String()
+		if b.Args != nil {
+			ps.Build = b.Args
+		}
+	}
+	if w := s.Watch; w != nil {
+		ps.Watch = &printedWatch{Paths: w.Paths, Ignore: w.Ignore, Debounce: w.Debounce.String(), Action: w.Action}
+	}
+	if p := s.Proxy; p != nil {
+		ps.Proxy = &printedProxy{Address: p.Address.String(), Protocol: p.Protocol, ProxyProtocol: p.ProxyProtocol,
+			MaxConnections: p.MaxConnections, MaxHeaderBytes: p.MaxHeaderBytes,
+			HeaderTimeout: p.HeaderTimeout.String(), IdleTimeout: p.IdleTimeout.String()}
+		if p.MaxConnections == 0 {
+			ps.Proxy.MaxConnections = "auto" // a share of the descriptor limit, decided by `up`
+		}
+		ps.DrainTimeout = s.DrainTimeout.String()
+	}
+	for _, l := range s.Listen {
+		addr := l.String()
+		if l.Name != s.Name {
+			addr = l.Name + "=" + addr
+		}
+		ps.Listen = append(ps.Listen, addr)
+	}
+	var value yaml.Node
+	if err := value.Encode(ps); err != nil {
+		return nil, err
+	}
+	if s.Command.Shell {
+		value.Content[1].LineComment = "runs under /bin/sh -c"
+	}
+	return &value, nil
 }
