@@ -7,10 +7,12 @@
 //	go run ./bench/scale -idle           # 10 and 100 services, 30 s idle
 //	go run ./bench/scale -health         # 100 proxied workers, 30 s, without and with a 1 s http health probe
 //	go run ./bench/scale -metrics        # 100 proxied workers, 30 s, without and with a scrape of /metrics every second
+//	go run ./bench/scale -view           # 100 proxied workers, 30 s, without and with what `recluster top` asks every second
 package main
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/internal/proc"
 )
 
@@ -31,6 +34,7 @@ func main() {
 	peer := flag.String("peer", "", "with -idle, measure a peer instead: goreman, process-compose or pm2 (its daemon)")
 	health := flag.Bool("health", false, "measure what health probes cost up: 100 workers, without and with a 1 s http probe")
 	metrics := flag.Bool("metrics", false, "measure what metrics cost up: 100 workers, without and with a scrape every second")
+	view := flag.Bool("view", false, "measure what the live view costs up: 100 workers, without and with its status and log requests every second")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "recluster-bench-scale-")
 	if err != nil {
@@ -43,8 +47,15 @@ func main() {
 	if err := cmd.Run(); err != nil {
 		fail(err)
 	}
-	if *health || *metrics {
-		if err := probeCost(dir, bin, 100, *window, *metrics); err != nil {
+	if *health || *metrics || *view {
+		mode := "health"
+		switch {
+		case *metrics:
+			mode = "metrics"
+		case *view:
+			mode = "view"
+		}
+		if err := probeCost(dir, bin, 100, *window, mode); err != nil {
 			fail(err)
 		}
 		return
@@ -145,7 +156,8 @@ func footprint(dir, bin string, services int, window time.Duration) error {
 // CPU in each as a share of one core: without and with an http probe
 // every second, or (scrape) without and with a scrape of /metrics every
 // second.
-func probeCost(dir, bin string, n int, window time.Duration, scrape bool) error {
+func probeCost(dir, bin string, n int, window time.Duration, mode string) error {
+	scrape := mode == "metrics"
 	worker := filepath.Join(dir, "worker")
 	build := exec.Command("go", "build", "-o", worker, "./testdata/worker")
 	build.Stderr = os.Stderr
@@ -153,8 +165,11 @@ func probeCost(dir, bin string, n int, window time.Duration, scrape bool) error 
 		return err
 	}
 	what := "health probe"
-	if scrape {
+	switch mode {
+	case "metrics":
 		what = "metrics"
+	case "view":
+		what = "live view"
 	}
 	fmt.Printf("| %s | workers | up's CPU over the window | share of one core |\n", what)
 	fmt.Println("|---|---|---|---|")
@@ -163,6 +178,8 @@ func probeCost(dir, bin string, n int, window time.Duration, scrape bool) error 
 		switch {
 		case on && scrape:
 			extra, name = "metrics: 127.0.0.1:19399\n", "GET /metrics every 1s"
+		case on && mode == "view":
+			name = "status and 40 log lines every 1s"
 		case on:
 			extra, name = "    health: {http: /healthz, every: 1s}\n", "http /healthz every 1s"
 		}
@@ -180,6 +197,18 @@ func probeCost(dir, bin string, n int, window time.Duration, scrape bool) error 
 		if on && scrape {
 			go scrapeEverySecond("http://127.0.0.1:19399/metrics", stopScraping)
 		}
+		if on && mode == "view" {
+			paths, err := control.PathsFor(filepath.Join(dir, "recluster.yml"), func(k string) string {
+				if k == "XDG_RUNTIME_DIR" {
+					return filepath.Join(dir, "run")
+				}
+				return os.Getenv(k)
+			})
+			if err != nil {
+				return err
+			}
+			go askAsTheViewDoes(control.NewClient(filepath.Join(dir, "recluster.yml"), paths), stopScraping)
+		}
 		time.Sleep(3 * time.Second) // the first probes and the start's garbage settle, unmeasured
 		cpu0 := proc.CPUSeconds(cmd.Process.Pid)
 		time.Sleep(window) // the window being measured
@@ -189,6 +218,22 @@ func probeCost(dir, bin string, n int, window time.Duration, scrape bool) error 
 		fmt.Printf("| %s | %d | %.2f s over %s | %.2f %% |\n", name, n, cpu, window, 100*cpu/window.Seconds())
 	}
 	return nil
+}
+
+// askAsTheViewDoes asks what `recluster top` asks each second: the
+// status, and the selected service's last lines.
+func askAsTheViewDoes(c *control.Client, stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			c.Status(context.Background())
+			c.Logs(context.Background(), []string{"web"}, 40, false, func(control.LogEvent) error { return nil })
+		}
+	}
 }
 
 // scrapeEverySecond GETs url once a second until stop closes, as

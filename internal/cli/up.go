@@ -83,6 +83,7 @@ type upFlags struct {
 	noWatch       *bool
 	exitOnFailure *bool
 	detach        bool
+	top           bool
 }
 
 func parseUpFlags(c *common, args []string) (*upFlags, []string, error) {
@@ -94,6 +95,7 @@ func parseUpFlags(c *common, args []string) (*upFlags, []string, error) {
 	f.exitOnFailure = c.fs.Bool("exit-on-failure", false, "stop everything at the first failure (a worker's failing exit, a failed or blocked service) and exit with its code")
 	c.fs.BoolVar(&f.detach, "d", false, "run in the background: return once every service is ready (exit 0), or exit 1 with why, leaving nothing running")
 	c.fs.BoolVar(&f.detach, "detach", false, "the same as -d")
+	c.fs.BoolVar(&f.top, "top", false, "run in the background as -d does, with `recluster top` in the foreground; q stops the stack")
 	names, err := c.parse(args)
 	return f, names, err
 }
@@ -108,6 +110,9 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	cfg, paths, err := loadStack(io, c, *f.port, names)
 	if err != nil {
 		return err
+	}
+	if f.top && child == nil {
+		return upWithTop(io, c, cfg, paths, args, f.color)
 	}
 	if f.detach && child == nil {
 		return startDetached(io, cfg, paths, args)
