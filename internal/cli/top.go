@@ -112,26 +112,32 @@ type topModel struct {
 	selected string
 	// rates are each service's requests a second, oldest first, and cpu
 	// its CPU share, from the last two looks.
-	rates    map[string][]float64
-	cpu      map[string]float64
-	prevReq  map[string]uint64
-	prevCPU  map[string]float64
-	logs     []string
-	filter   string
-	typing   bool // the filter is being typed
-	message  string
-	busy     bool // an action runs; another waits for its answer
-	width    int
-	height   int
-	ended    string // why the view ended by itself
-	failures int    // looks in a row that found no `up`
+	rates   map[string][]float64
+	cpu     map[string]float64
+	prevReq map[string]uint64
+	prevCPU map[string]float64
+	// workerCPU is each worker's CPU share (by service and pid) from the
+	// last two looks, prevWorker its CPU time at the last.
+	workerCPU  map[string]float64
+	prevWorker map[string]float64
+	allLogs    bool // the log shows every service's lines
+	logs       []string
+	filter     string
+	typing     bool // the filter is being typed
+	message    string
+	busy       bool // an action runs; another waits for its answer
+	width      int
+	height     int
+	ended      string // why the view ended by itself
+	failures   int    // looks in a row that found no `up`
 }
 
-const sparkWidth = 20
+const sparkWidth = 12
 
 func newTopModel(client topClient, every time.Duration) *topModel {
 	return &topModel{client: client, every: every, width: 80, height: 24,
-		rates: map[string][]float64{}, cpu: map[string]float64{}, prevReq: map[string]uint64{}, prevCPU: map[string]float64{}}
+		rates: map[string][]float64{}, cpu: map[string]float64{}, prevReq: map[string]uint64{}, prevCPU: map[string]float64{},
+		workerCPU: map[string]float64{}, prevWorker: map[string]float64{}}
 }
 
 type (
@@ -153,20 +159,24 @@ func (m *topModel) tick() tea.Cmd {
 
 // look asks `up` for its status and the selected service's last lines.
 func (m *topModel) look() tea.Cmd {
-	client, service, n := m.client, m.selected, max(m.height, 10)
+	client, n := m.client, max(m.height, 10)
+	services := []string{m.selected}
+	if m.allLogs {
+		services = nil // every service's
+	}
 	return tea.Batch(func() tea.Msg {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		st, err := client.Status(ctx)
 		return statusMsg{st, err, time.Now()}
 	}, func() tea.Msg {
-		if service == "" {
+		if len(services) == 1 && services[0] == "" {
 			return logsMsg(nil)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		var lines []string
-		client.Logs(ctx, []string{service}, n, false, func(e control.LogEvent) error {
+		client.Logs(ctx, services, n, false, func(e control.LogEvent) error {
 			if l := e.Line; l != nil {
 				who := l.Service
 				if l.Worker >= 0 {
@@ -253,6 +263,9 @@ func (m *topModel) key(k tea.KeyMsg) tea.Cmd {
 		m.move(1)
 	case "/":
 		m.typing, m.filter = true, ""
+	case "a":
+		m.allLogs, m.logs = !m.allLogs, nil
+		return m.look()
 	case "r":
 		return m.act("reload "+name, func(ctx context.Context) (string, error) {
 			out, err := client.Reload(ctx, []string{name})
@@ -324,6 +337,11 @@ func (m *topModel) take(st []control.ServiceStatus, at time.Time) {
 		var cpu float64
 		for _, w := range s.Workers {
 			cpu += w.CPUSeconds
+			key := s.Name + "/" + strconv.Itoa(w.Pid)
+			if prev, ok := m.prevWorker[key]; ok && since > 0 && w.CPUSeconds >= prev {
+				m.workerCPU[key] = 100 * (w.CPUSeconds - prev) / since
+			}
+			m.prevWorker[key] = w.CPUSeconds
 		}
 		if prev, ok := m.prevCPU[s.Name]; ok && since > 0 && cpu >= prev {
 			m.cpu[s.Name] = 100 * (cpu - prev) / since
@@ -366,7 +384,7 @@ func (m *topModel) View() string {
 	var lines []string
 	add := func(s string) { lines = append(lines, s) }
 	add(topStyle().title.Render(fmt.Sprintf("recluster top · %d services · %s", len(m.services), m.at.Format("15:04:05"))))
-	add(fmt.Sprintf("  %-14s %-10s %4s %7s %4s %7s %6s %8s %5s %-20s %s", "SERVICE", "STATE", "GEN", "READY", "RST", "MEM", "CPU%", "REQ/S", "FLY", "", "LAST RELOAD"))
+	add(fmt.Sprintf("  %-14s %-10s %4s %7s %4s %7s %6s %-7s %8s %5s %-12s %s", "SERVICE", "STATE", "GEN", "READY", "RST", "MEM", "CPU%", "HEALTH", "REQ/S", "FLY", "", "LAST RELOAD"))
 	for _, s := range m.services {
 		row := m.serviceRow(s)
 		if s.Name == m.selected {
@@ -377,7 +395,7 @@ func (m *topModel) View() string {
 	if s := m.service(m.selected); s != nil {
 		add("")
 		add(topStyle().title.Render(s.Name) + topStyle().dim.Render(" workers"))
-		add(fmt.Sprintf("  %-4s %-8s %4s %-9s %8s %6s %5s %7s %s", "ID", "PID", "GEN", "STATE", "UPTIME", "PORT", "FLY", "MEM", "HEALTH"))
+		add(fmt.Sprintf("  %-4s %-8s %4s %-9s %8s %6s %5s %7s %6s %s", "ID", "PID", "GEN", "STATE", "UPTIME", "PORT", "FLY", "MEM", "CPU%", "HEALTH"))
 		workers := append([]control.WorkerStatus(nil), s.Workers...)
 		sort.SliceStable(workers, func(i, j int) bool { return workers[i].Generation > workers[j].Generation })
 		for _, w := range workers {
@@ -387,7 +405,10 @@ func (m *topModel) View() string {
 	logRoom := m.height - len(lines) - 3
 	if logRoom > 0 {
 		add("")
-		title := topStyle().dim.Render("log")
+		title := topStyle().dim.Render("log of " + m.selected)
+		if m.allLogs {
+			title = topStyle().dim.Render("log of every service")
+		}
 		if m.filter != "" || m.typing {
 			title += topStyle().dim.Render(" /" + m.filter)
 		}
@@ -406,7 +427,7 @@ func (m *topModel) View() string {
 		add("")
 	}
 	add(m.message)
-	add(topStyle().dim.Render("↑↓ select · r reload · R restart · +/- scale · s stop/start · / filter · q quit"))
+	add(topStyle().dim.Render("↑↓ select  r:reload R:restart +/-:scale s:stop/start a:all logs /:filter q:quit"))
 	for i, l := range lines {
 		lines[i] = clip(l, m.width)
 	}
@@ -448,8 +469,8 @@ func (m *topModel) serviceRow(s control.ServiceStatus) string {
 			last += fmt.Sprintf(" %.1fs", r.Seconds)
 		}
 	}
-	return fmt.Sprintf("  %-14s %s %4d %7s %4d %7s %6.1f %8s %5d %-20s %s", clip(s.Name, 14), state, s.Generation,
-		fmt.Sprintf("%d/%d", ready, s.Size), rst, memory(mem), m.cpu[s.Name], reqs, fly, spark, last)
+	return fmt.Sprintf("  %-14s %s %4d %7s %4d %7s %6.1f %-7s %8s %5d %-12s %s", clip(s.Name, 14), state, s.Generation,
+		fmt.Sprintf("%d/%d", ready, s.Size), rst, memory(mem), m.cpu[s.Name], serviceHealth(s), reqs, fly, spark, last)
 }
 
 func (m *topModel) workerRow(s *control.ServiceStatus, w control.WorkerStatus) string {
@@ -467,11 +488,33 @@ func (m *topModel) workerRow(s *control.ServiceStatus, w control.WorkerStatus) s
 	if w.Generation < s.Generation && state == "stopping" {
 		state = "draining" // an old worker finishing what it has
 	}
-	row := fmt.Sprintf("  %-4d %-8s %4d %-9s %8s %6s %5d %7s %s", w.ID, pid, w.Generation, state, uptime, port, w.InFlight, memory(w.RSS), health(w.Health))
+	row := fmt.Sprintf("  %-4d %-8s %4d %-9s %8s %6s %5d %7s %6.1f %s", w.ID, pid, w.Generation, state, uptime, port, w.InFlight, memory(w.RSS),
+		m.workerCPU[s.Name+"/"+strconv.Itoa(w.Pid)], health(w.Health))
 	if w.Generation < s.Generation {
 		return topStyle().dim.Render(row)
 	}
 	return row
+}
+
+// serviceHealth sums up the workers' last probes: "-" without probes,
+// "ok", or how many are sick.
+func serviceHealth(s control.ServiceStatus) string {
+	probed, sick := false, 0
+	for _, w := range s.Workers {
+		if w.Health != nil {
+			probed = true
+			if !w.Health.OK {
+				sick++
+			}
+		}
+	}
+	switch {
+	case !probed:
+		return "-"
+	case sick == 0:
+		return "ok"
+	}
+	return strconv.Itoa(sick) + " sick"
 }
 
 // sparkline draws rates as bars, the highest full.

@@ -112,6 +112,9 @@ func TestTopShowsTheStackAReloadAndItsKeys(t *testing.T) {
 	if got := strings.Join(f.asked, "; "); got != "reload web; scale map[clock:2]; stop clock" {
 		t.Errorf("asked: %s", got)
 	}
+	if msg := update(t, m, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("a")}); msg != nil && !strings.Contains(m.View(), "log of every service") {
+		t.Errorf("a: the log is not every service's:\n%s", m.View())
+	}
 	m.Update(tea.WindowSizeMsg{Width: 40, Height: 10})
 	for _, l := range strings.Split(m.View(), "\n") {
 		if w := lipgloss.Width(l); w > 40 {

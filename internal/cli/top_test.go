@@ -90,7 +90,7 @@ services:
 	s.waitScreen("web's generation 2", `(?m)^\W*web\s+\S+\s+2\s+2/2`)
 	s.waitScreen("the reload's answer", `reload web: done`)
 	s.tmux("resize-window", "-t", "top", "-x", "80", "-y", "24")
-	screen := s.waitScreen("the stack and the help line at 80×24", `(?s)web .*clock .*q quit`)
+	screen := s.waitScreen("the stack and the help line at 80×24", `(?s)web .*clock .*q:quit`)
 	for _, l := range strings.Split(screen, "\n") {
 		if len([]rune(l)) > 80 {
 			t.Errorf("a line wider than the terminal: %q", l)
