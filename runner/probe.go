@@ -96,7 +96,8 @@ func (c *cluster) startProbing(w *worker, p *config.Probe, health bool) {
 	}
 	ctx, target := w.probeCtx, c.probeTarget(w)
 	// Owned by the worker: ends once the worker is asked to stop or has
-	// exited (stopProbing), which run waits for before it returns.
+	// exited (stopProbing cancels ctx, which also cuts short a probe in
+	// progress); every worker has exited before run returns.
 	go func() {
 		t := time.NewTicker(p.Every)
 		defer t.Stop()
