@@ -391,7 +391,7 @@ func (r *upRun) controlServer() actor {
 func (r *upRun) serveMetrics() actor {
 	srv := metrics.Server(metrics.Handler(r.m.Status))
 	return actor{func() error {
-		if err := srv.Serve(r.metricsLn); err != http.ErrServerClosed {
+		if err := srv.Serve(metrics.LimitListener(r.metricsLn, metrics.MaxConns)); err != http.ErrServerClosed {
 			r.mux.System("", fmt.Sprintf("metrics: %v; no more metrics are served", err))
 		}
 		<-r.stopped // a failed endpoint does not end the stack

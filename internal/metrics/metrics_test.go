@@ -3,11 +3,14 @@ package metrics
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -147,5 +150,66 @@ func TestTheHandlerServesAndBoundsItsCost(t *testing.T) {
 		if resp.StatusCode != c.want {
 			t.Errorf("%s %s: %d, want %d", c.method, c.path, resp.StatusCode, c.want)
 		}
+	}
+}
+
+// TestAFloodOfConnectionsIsBounded: past the bound, connections wait in
+// the backlog instead of each holding a descriptor and a goroutine;
+// once the flood closes, a scrape is answered; a server closed while
+// Accept waits for a slot ends.
+func TestAFloodOfConnectionsIsBounded(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := LimitListener(raw, 4)
+	var open atomic.Int32
+	srv := Server(Handler(func(context.Context) ([]runner.ServiceStatus, error) { return stack(), nil }))
+	srv.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }() // Owned by the test; ends with srv.Close.
+	var flood []net.Conn
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood = append(flood, c)
+	}
+	for end := time.Now().Add(2 * time.Second); open.Load() < 4 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond) // the server's accepting has no event to wait on
+	}
+	if n := open.Load(); n != 4 {
+		t.Errorf("%d connections held of 20, want the bound, 4", n)
+	}
+	for _, c := range flood {
+		c.Close()
+	}
+	resp, err := http.Get("http://" + raw.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("a scrape after the flood: %d", resp.StatusCode)
+	}
+	// Hold every slot, then close: Serve must return.
+	for i := 0; i < 6; i++ {
+		if c, err := net.Dial("tcp", raw.Addr().String()); err == nil {
+			defer c.Close()
+		}
+	}
+	srv.Close()
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after Close while Accept waited for a slot")
 	}
 }
