@@ -359,10 +359,14 @@ func (c *cluster) replaceSick(w *worker, why string) {
 	}
 	spec := w.gen.spec
 	w.sick = why
-	replacing, sick := 0, 0
+	// What runs beyond the slots' workers: replacements starting, and
+	// the workers they replaced while those drain and stop. maxSurge
+	// bounds both, as it bounds a rolling reload's.
+	surging := len(c.live)
+	sick := 0
 	for _, s := range c.slots {
-		if s.replacement != nil {
-			replacing++
+		if s.worker != nil {
+			surging--
 		}
 		if s.worker != nil && s.worker.sick != "" {
 			sick++
@@ -372,7 +376,7 @@ func (c *cluster) replaceSick(w *worker, why string) {
 		c.allSickSaid = true
 		c.logf("EVERY worker of %s is sick (%s, the last); replacing them %s", c.name, why, surgeWords(spec))
 	}
-	if surge := spec.MaxSurge; surge > 0 && replacing >= surge {
+	if surge := spec.MaxSurge; surge > 0 && surging >= surge {
 		return
 	}
 	c.replace(w, fmt.Sprintf("%s (pid %d) %s; starting its replacement beside it", w.ref, w.pid, why), why)
