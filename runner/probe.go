@@ -95,6 +95,11 @@ func (c *cluster) startProbing(w *worker, p *config.Probe, health bool) {
 		w.probeCtx, w.endProbes = context.WithCancel(context.Background())
 	}
 	ctx, target := w.probeCtx, c.probeTarget(w)
+	// The worker's PORT and WORKER_ID go into the address once, not at
+	// every probe.
+	expanded := *p
+	expanded.HTTP, expanded.TCP = target.expand(p.HTTP), target.expand(p.TCP)
+	p = &expanded
 	// Owned by the worker: ends once the worker is asked to stop or has
 	// exited (stopProbing cancels ctx, which also cuts short a probe in
 	// progress); every worker has exited before run returns.
@@ -132,16 +137,17 @@ func (c *cluster) startProbing(w *worker, p *config.Probe, health bool) {
 	}()
 }
 
-// runProbe runs one probe, bounded by its timeout.
+// runProbe runs one probe, bounded by its timeout; p's addresses are
+// the worker's already (startProbing).
 func runProbe(ctx context.Context, p *config.Probe, t probeTarget, keep *keptConn) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
 	ok, detail := false, ""
 	switch {
 	case p.HTTP != "":
-		ok, detail = keep.get(ctx, t.expand(p.HTTP))
+		ok, detail = keep.get(ctx, p.HTTP)
 	case p.TCP != "":
-		addr := t.expand(p.TCP)
+		addr := p.TCP
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if ok, detail = err == nil, "connect "+addr; ok {

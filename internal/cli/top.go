@@ -333,13 +333,19 @@ func (m *topModel) service(name string) *control.ServiceStatus {
 // CPU share since the look before.
 func (m *topModel) take(st []control.ServiceStatus, at time.Time) {
 	since := at.Sub(m.at).Seconds()
+	// Only the workers of this look are kept: a long view of a service
+	// that respawns must not keep every pid it ever saw.
+	prevWorker, workerCPU := m.prevWorker, m.workerCPU
+	m.prevWorker, m.workerCPU = map[string]float64{}, map[string]float64{}
 	for _, s := range st {
 		var cpu float64
 		for _, w := range s.Workers {
 			cpu += w.CPUSeconds
 			key := s.Name + "/" + strconv.Itoa(w.Pid)
-			if prev, ok := m.prevWorker[key]; ok && since > 0 && w.CPUSeconds >= prev {
+			if prev, ok := prevWorker[key]; ok && since > 0 && w.CPUSeconds >= prev {
 				m.workerCPU[key] = 100 * (w.CPUSeconds - prev) / since
+			} else if cpu, ok := workerCPU[key]; ok {
+				m.workerCPU[key] = cpu
 			}
 			m.prevWorker[key] = w.CPUSeconds
 		}

@@ -164,11 +164,13 @@ func TestAFloodOfConnectionsIsBounded(t *testing.T) {
 	}
 	ln := LimitListener(raw, 4)
 	var open atomic.Int32
+	accepted := make(chan struct{}, 64)
 	srv := Server(Handler(func(context.Context) ([]runner.ServiceStatus, error) { return stack(), nil }))
 	srv.ConnState = func(_ net.Conn, s http.ConnState) {
 		switch s {
 		case http.StateNew:
 			open.Add(1)
+			accepted <- struct{}{}
 		case http.StateClosed, http.StateHijacked:
 			open.Add(-1)
 		}
@@ -183,8 +185,12 @@ func TestAFloodOfConnectionsIsBounded(t *testing.T) {
 		}
 		flood = append(flood, c)
 	}
-	for end := time.Now().Add(2 * time.Second); open.Load() < 4 && time.Now().Before(end); {
-		time.Sleep(10 * time.Millisecond) // the server's accepting has no event to wait on
+	for range 4 {
+		select {
+		case <-accepted:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the server took %d of 20 connections, not the bound, 4", open.Load())
+		}
 	}
 	if n := open.Load(); n != 4 {
 		t.Errorf("%d connections held of 20, want the bound, 4", n)
