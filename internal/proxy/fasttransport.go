@@ -37,6 +37,10 @@ type keptConn struct {
 	since time.Time // idle since
 }
 
+func newKeptConn(c net.Conn) *keptConn {
+	return &keptConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}
+}
+
 // fastIdle is how long a kept connection may wait for its next request:
 // the Transport's IdleConnTimeout here, shorter than any common server's
 // keep-alive, so that recluster and not the app closes it.
@@ -123,7 +127,7 @@ func (f *fastConns) roundTrip(r *http.Request) (*http.Response, error) {
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			k = &keptConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}
+			k = newKeptConn(c)
 		}
 		resp, err := f.exchange(k, r)
 		if err == nil {
@@ -137,6 +141,7 @@ func (f *fastConns) roundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func (f *fastConns) exchange(k *keptConn, r *http.Request) (*http.Response, error) {
+	k.c.SetReadDeadline(time.Time{}) // the proxy's own loop may have left one (watchAfter)
 	// The client going away ends the exchange: the connection's
 	// deadline passes, and it is not kept.
 	stop := context.AfterFunc(r.Context(), func() { k.c.SetDeadline(aLongTimeAgo) })

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -90,21 +91,24 @@ var bodyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 func (bodyBufs) Get() []byte  { return *bodyBufPool.Get().(*[]byte) }
 func (bodyBufs) Put(b []byte) { bodyBufPool.Put(&b) }
 
-// httpServer is one http.Server of the proxy, with the bounds it was made
-// with. Configure makes a new one when the bounds or the protocol change;
-// the old one stops taking connections and serves those it has until they
-// end, so a keep-alive client is never cut by a reload.
+// httpServer is one set of the http proxy's bounds, with the http.Server
+// that serves what the proxy's own loop (h1conn) hands over. Configure
+// makes a new one when the bounds or the protocol change; the old one
+// takes no new connections and serves those it has until they end, so a
+// keep-alive client is never cut by a reload.
 type httpServer struct {
-	server *http.Server
-	conns  chan net.Conn
-	done   chan struct{} // closed when it takes no more connections
-	once   sync.Once
+	opts    Options
+	server  *http.Server
+	retired atomic.Bool
+
+	shuttingDown atomic.Bool
+	mu           sync.Mutex
+	conns        map[*h1conn]struct{} // served by the proxy's loop, for shutdown
 }
 
-// newHTTPServer starts a server with opts' bounds, fed by dispatch; the
-// caller holds mu.
+// newHTTPServer makes a server with opts' bounds; the caller holds mu.
 func (p *Proxy) newHTTPServer(opts Options) *httpServer {
-	hs := &httpServer{conns: make(chan net.Conn), done: make(chan struct{})}
+	hs := &httpServer{opts: opts, conns: map[*h1conn]struct{}{}}
 	hs.server = &http.Server{
 		Handler: p.handler.handler,
 		// Go adds 4 KiB of slack to MaxHeaderBytes; the bound said is
@@ -114,56 +118,71 @@ func (p *Proxy) newHTTPServer(opts Options) *httpServer {
 		IdleTimeout:       opts.IdleTimeout,
 	}
 	p.httpAll = append(p.httpAll, hs)
-	p.served.Add(1)
-	// Owned by the proxy; ends when the server is retired or shut down,
-	// and Serve waits for it.
-	go func() {
-		defer p.served.Done()
-		hs.server.Serve(chanListener{hs, p.ln.Addr()})
-	}()
 	return hs
 }
 
-// offer hands the server a connection; false once it takes no more.
-func (hs *httpServer) offer(c net.Conn) bool {
-	select {
-	case hs.conns <- c:
-		return true
-	case <-hs.done:
+// serve takes a connection; false once the server takes no more.
+func (hs *httpServer) serve(p *Proxy, c net.Conn) bool {
+	if hs.retired.Load() {
 		return false
 	}
+	// Owned by the server, which closes it at shutdown when idle; ends
+	// with the connection, or when net/http takes it.
+	go hs.serveConn(p, c)
+	return true
+}
+
+// handOff gives c to net/http's server for the rest of its life.
+func (hs *httpServer) handOff(c net.Conn) {
+	l := &oneConnListener{c: c}
+	// Owned by the server: Serve returns once it has taken its one
+	// connection (net/http serves it on a goroutine of its own), or at
+	// once if the server was shut down, when the connection is closed.
+	go func() {
+		hs.server.Serve(l)
+		if !l.wasTaken() {
+			c.Close()
+		}
+	}()
+}
+
+func (hs *httpServer) track(x *h1conn) bool {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.shuttingDown.Load() {
+		return false
+	}
+	hs.conns[x] = struct{}{}
+	return true
+}
+
+func (hs *httpServer) untrack(x *h1conn) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	delete(hs.conns, x)
 }
 
 // retire stops the server taking connections; those it has go on.
-func (hs *httpServer) retire() { hs.once.Do(func() { close(hs.done) }) }
+func (hs *httpServer) retire() { hs.retired.Store(true) }
 
 // shutdown retires the server and closes its idle connections; requests
-// in flight finish on their own.
+// in flight finish on their own, and their connections close after.
 func (hs *httpServer) shutdown() {
 	hs.retire()
+	hs.shuttingDown.Store(true)
+	hs.mu.Lock()
+	for x := range hs.conns {
+		// A connection whose request has just come is not idle: it
+		// finishes that request and then sees shuttingDown.
+		if x.state.CompareAndSwap(h1Idle, h1Closed) {
+			x.c.Close()
+		}
+	}
+	hs.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // Shutdown closes idle connections, then returns
 	hs.server.Shutdown(ctx)
 }
-
-// chanListener is the net.Listener an httpServer serves: the proxy's
-// accept loop hands it connections.
-type chanListener struct {
-	hs   *httpServer
-	addr net.Addr
-}
-
-func (l chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.hs.conns:
-		return c, nil
-	case <-l.hs.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l chanListener) Close() error   { l.hs.retire(); return nil }
-func (l chanListener) Addr() net.Addr { return l.addr }
 
 // transport is one backend's connections; closing its idle ones after a
 // drain leaves nothing open to a worker that is gone.

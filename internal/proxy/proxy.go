@@ -153,7 +153,7 @@ type Proxy struct {
 	cuts       map[string]int // what was cut on backends already forgotten
 	waiting    int            // pieces of work waiting for a backend
 
-	served sync.WaitGroup // tcp connections and http servers
+	served sync.WaitGroup // tcp connections
 	// engine carries tcp connections on raw descriptors (Linux); made by
 	// Serve at its first such connection, nil before and elsewhere.
 	engine *tcpEngine
@@ -353,7 +353,7 @@ func (p *Proxy) dispatch(c net.Conn) {
 			})
 			return
 		}
-		if hs.offer(&limitedConn{Conn: c, release: p.limit.release}) {
+		if hs.serve(p, &limitedConn{Conn: c, release: p.limit.release}) {
 			return
 		}
 		// That server was retired meanwhile: the next mode takes it.
