@@ -32,13 +32,15 @@ type fastConns struct {
 // keptConn is one connection to the backend, with its buffers.
 type keptConn struct {
 	c     net.Conn
+	rw    io.ReadWriter // c's raw side (polledsock_linux.go), under the buffers
 	br    *bufio.Reader
 	bw    *bufio.Writer
 	since time.Time // idle since
 }
 
 func newKeptConn(c net.Conn) *keptConn {
-	return &keptConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}
+	rw := rawOr(c)
+	return &keptConn{c: c, rw: rw, br: bufio.NewReaderSize(rw, 4<<10), bw: bufio.NewWriterSize(rw, 4<<10)}
 }
 
 // fastIdle is how long a kept connection may wait for its next request:

@@ -35,7 +35,8 @@ import (
 type h1conn struct {
 	hs       *httpServer
 	p        *Proxy
-	c        net.Conn // the limitedConn the proxy accepted
+	c        net.Conn      // the limitedConn the proxy accepted
+	rw       io.ReadWriter // c's raw side (polledsock_linux.go)
 	raw      syscall.RawConn
 	clientIP string
 
@@ -52,6 +53,11 @@ type h1conn struct {
 	watchDone  chan struct{}
 	clientGone atomic.Bool
 	peek       [1]byte
+
+	op h1exchange // the exchange under way (here, not one made a request)
+	// idleUntil is the read deadline last set for the wait between
+	// requests; it is set anew only once a second has gone from it.
+	idleUntil time.Time
 }
 
 const (
@@ -89,7 +95,7 @@ func (hs *httpServer) serveConn(p *Proxy, c net.Conn) {
 		hs.handOff(c)
 		return
 	}
-	x := &h1conn{hs: hs, p: p, c: c, raw: raw}
+	x := &h1conn{hs: hs, p: p, c: c, rw: rawOr(tc), raw: raw}
 	// What ReverseProxy's SetXForwarded sends, from the same address.
 	if ip, _, err := net.SplitHostPort(tc.RemoteAddr().String()); err == nil {
 		x.clientIP = ip
@@ -111,21 +117,16 @@ func (hs *httpServer) serveConn(p *Proxy, c net.Conn) {
 // serve runs the connection's requests; true when it was handed to
 // net/http.
 func (x *h1conn) serve() (handed bool) {
-	opts := x.hs.opts
 	first := true
 	for {
 		if x.r == x.w {
 			x.r, x.w = 0, 0
-			wait := opts.IdleTimeout
-			if first {
-				wait = opts.HeaderTimeout
-			}
-			x.c.SetReadDeadline(time.Now().Add(wait))
+			x.awaitIdle(first)
 			x.state.Store(h1Idle)
 			if x.hs.shuttingDown.Load() {
 				return false
 			}
-			n, err := x.c.Read(x.buf)
+			n, err := x.rw.Read(x.buf)
 			if !x.state.CompareAndSwap(h1Idle, h1Active) || err != nil {
 				return false // shutdown closed it, or the client left
 			}
@@ -145,6 +146,26 @@ func (x *h1conn) serve() (handed bool) {
 		}
 		first = false
 	}
+}
+
+// awaitIdle sets the read deadline for the wait for the next request:
+// the header's time for the first, the idle time between later ones. A
+// deadline reset is a timer's change in Go's runtime; keep-alive clients
+// send thousands of requests a second, so the idle deadline is moved only
+// once a second has gone from it (the idle bound is kept within a second).
+func (x *h1conn) awaitIdle(first bool) {
+	now := time.Now()
+	if first {
+		x.c.SetReadDeadline(now.Add(x.hs.opts.HeaderTimeout))
+		x.idleUntil = time.Time{}
+		return
+	}
+	want := now.Add(x.hs.opts.IdleTimeout)
+	if want.Sub(x.idleUntil) < time.Second {
+		return
+	}
+	x.c.SetReadDeadline(want)
+	x.idleUntil = want
 }
 
 // readHead reads until a whole request (head and body) is buffered, or
@@ -172,9 +193,10 @@ func (x *h1conn) readHead(first bool) (reqHead, headStatus, error) {
 		}
 		if !timed {
 			x.c.SetReadDeadline(time.Now().Add(x.hs.opts.HeaderTimeout))
+			x.idleUntil = time.Time{}
 			timed = true
 		}
-		n, err := x.c.Read(x.buf[x.w:])
+		n, err := x.rw.Read(x.buf[x.w:])
 		if err != nil {
 			return h, st, err
 		}
@@ -221,7 +243,8 @@ func (x *h1conn) exchange(h *reqHead) (keep, handed bool) {
 			x.p.done(b, false)
 			continue
 		}
-		op := &h1exchange{x: x, h: h, b: b, k: k, start: start}
+		x.op = h1exchange{x: x, h: h, b: b, k: k, start: start}
+		op := &x.op
 		keep, err = op.run(req, reused)
 		if op.retry && err != nil {
 			x.p.done(b, false)
@@ -258,7 +281,7 @@ func (x *h1conn) answerError() error {
 	out := append(x.out[:0], "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n"...)
 	out = appendDate(out, time.Now())
 	out = append(out, "\r\n"...)
-	_, err := x.c.Write(out)
+	_, err := x.rw.Write(out)
 	return err
 }
 
@@ -296,7 +319,7 @@ func (op *h1exchange) run(req []byte, reused bool) (keep bool, err error) {
 	}()
 	x.out = op.appendRequest(x.out, req)
 	k.c.SetReadDeadline(op.start.Add(watchAfter))
-	if _, err := k.c.Write(x.out); err != nil {
+	if _, err := k.rw.Write(x.out); err != nil {
 		op.retry = reused && op.h.replayable
 		return false, errWorker{err}
 	}
@@ -431,7 +454,7 @@ func (op *h1exchange) flush() error {
 	if len(x.out) == 0 {
 		return nil
 	}
-	n, err := x.c.Write(x.out)
+	n, err := x.rw.Write(x.out)
 	op.answered += n
 	x.out = x.out[:0]
 	if err != nil {
@@ -763,6 +786,8 @@ func (w appendWriter) Write(p []byte) (int, error) { *w.b = append(*w.b, p...); 
 // peeks, so a next request the client sends meanwhile stays unread.
 func (x *h1conn) startWatch(k *keptConn) {
 	k.c.SetReadDeadline(time.Time{})
+	x.c.SetReadDeadline(time.Time{}) // the idle deadline would end the watch
+	x.idleUntil = time.Time{}
 	done := make(chan struct{})
 	x.watchDone = done
 	// Owned by the exchange, which waits for it in stopWatch; ends when
@@ -794,6 +819,7 @@ func (x *h1conn) stopWatch() {
 	<-x.watchDone
 	x.watchDone = nil
 	x.c.SetReadDeadline(time.Time{})
+	x.idleUntil = time.Time{}
 }
 
 func timedOut(err error) bool {
