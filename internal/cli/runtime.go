@@ -73,37 +73,6 @@ func tuneGC(io IO, cfg *config.Config) {
 	debug.SetGCPercent(percent)
 }
 
-// defaultProcs is how many processors Go gave `up` (GOMAXPROCS: the CPUs
-// it may use, its cgroup's limit included).
-var defaultProcs = runtime.GOMAXPROCS(0)
-
-// proxyProcs is how many processors `up` runs goroutines on while it
-// proxies: half of them, at least one. A proxy's work is system calls on
-// many connections; on more processors Go's scheduler hands each wakeup
-// to another thread and spins looking for work, and that cost more than
-// it gave: on 2 CPUs, one processor served 25% more http keep-alive
-// requests at 35% less CPU each, and tcp 14% more at 25% less
-// (BENCHMARKS.md). The other half is left to the workers.
-func proxyProcs() int { return max(1, defaultProcs/2) }
-
-// tuneProcs sets GOMAXPROCS from what cfg runs: proxyProcs while a
-// service has a proxy, Go's default otherwise; like tuneGC, at the start
-// and on each reload. GOMAXPROCS, when set, wins.
-func tuneProcs(io IO, cfg *config.Config) {
-	if io.Getenv("GOMAXPROCS") != "" {
-		return
-	}
-	procs := defaultProcs
-	for _, s := range cfg.Services {
-		if s.Proxy != nil {
-			procs = proxyProcs()
-		}
-	}
-	if runtime.GOMAXPROCS(0) != procs {
-		runtime.GOMAXPROCS(procs)
-	}
-}
-
 // defaultGCPercent is Go's own target, which GOGC would otherwise set.
 const defaultGCPercent = 100
 

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"runtime"
 	"runtime/debug"
 	"testing"
 
@@ -43,33 +42,6 @@ func TestTuneGCFollowsTheConfig(t *testing.T) {
 	}}, httpProxy)
 	if got := current(); got != 250 {
 		t.Errorf("with GOGC=250: GC percent %d", got)
-	}
-}
-
-// TestTuneProcsFollowsTheConfig: up runs on half the processors while a
-// service has a proxy, on all once none has, and GOMAXPROCS, when set,
-// is left alone.
-func TestTuneProcsFollowsTheConfig(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	noEnv := IO{Getenv: func(string) string { return "" }}
-	proxied := &config.Config{Services: []*config.Service{{Name: "web", Proxy: &config.Proxy{Protocol: config.ProtocolTCP}}}}
-	plain := &config.Config{Services: []*config.Service{{Name: "worker"}}}
-	tuneProcs(noEnv, proxied)
-	if got, want := runtime.GOMAXPROCS(0), max(1, defaultProcs/2); got != want {
-		t.Errorf("with a proxy: GOMAXPROCS %d, want %d", got, want)
-	}
-	tuneProcs(noEnv, plain)
-	if got := runtime.GOMAXPROCS(0); got != defaultProcs {
-		t.Errorf("after the proxy went: GOMAXPROCS %d, want %d", got, defaultProcs)
-	}
-	tuneProcs(IO{Getenv: func(k string) string {
-		if k == "GOMAXPROCS" {
-			return "7"
-		}
-		return ""
-	}}, proxied)
-	if got := runtime.GOMAXPROCS(0); got != defaultProcs {
-		t.Errorf("with GOMAXPROCS set: %d, want it left at %d", got, defaultProcs)
 	}
 }
 

@@ -135,7 +135,6 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 	closeInheritedFDs()
 	reserveThreads(reservedThreads())
 	tuneGC(io, cfg)
-	tuneProcs(io, cfg)
 	io, mux, closeStream, err := openStream(io, cfg, paths, child, f)
 	if err != nil {
 		return err
@@ -161,7 +160,6 @@ func up(io IO, c *common, args []string, child *detachedChild) error {
 			next, err := opts.Load(cfg.Path)
 			if err == nil {
 				tuneGC(io, next)
-				tuneProcs(io, next)
 			}
 			return next, err
 		},
