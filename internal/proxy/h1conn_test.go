@@ -129,13 +129,21 @@ func TestTheLoopPassesHeadsAsTheyCame(t *testing.T) {
 			t.Fatalf("answer %q, want %q", body, want)
 		}
 	}
+	// A client that says it closes gets its answer told so, then the end.
+	io.WriteString(c, "GET /last HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+	if resp, body := readAnswer(t, br, "GET"); body != "/last" || !resp.Close {
+		t.Fatalf("the last answer %q, close %v", body, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after Connection: close the connection stayed open: %v", err)
+	}
 	heads, conns := w.got()
 	want := "GET /one?a=b HTTP/1.1\r\nHost: example.com\r\nx-lower: v\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Host: example.com\r\nX-Forwarded-Proto: http\r\n\r\n"
 	if heads[0] != want {
 		t.Errorf("the worker got\n%q\nwant\n%q", heads[0], want)
 	}
-	if len(conns) != 3 || conns[0] != conns[1] || conns[1] != conns[2] {
-		t.Errorf("worker connections %v: want one kept for all three", conns)
+	if len(conns) != 4 || conns[0] != conns[1] || conns[1] != conns[2] || conns[2] != conns[3] {
+		t.Errorf("worker connections %v: want one kept for all four", conns)
 	}
 }
 
