@@ -3,7 +3,10 @@
 // (bench/peers/server.js, binding their own ports), wrk -t2 -c32 for each
 // cell (tcp or http, one request per connection or keep-alive) after 3 s
 // of the same load unmeasured, the three proxies alternated round after
-// round. CPU per request is the proxy process's own utime+stime over the
+// round. HAProxy and nginx start for each cell in front of 4 workers that
+// run the whole time; recluster's `up` also runs the whole time, with a
+// service of 4 such workers behind each mode, so that every proxy's
+// workers are as warm (Node's JIT) in every cell. CPU per request is the proxy process's own utime+stime over the
 // run (recluster: `up`, whose workers are not counted; nginx: its master
 // and single worker) divided by the requests. It installs haproxy, nginx with the stream module and wrk from
 // Debian when they are missing (as root), builds recluster, and prints a
@@ -89,6 +92,13 @@ func main() {
 		waitListening(addr)
 		backends = append(backends, addr)
 	}
+	var up *reclusterUp
+	if *only == "" || *only == "recluster" {
+		if up, err = startRecluster(bin, server, work, len(backends)); err != nil {
+			fail(err)
+		}
+		defer proc.StopGroup(up.cmd)
+	}
 	cells := []cell{{"tcp", false}, {"http", false}, {"tcp", true}, {"http", true}}
 	results := map[cell]map[string][]result{}
 	for _, c := range cells {
@@ -101,7 +111,7 @@ func main() {
 				if *only != "" && name != *only {
 					continue
 				}
-				r, err := runCell(name, c, backends, server, bin, work, *duration)
+				r, err := runCell(name, c, backends, up, work, *duration)
 				if err != nil {
 					fail(fmt.Errorf("%s, %s: %w", name, c, err))
 				}
@@ -118,8 +128,51 @@ func rotate(s []string, n int) []string {
 	return append(append([]string{}, s[n:]...), s[:n]...)
 }
 
-// runCell starts one proxy for c, runs wrk through it, and stops it.
-func runCell(name string, c cell, backends []string, server, bin, work string, d time.Duration) (result, error) {
+// reclusterUp is the one `up` of the run: a service behind each mode.
+type reclusterUp struct {
+	cmd   *exec.Cmd
+	addrs map[string]string // by protocol
+}
+
+// startRecluster starts `up` with a service of n Node workers behind a
+// tcp proxy and one behind an http proxy, and waits until both answer.
+func startRecluster(bin, server, work string, n int) (*reclusterUp, error) {
+	dir := filepath.Join(work, "recluster")
+	os.MkdirAll(dir, 0o755)
+	up := &reclusterUp{addrs: map[string]string{}}
+	var cfg strings.Builder
+	cfg.WriteString("services:\n")
+	for _, protocol := range []string{"tcp", "http"} {
+		up.addrs[protocol] = "127.0.0.1:" + strconv.Itoa(freePort())
+		fmt.Fprintf(&cfg, "  %s:\n    command: node %s\n    workers: %d\n    proxy: {address: \"%s\", protocol: %s}\n",
+			protocol, server, n, up.addrs[protocol], protocol)
+	}
+	os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(cfg.String()), 0o644)
+	up.cmd = exec.Command(bin, "up")
+	up.cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+dir, "NO_COLOR=1")
+	up.cmd.Dir = dir
+	up.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logf, err := os.Create(filepath.Join(dir, "out.log"))
+	if err != nil {
+		return nil, err
+	}
+	up.cmd.Stdout, up.cmd.Stderr = logf, logf
+	if err := up.cmd.Start(); err != nil {
+		return nil, err
+	}
+	for _, addr := range up.addrs {
+		if err := waitAnswering(addr, true); err != nil {
+			proc.StopGroup(up.cmd)
+			out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
+			return nil, fmt.Errorf("recluster: %v\n%s", err, out)
+		}
+	}
+	return up, nil
+}
+
+// runCell runs wrk through one proxy for c: HAProxy or nginx started for
+// the cell, or the run's `up`.
+func runCell(name string, c cell, backends []string, up *reclusterUp, work string, d time.Duration) (result, error) {
 	port := freePort()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	dir := filepath.Join(work, fmt.Sprintf("%s-%s-%v", name, c.protocol, c.keepAlive))
@@ -135,35 +188,29 @@ func runCell(name string, c cell, backends []string, server, bin, work string, d
 		os.WriteFile(cfg, []byte(nginxConfig(c.protocol, port, backends, dir)), 0o644)
 		cmd = exec.Command("nginx", "-p", dir, "-c", cfg, "-e", "stderr")
 	case "recluster":
-		os.WriteFile(filepath.Join(dir, "recluster.yml"), []byte(fmt.Sprintf(`services:
-  web:
-    command: node %s
-    workers: %d
-    proxy: {address: "%s", protocol: %s}
-`, server, len(backends), addr, c.protocol)), 0o644)
-		cmd = exec.Command(bin, "up")
-		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+dir, "NO_COLOR=1")
+		cmd, addr = up.cmd, up.addrs[c.protocol]
 	}
-	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	logf, _ := os.Create(filepath.Join(dir, "out.log"))
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	defer proc.StopGroup(cmd)
-	if err := waitAnswering(addr, name == "recluster"); err != nil {
-		out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
-		return result{}, fmt.Errorf("%v\n%s", err, out)
+	if name != "recluster" {
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		logf, _ := os.Create(filepath.Join(dir, "out.log"))
+		defer logf.Close()
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			return result{}, err
+		}
+		defer proc.StopGroup(cmd)
+		if err := waitAnswering(addr, false); err != nil {
+			out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
+			return result{}, fmt.Errorf("%v\n%s", err, out)
+		}
 	}
 	args := []string{"-t2", "-c32", "--latency"}
 	if !c.keepAlive {
 		args = append(args, "-H", "Connection: close")
 	}
-	// Unmeasured, first: recluster's workers start with each cell, while
-	// the other proxies' backends have run every cell before; Node's JIT
-	// and the proxies' own first allocations warm up here, for all three.
+	// Unmeasured, first: HAProxy's and nginx's first allocations, and the
+	// connections every proxy keeps to its workers, warm up here.
 	exec.Command("wrk", append(args, "-d"+warmUp.String(), "http://"+addr+"/")...).Run()
 	pids := proxyPids(name, cmd.Process.Pid)
 	before := cpuOf(pids)
