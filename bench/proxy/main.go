@@ -137,7 +137,7 @@ type reclusterUp struct {
 // startRecluster starts `up` with a service of n Node workers behind a
 // tcp proxy and one behind an http proxy, and waits until both answer.
 func startRecluster(bin, server, work string, n int) (*reclusterUp, error) {
-	dir := filepath.Join(work, "recluster")
+	dir := filepath.Join(work, "up")
 	os.MkdirAll(dir, 0o755)
 	up := &reclusterUp{addrs: map[string]string{}}
 	var cfg strings.Builder
