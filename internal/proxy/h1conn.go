@@ -53,7 +53,8 @@ type h1conn struct {
 	clientGone atomic.Bool
 	peek       [1]byte
 
-	op h1exchange // the exchange under way (here, not one made a request)
+	head reqHead    // the request under way, and its exchange: here, not
+	op   h1exchange // one of each made a request
 	// idleUntil is the read deadline last set for the wait between
 	// requests; it is set anew only once a second has gone from it.
 	idleUntil time.Time
@@ -131,7 +132,9 @@ func (x *h1conn) serve() (handed bool) {
 			}
 			x.w = n
 		}
-		h, st, err := x.readHead(first)
+		var st headStatus
+		var err error
+		x.head, st, err = x.readHead(first)
 		if err != nil {
 			return false
 		}
@@ -139,7 +142,7 @@ func (x *h1conn) serve() (handed bool) {
 			x.handOff()
 			return true
 		}
-		keep, handed := x.exchange(&h)
+		keep, handed := x.exchange(&x.head)
 		if handed || !keep {
 			return handed
 		}

@@ -105,6 +105,26 @@ func FuzzRequestHead(f *testing.F) {
 		if err != nil {
 			t.Fatalf("taken here, refused by net/http: %q: %v", data, err)
 		}
+		// What net/http's server checks beyond ReadRequest
+		// (server.go, readRequest): one Host, of valid bytes; header
+		// names tokens, values without control bytes.
+		if len(r.Header["Host"]) > 1 || !validHost(r.Host) {
+			t.Fatalf("%q: net/http's server refuses the Host %q", data, r.Host)
+		}
+		for name, values := range r.Header {
+			for _, c := range []byte(name) {
+				if !isTokenByte(c) {
+					t.Fatalf("%q: net/http's server refuses the header name %q", data, name)
+				}
+			}
+			for _, v := range values {
+				for _, c := range []byte(v) {
+					if c < 0x20 && c != '\t' || c == 0x7f {
+						t.Fatalf("%q: net/http's server refuses the value %q", data, v)
+					}
+				}
+			}
+		}
 		if r.Method != string(h.method) || r.RequestURI != string(h.target) || r.Host != string(h.host) ||
 			r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close != h.close || len(r.TransferEncoding) != 0 {
 			t.Fatalf("%q: net/http reads %s %s host %q close %v te %v; here %s %s host %q close %v",
@@ -143,6 +163,17 @@ func FuzzRequestHead(f *testing.F) {
 			t.Fatalf("%q: the worker reads the body %q", data, body)
 		}
 	})
+}
+
+// validHost is httpguts.ValidHostHeader's byte rule, which net/http's
+// server applies to a request's Host.
+func validHost(h string) bool {
+	for _, c := range []byte(h) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.IndexByte("!$%&'()*+,-.:;<=>[]_~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 func equalHeaders(a, b http.Header) bool {
