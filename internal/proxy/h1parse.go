@@ -38,8 +38,7 @@ type reqHead struct {
 	length     int  // Content-Length; 0 without one
 	close      bool // Connection: close
 	replayable bool // may go again on a new connection if a kept one failed
-	drop       [maxDropped]span
-	ndrop      int
+	dropped    spans    // header lines not passed on
 }
 
 // respHead is a clean answer head from a worker.
@@ -50,8 +49,46 @@ type respHead struct {
 	chunked bool
 	close   bool // the worker closes the connection after it
 	hasDate bool
-	drop    [maxDropped]span
-	ndrop   int
+	dropped spans
+}
+
+// spans are the header lines of a head not passed on: at most maxDropped.
+type spans struct {
+	s [maxDropped]span
+	n int
+}
+
+func (d *spans) add(sp span) bool {
+	if d.n == maxDropped {
+		return false
+	}
+	d.s[d.n] = sp
+	d.n++
+	return true
+}
+
+func (d *spans) all() []span { return d.s[:d.n] }
+
+// fields walks the header lines from at to the blank line, giving each
+// its name, value and place; it returns the index after the blank line,
+// or what stopped it (a line not plainly clean, or one each refused).
+func fields(buf []byte, at int, each func(name, value []byte, sp span) bool) (int, headStatus) {
+	for {
+		line, next, ok, bad := nextLine(buf, at)
+		switch {
+		case bad:
+			return 0, headUnusual
+		case !ok:
+			return 0, headIncomplete
+		case len(line) == 0:
+			return next, headOK
+		}
+		name, value, ok := field(line)
+		if !ok || !each(name, value, span{at, next}) {
+			return 0, headUnusual
+		}
+		at = next
+	}
 }
 
 var crlf = []byte("\r\n")
@@ -237,24 +274,11 @@ func parseRequestHead(buf []byte) (h reqHead, st headStatus) {
 	}
 	h.replayable = replayableMethods[string(h.method)]
 	hosts, lengths := 0, 0
-	for {
-		start := at
-		line, at, ok, bad = nextLine(buf, at)
-		if bad {
-			return h, headUnusual
+	h.end, st = fields(buf, at, func(name, value []byte, sp span) bool {
+		if hopByHopRequest(name) {
+			return false
 		}
-		if !ok {
-			return h, headIncomplete
-		}
-		if len(line) == 0 {
-			h.end = at
-			break
-		}
-		name, value, ok := field(line)
-		if !ok {
-			return h, headUnusual
-		}
-		drop := false
+		ok, drop := true, false
 		switch len(name) {
 		case 4:
 			if bytes.EqualFold(name, []byte("host")) {
@@ -264,15 +288,11 @@ func parseRequestHead(buf []byte) (h reqHead, st headStatus) {
 		case 14:
 			if bytes.EqualFold(name, []byte("content-length")) {
 				lengths++
-				if h.length, ok = parseLength(value); !ok {
-					return h, headUnusual
-				}
+				h.length, ok = parseLength(value)
 			}
 		case 10:
 			if bytes.EqualFold(name, []byte("connection")) {
-				if h.close, ok = connectionTokens(value); !ok {
-					return h, headUnusual
-				}
+				h.close, ok = connectionTokens(value)
 				drop = true
 			}
 		case 9:
@@ -281,16 +301,10 @@ func parseRequestHead(buf []byte) (h reqHead, st headStatus) {
 			drop = bytes.EqualFold(name, []byte("x-forwarded-for")) || bytes.EqualFold(name, []byte("x-forwarded-host")) ||
 				bytes.EqualFold(name, []byte("x-forwarded-proto"))
 		}
-		if hopByHopRequest(name) {
-			return h, headUnusual
-		}
-		if drop {
-			if h.ndrop == maxDropped {
-				return h, headUnusual
-			}
-			h.drop[h.ndrop] = span{start, at}
-			h.ndrop++
-		}
+		return ok && (!drop || h.dropped.add(sp))
+	})
+	if st != headOK {
+		return h, st
 	}
 	if hosts != 1 || lengths > 1 || !cleanHost(h.host) {
 		return h, headUnusual
@@ -339,53 +353,28 @@ func parseResponseHead(buf []byte) (h respHead, st headStatus) {
 		}
 	}
 	lengths, encodings := 0, 0
-	for {
-		start := at
-		line, at, ok, bad = nextLine(buf, at)
-		if bad {
-			return h, headUnusual
-		}
-		if !ok {
-			return h, headIncomplete
-		}
-		if len(line) == 0 {
-			h.end = at
-			break
-		}
-		name, value, ok := field(line)
-		if !ok {
-			return h, headUnusual
-		}
-		drop := false
+	h.end, st = fields(buf, at, func(name, value []byte, sp span) bool {
+		ok, drop := true, false
 		switch {
 		case len(name) == 14 && bytes.EqualFold(name, []byte("content-length")):
 			lengths++
-			if h.length, ok = parseLength(value); !ok {
-				return h, headUnusual
-			}
+			h.length, ok = parseLength(value)
 		case len(name) == 17 && bytes.EqualFold(name, []byte("transfer-encoding")):
 			encodings++
-			if !bytes.EqualFold(value, []byte("chunked")) {
-				return h, headUnusual
-			}
+			ok = bytes.EqualFold(value, []byte("chunked"))
 			h.chunked = true
 		case len(name) == 10 && bytes.EqualFold(name, []byte("connection")):
-			if h.close, ok = connectionTokens(value); !ok {
-				return h, headUnusual
-			}
+			h.close, ok = connectionTokens(value)
 			drop = true
 		case len(name) == 4 && bytes.EqualFold(name, []byte("date")):
 			h.hasDate = true
 		default:
 			drop = hopByHopResponse(name)
 		}
-		if drop {
-			if h.ndrop == maxDropped {
-				return h, headUnusual
-			}
-			h.drop[h.ndrop] = span{start, at}
-			h.ndrop++
-		}
+		return ok && (!drop || h.dropped.add(sp))
+	})
+	if st != headOK {
+		return h, st
 	}
 	if lengths > 1 || encodings > 1 || lengths+encodings > 1 {
 		return h, headUnusual

@@ -89,7 +89,7 @@ func (op *h1exchange) run(req []byte, reused bool) (keep bool, err error) {
 func (op *h1exchange) appendRequest(out, req []byte) []byte {
 	h := op.h
 	at := 0
-	for _, d := range h.drop[:h.ndrop] {
+	for _, d := range h.dropped.all() {
 		out = append(out, req[at:d.from]...)
 		at = d.to
 	}
@@ -142,7 +142,7 @@ func (op *h1exchange) readAnswerHead() (*respHead, error) {
 func appendAnswerHead(out []byte, br interface{ Peek(int) ([]byte, error) }, rh *respHead, closeClient bool) []byte {
 	head, _ := br.Peek(rh.end)
 	at := 0
-	for _, d := range rh.drop[:rh.ndrop] {
+	for _, d := range rh.dropped.all() {
 		out = append(out, head[at:d.from]...)
 		at = d.to
 	}
