@@ -35,10 +35,10 @@ type reqHead struct {
 	method     []byte
 	target     []byte
 	host       []byte
-	length     int  // Content-Length; 0 without one
-	close      bool // Connection: close
-	replayable bool // may go again on a new connection if a kept one failed
-	dropped    spans    // header lines not passed on
+	length     int   // Content-Length; 0 without one
+	close      bool  // Connection: close
+	replayable bool  // may go again on a new connection if a kept one failed
+	dropped    spans // header lines not passed on
 }
 
 // respHead is a clean answer head from a worker.
