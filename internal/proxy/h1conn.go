@@ -24,9 +24,9 @@ import (
 //
 // What is not plainly clean goes to net/http with the bytes read so far
 // (handOff), and the connection stays there: an unusual request, a head
-// past the buffer, a body not whole in the bytes that brought its head end
-// (it may have to stream while the answer does), or no worker ready at
-// once (net/http's path waits for one, bounded by Wait).
+// past the buffer, a body that does not follow its head within bodyGrace
+// (it may stream while the answer does), or no worker ready at once
+// (net/http's path waits for one, bounded by Wait).
 //
 // Its goroutine is started by dispatch and owned by its httpServer, which
 // closes it when idle at shutdown; it ends when the client or the server
@@ -174,14 +174,25 @@ func (x *h1conn) awaitIdle(first bool) {
 // the request is found unusual; the header's time is bounded from its
 // first byte as net/http bounds it.
 func (x *h1conn) readHead(first bool) (reqHead, headStatus, error) {
-	timed := first
+	timed, graced := first, false
 	for {
 		h, st := parseRequestHead(x.buf[x.r:x.w])
 		if st == headOK && h.end+h.length > x.w-x.r {
-			// A body still coming may have to go on while the answer
-			// does (a worker may answer first): net/http's full duplex
-			// carries it.
-			return h, headUnusual, nil
+			// The body is still coming. A client that writes its head
+			// and body apart sends the body at once, so it is waited
+			// for a moment (bodyGrace). One that waits for the answer
+			// to begin before it sends the rest (a stream both ways)
+			// needs net/http's full duplex, as does a body past the
+			// buffer.
+			if h.end+h.length > len(x.buf) {
+				return h, headUnusual, nil
+			}
+			if !graced {
+				graced = true
+				x.c.SetReadDeadline(time.Now().Add(x.hs.bodyGrace))
+				x.idleUntil = time.Time{} // the next wait sets its own
+			}
+			st = headIncomplete
 		}
 		if st != headIncomplete {
 			return h, st, nil
@@ -193,18 +204,26 @@ func (x *h1conn) readHead(first bool) (reqHead, headStatus, error) {
 			x.w = copy(x.buf, x.buf[x.r:x.w])
 			x.r = 0
 		}
-		if !timed {
+		if !timed && !graced {
 			x.c.SetReadDeadline(time.Now().Add(x.hs.opts.HeaderTimeout))
 			x.idleUntil = time.Time{}
 			timed = true
 		}
 		n, err := x.rw.Read(x.buf[x.w:])
 		if err != nil {
+			if graced && timedOut(err) {
+				return h, headUnusual, nil
+			}
 			return h, st, err
 		}
 		x.w += n
 	}
 }
+
+// bodyGrace is how long a clean request's body may take to follow its
+// head before the connection goes to net/http. Each server takes it when
+// made; tests lengthen it before they make theirs.
+var bodyGrace = 5 * time.Millisecond
 
 // handOff gives the connection to net/http with what it sent so far.
 func (x *h1conn) handOff() {

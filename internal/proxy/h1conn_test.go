@@ -147,6 +147,29 @@ func TestTheLoopPassesHeadsAsTheyCame(t *testing.T) {
 	}
 }
 
+// TestABodyThatFollowsItsHeadStaysInTheLoop: a client that writes a
+// request's head and then its body gets it served by the loop (the
+// worker sees the lines as they came), not handed to net/http.
+func TestABodyThatFollowsItsHeadStaysInTheLoop(t *testing.T) {
+	defer func(g time.Duration) { bodyGrace = g }(bodyGrace)
+	bodyGrace = deadlineForTests // a loaded machine may part the two writes
+	w := startRawWorker(t, func(target string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	p, addr := startProxy(t, Options{Protocol: "http"})
+	p.SetBackends(map[string]string{"w": w.ln.Addr().String()})
+	c, br := dialProxy(t, addr)
+	io.WriteString(c, "POST /form HTTP/1.1\r\nHost: x\r\nx-lower: v\r\nContent-Length: 5\r\n\r\n")
+	io.WriteString(c, "hello")
+	if _, body := readAnswer(t, br, "POST"); body != "ok" {
+		t.Fatalf("answer %q", body)
+	}
+	heads, _ := w.got()
+	if len(heads) != 1 || !strings.Contains(heads[0], "\r\nx-lower: v\r\n") {
+		t.Errorf("the worker got %q: not the loop's", heads)
+	}
+}
+
 // TestUnusualRequestsAreHandedToNetHTTP: on one connection, a clean
 // request, then a chunked upload (net/http's to judge), then more: each
 // is answered, the upload's body whole.

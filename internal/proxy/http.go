@@ -97,9 +97,10 @@ func (bodyBufs) Put(b []byte) { bodyBufPool.Put(&b) }
 // takes no new connections and serves those it has until they end, so a
 // keep-alive client is never cut by a reload.
 type httpServer struct {
-	opts    Options
-	server  *http.Server
-	retired atomic.Bool
+	opts      Options
+	bodyGrace time.Duration // bodyGrace when it was made
+	server    *http.Server
+	retired   atomic.Bool
 
 	shuttingDown atomic.Bool
 	mu           sync.Mutex
@@ -108,7 +109,7 @@ type httpServer struct {
 
 // newHTTPServer makes a server with opts' bounds; the caller holds mu.
 func (p *Proxy) newHTTPServer(opts Options) *httpServer {
-	hs := &httpServer{opts: opts, conns: map[*h1conn]struct{}{}}
+	hs := &httpServer{opts: opts, bodyGrace: bodyGrace, conns: map[*h1conn]struct{}{}}
 	hs.server = &http.Server{
 		Handler: p.handler.handler,
 		// Go adds 4 KiB of slack to MaxHeaderBytes; the bound said is
