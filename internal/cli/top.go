@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
-	"github.com/muesli/termenv"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/colorprofile"
 
 	"github.com/recluster/recluster/config"
 	"github.com/recluster/recluster/internal/control"
@@ -72,12 +72,16 @@ func showTop(io IO, client *control.Client, color *colorFlag, every time.Duratio
 	if err != nil {
 		return false, err
 	}
+	// The view uses the 8 ANSI colours only; without colour (NO_COLOR,
+	// --color never) bold and reverse still mark the title and the
+	// selected line.
+	profile := colorprofile.ANSI
 	if !color.enabled(io, io.Out) {
-		lipgloss.SetColorProfile(termenv.Ascii)
+		profile = colorprofile.Ascii
 	}
 	m := newTopModel(client, every)
 	m.take(first, time.Now())
-	end, err := tea.NewProgram(m, tea.WithAltScreen(), tea.WithInput(io.In), tea.WithOutput(io.Out)).Run()
+	end, err := tea.NewProgram(m, tea.WithInput(io.In), tea.WithOutput(io.Out), tea.WithColorProfile(profile)).Run()
 	if err != nil {
 		return false, err
 	}
@@ -231,24 +235,24 @@ func (m *topModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case answerMsg:
 		m.busy, m.message = false, msg.text
 		return m, m.look()
-	case tea.KeyMsg:
+	case tea.KeyPressMsg:
 		return m, m.key(msg)
 	}
 	return m, nil
 }
 
 // key handles one key press.
-func (m *topModel) key(k tea.KeyMsg) tea.Cmd {
+func (m *topModel) key(k tea.KeyPressMsg) tea.Cmd {
 	if m.typing {
-		switch k.Type {
-		case tea.KeyEnter, tea.KeyEsc:
+		switch k.Code {
+		case tea.KeyEnter, tea.KeyEscape:
 			m.typing = false
 		case tea.KeyBackspace:
 			if m.filter != "" {
 				m.filter = m.filter[:len(m.filter)-1]
 			}
-		case tea.KeyRunes, tea.KeySpace:
-			m.filter += string(k.Runes)
+		default:
+			m.filter += k.Text
 		}
 		return nil
 	}
@@ -386,7 +390,15 @@ var topStyle = sync.OnceValue(func() topStyles {
 	}
 })
 
-func (m *topModel) View() string {
+// View draws the view on the terminal's alternate screen, as top does.
+func (m *topModel) View() tea.View {
+	v := tea.NewView(m.render())
+	v.AltScreen = true
+	return v
+}
+
+// render is the view's text, for the terminal and the model's tests.
+func (m *topModel) render() string {
 	var lines []string
 	add := func(s string) { lines = append(lines, s) }
 	add(topStyle().title.Render(fmt.Sprintf("recluster top · %d services · %s", len(m.services), m.at.Format("15:04:05"))))

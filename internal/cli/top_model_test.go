@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/recluster/recluster/internal/control"
 )
@@ -72,14 +73,13 @@ func update(t *testing.T, m *topModel, msg tea.Msg) tea.Msg {
 // old worker draining and its work in flight, a request rate, and keys
 // ask `up` for what they say; it fits 80×24.
 func TestTopShowsTheStackAReloadAndItsKeys(t *testing.T) {
-	lipgloss.SetColorProfile(0) // plain text to compare
 	f := &fakeUp{}
 	m := newTopModel(f, time.Second)
 	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
 	t0 := time.Now()
 	m.Update(statusMsg{st: stackAt(1, false, 100), at: t0})
 	m.Update(statusMsg{st: stackAt(2, true, 300), at: t0.Add(time.Second)})
-	view := m.View()
+	view := ansi.Strip(m.render())
 	for _, want := range []string{"web", "clock", "reloading", "2/2", "draining", "200", "30M"} {
 		if !strings.Contains(view, want) {
 			t.Errorf("the view lacks %q:\n%s", want, view)
@@ -94,29 +94,40 @@ func TestTopShowsTheStackAReloadAndItsKeys(t *testing.T) {
 			t.Errorf("a line of %d cells on an 80-cell terminal: %q", w, l)
 		}
 	}
-	if msg := update(t, m, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("r")}); msg == nil {
+	if msg := update(t, m, tea.KeyPressMsg{Code: 'r', Text: "r"}); msg == nil {
 		t.Fatal("r asked nothing")
 	} else {
 		m.Update(msg)
 	}
-	if !strings.Contains(m.View(), "reload web: done") {
-		t.Errorf("the reload's answer is not shown:\n%s", m.View())
+	if !strings.Contains(ansi.Strip(m.render()), "reload web: done") {
+		t.Errorf("the reload's answer is not shown:\n%s", ansi.Strip(m.render()))
 	}
-	m.Update(tea.KeyMsg{Type: tea.KeyDown})
-	if msg := update(t, m, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("+")}); msg != nil {
+	m.Update(tea.KeyPressMsg{Code: tea.KeyDown})
+	if msg := update(t, m, tea.KeyPressMsg{Code: '+', Text: "+"}); msg != nil {
 		m.Update(msg)
 	}
-	if msg := update(t, m, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("s")}); msg != nil {
+	if msg := update(t, m, tea.KeyPressMsg{Code: 's', Text: "s"}); msg != nil {
 		m.Update(msg)
 	}
 	if got := strings.Join(f.asked, "; "); got != "reload web; scale map[clock:2]; stop clock" {
 		t.Errorf("asked: %s", got)
 	}
-	if msg := update(t, m, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("a")}); msg != nil && !strings.Contains(m.View(), "log of every service") {
-		t.Errorf("a: the log is not every service's:\n%s", m.View())
+	if msg := update(t, m, tea.KeyPressMsg{Code: 'a', Text: "a"}); msg != nil && !strings.Contains(ansi.Strip(m.render()), "log of every service") {
+		t.Errorf("a: the log is not every service's:\n%s", ansi.Strip(m.render()))
+	}
+	// "/" types a filter for the log: letters, a space, a backspace, and
+	// Enter ends it; q while typing is a letter, not quit.
+	for _, k := range []tea.KeyPressMsg{{Code: '/', Text: "/"}, {Code: 'q', Text: "q"}, {Code: tea.KeySpace, Text: " "},
+		{Code: 'x', Text: "x"}, {Code: tea.KeyBackspace}, {Code: tea.KeyEnter}} {
+		if _, cmd := m.Update(k); cmd != nil {
+			t.Fatalf("%v while typing a filter asked something", k)
+		}
+	}
+	if m.typing || m.filter != "q " {
+		t.Errorf("after typing a filter: typing %v, filter %q; want false, \"q \"", m.typing, m.filter)
 	}
 	m.Update(tea.WindowSizeMsg{Width: 40, Height: 10})
-	for _, l := range strings.Split(m.View(), "\n") {
+	for _, l := range strings.Split(ansi.Strip(m.render()), "\n") {
 		if w := lipgloss.Width(l); w > 40 {
 			t.Errorf("after a resize to 40 cells, a line of %d: %q", w, l)
 		}

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -146,5 +147,31 @@ services:
 	}
 	if proc.Alive(pid) {
 		t.Errorf("worker pid %d still runs", pid)
+	}
+}
+
+// TestAVerbInATerminalAsksTheTerminalNothing: every verb links the view,
+// and nothing of it may speak to the terminal before the view is asked
+// for. bubbletea v1's initialiser asked the terminal for its background
+// colour at every start (OSC 11, then a cursor report): a terminal that
+// does not answer (script, expect, `docker run -t` with nobody attached)
+// held every verb 5 s, and the query was written into its output. script
+// gives the verb a real terminal that answers nothing.
+func TestAVerbInATerminalAsksTheTerminalNothing(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("script (util-linux) is not installed")
+	}
+	cmd := exec.Command(script, "-qec", testbin.Recluster(t)+" version", "/dev/null")
+	cmd.Env = []string{"TERM=xterm-256color", "PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("recluster version in a terminal: %v\n%q", err, out)
+	}
+	if strings.Contains(string(out), "\x1b]11;?") || strings.Contains(string(out), "\x1b[6n") {
+		t.Errorf("recluster version asked the terminal something: %q", out)
+	}
+	if !strings.Contains(string(out), "recluster ") {
+		t.Errorf("recluster version said %q", out)
 	}
 }
