@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
@@ -248,9 +249,8 @@ func (m *topModel) key(k tea.KeyPressMsg) tea.Cmd {
 		case tea.KeyEnter, tea.KeyEscape:
 			m.typing = false
 		case tea.KeyBackspace:
-			if m.filter != "" {
-				m.filter = m.filter[:len(m.filter)-1]
-			}
+			_, size := utf8.DecodeLastRuneInString(m.filter)
+			m.filter = m.filter[:len(m.filter)-size] // a letter, not a byte of one
 		default:
 			m.filter += k.Text
 		}
