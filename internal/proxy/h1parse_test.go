@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"strings"
 	"testing"
@@ -253,7 +254,7 @@ func FuzzResponseHead(f *testing.F) {
 // TestChunkSizes: the chunk-size lines passed on are those net/http's
 // reader takes, and their sizes the same.
 func TestChunkSizes(t *testing.T) {
-	for line, want := range map[string]int{"5\r\n": 5, "1a\r\n": 26, "A;name=v\r\n": 10, "0\r\n": 0, "5 \r\n": 5, "5 ;x\r\n": 5,
+	for line, want := range map[string]int{"5\r\n": 5, "1a\r\n": 26, "A;name=v\r\n": 10, "0\r\n": 0, "5 \r\n": 5, "5;x \r\n": 5, "5 ;x\r\n": -1,
 		"\r\n": -1, "x\r\n": -1, "-1\r\n": -1, "5 5\r\n": -1, "1234567890123\r\n": -1, ";x\r\n": -1} {
 		got, ok := chunkSize([]byte(line))
 		if !ok {
@@ -263,4 +264,47 @@ func TestChunkSizes(t *testing.T) {
 			t.Errorf("%q: %d, want %d", line, got, want)
 		}
 	}
+}
+
+// FuzzChunkedBody: a chunked answer the loop passes on, it passes as it
+// came (a prefix of what the worker sent, up to the end of its framing),
+// and net/http's chunked reader reads it without error to the same data.
+func FuzzChunkedBody(f *testing.F) {
+	for _, s := range []string{
+		"5\r\nhello\r\n0\r\n\r\n",
+		"5;ext=1\r\nhello\r\n6 \r\n world\r\n0\r\nX-Sum: 11\r\n\r\n",
+		"A\r\n0123456789\r\n0\r\n\r\nnext answer",
+		"5\r\nhello world\r\n0\r\n\r\n",
+		"5\nhello\n0\n\n",
+		"-1\r\n\r\n",
+		"fffffffffffff\r\n",
+		"0\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var sent bytes.Buffer
+		x := &h1conn{rw: struct {
+			io.Reader
+			io.Writer
+		}{nil, &sent}}
+		x.out = make([]byte, 0, 32<<10)
+		op := &h1exchange{x: x, k: &keptConn{br: bufio.NewReaderSize(bytes.NewReader(body), 4<<10)}}
+		err := op.relayChunked()
+		if err == nil {
+			err = op.flush()
+		}
+		if err != nil {
+			return // the loop closes the client's connection: nothing to compare
+		}
+		passed := sent.Bytes()
+		if !bytes.HasPrefix(body, passed) {
+			t.Fatalf("%q: passed on %q, not as it came", body, passed)
+		}
+		want, werr := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(body)))
+		got, gerr := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(passed)))
+		if werr != nil || gerr != nil || !bytes.Equal(want, got) {
+			t.Fatalf("%q: passed on %q; net/http reads %q (%v) from it, %q (%v) from the worker's", body, passed, got, gerr, want, werr)
+		}
+	})
 }

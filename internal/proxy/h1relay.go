@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -315,6 +316,12 @@ func (op *h1exchange) line(limit int) ([]byte, error) {
 			if i == 0 || buf[i-1] != '\r' {
 				return nil, errWorker{errors.New("a chunk line without CRLF")}
 			}
+			if bytes.IndexByte(buf[:i-1], '\r') >= 0 {
+				// net/http's reader refuses it too (RFC 9112: CRLF
+				// only), and a reader that took it could frame
+				// differently.
+				return nil, errWorker{errors.New("a bare CR in a chunk line")}
+			}
 			if len(x.out)+i+1 > cap(x.out) {
 				if err := op.flush(); err != nil {
 					return nil, err
@@ -331,12 +338,19 @@ func (op *h1exchange) line(limit int) ([]byte, error) {
 	}
 }
 
-// chunkSize reads a chunk-size line: hex digits, then an extension or
-// nothing, then CRLF.
+// chunkSize reads a chunk-size line as net/http's reader does: its
+// trailing whitespace dropped, then an extension after ';', then hex
+// digits and nothing else.
 func chunkSize(line []byte) (int, bool) {
-	line = line[:len(line)-2]
-	n, digits := 0, 0
-	for i, c := range line {
+	line = bytes.TrimRight(line[:len(line)-2], " \t")
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	if len(line) == 0 || len(line) > 12 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range line {
 		var d byte
 		switch {
 		case '0' <= c && c <= '9':
@@ -345,23 +359,12 @@ func chunkSize(line []byte) (int, bool) {
 			d = c - 'a' + 10
 		case 'A' <= c && c <= 'F':
 			d = c - 'A' + 10
-		case (c == ';' || c == ' ' || c == '\t') && digits > 0:
-			// net/http's reader allows whitespace after the size.
-			rest := line[i:]
-			for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
-				rest = rest[1:]
-			}
-			return n, len(rest) == 0 || rest[0] == ';'
-
 		default:
-			return 0, false
-		}
-		if digits++; digits > 12 {
 			return 0, false
 		}
 		n = n<<4 | int(d)
 	}
-	return n, digits > 0
+	return n, true
 }
 
 // relayUntilClose passes on a body that ends when the worker closes.
