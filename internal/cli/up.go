@@ -21,6 +21,7 @@ import (
 	"github.com/recluster/recluster/internal/control"
 	"github.com/recluster/recluster/internal/logfile"
 	"github.com/recluster/recluster/internal/metrics"
+	"github.com/recluster/recluster/internal/netlimit"
 	"github.com/recluster/recluster/internal/osproc"
 	"github.com/recluster/recluster/internal/sdnotify"
 	"github.com/recluster/recluster/logmux"
@@ -389,7 +390,7 @@ func (r *upRun) controlServer() actor {
 func (r *upRun) serveMetrics() actor {
 	srv := metrics.Server(metrics.Handler(r.m.Status))
 	return actor{func() error {
-		if err := srv.Serve(metrics.LimitListener(r.metricsLn, metrics.MaxConns)); err != http.ErrServerClosed {
+		if err := srv.Serve(netlimit.New(r.metricsLn, metrics.MaxConns, nil)); err != http.ErrServerClosed {
 			r.mux.System("", fmt.Sprintf("metrics: %v; no more metrics are served", err))
 		}
 		<-r.stopped // a failed endpoint does not end the stack

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recluster/recluster/internal/netlimit"
 	"github.com/recluster/recluster/logmux"
 )
 
@@ -115,50 +116,15 @@ func Listen(path string) (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &guardedListener{Listener: ln, uid: os.Getuid(), slots: make(chan struct{}, MaxConns)}, nil
-}
-
-// guardedListener refuses connections from other users (the socket's mode
-// already keeps them out, and SO_PEERCRED makes sure of it) and serves at
-// most MaxConns at once, so no client can take every fd of `up`.
-type guardedListener struct {
-	net.Listener
-	uid   int
-	slots chan struct{}
-}
-
-func (l *guardedListener) Accept() (net.Conn, error) {
-	for {
-		l.slots <- struct{}{}
-		c, err := l.Listener.Accept()
-		if err != nil {
-			<-l.slots
-			return nil, err
-		}
-		if err := checkPeer(c, l.uid); err != nil {
-			c.Close()
-			<-l.slots
-			continue
-		}
-		return &slotConn{Conn: c, release: func() { <-l.slots }}, nil
-	}
+	// Other users are refused (the socket's mode already keeps them out,
+	// and SO_PEERCRED makes sure of it), and at most MaxConns are served
+	// at once, so no client can take every fd of `up`.
+	uid := os.Getuid()
+	return netlimit.New(ln, MaxConns, func(c net.Conn) error { return checkPeer(c, uid) }), nil
 }
 
 // connKey finds a request's connection in its context.
 type connKey struct{}
-
-// slotConn gives its slot back when closed.
-type slotConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *slotConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
-}
 
 // checkPeer reads the peer's uid from the kernel.
 func checkPeer(c net.Conn, uid int) error {
@@ -349,8 +315,8 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		// A follower lasts: its connection's place goes back to
 		// commands.
-		if sc, ok := r.Context().Value(connKey{}).(*slotConn); ok {
-			sc.once.Do(sc.release)
+		if c, ok := r.Context().Value(connKey{}).(*netlimit.Conn); ok {
+			c.Release()
 		}
 	}
 	// Subscribe before reading the backlog, so no line falls between.

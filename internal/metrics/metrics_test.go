@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/recluster/recluster/internal/netlimit"
 	"github.com/recluster/recluster/runner"
 )
 
@@ -162,7 +163,7 @@ func TestAFloodOfConnectionsIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := LimitListener(raw, 4)
+	ln := netlimit.New(raw, 4, nil)
 	var open atomic.Int32
 	accepted := make(chan struct{}, 64)
 	srv := Server(Handler(func(context.Context) ([]runner.ServiceStatus, error) { return stack(), nil }))

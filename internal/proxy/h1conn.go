@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/recluster/recluster/internal/netlimit"
 )
 
 // h1conn is one client connection in http mode, served by the proxy's own
@@ -34,7 +36,7 @@ import (
 type h1conn struct {
 	hs       *httpServer
 	p        *Proxy
-	c        net.Conn      // the limitedConn the proxy accepted
+	c        net.Conn      // as the proxy accepted it (a netlimit.Conn)
 	rw       io.ReadWriter // c's raw side (polledsock_linux.go)
 	raw      syscall.RawConn
 	clientIP string
@@ -81,7 +83,7 @@ var h1BufPool = sync.Pool{New: func() any { b := make([]byte, h1BufSize); return
 // serveConn serves c with the proxy's own loop, or hands it to net/http
 // when it is not a TCP connection (the watch needs a socket).
 func (hs *httpServer) serveConn(p *Proxy, c net.Conn) {
-	lc, _ := c.(*limitedConn)
+	lc, _ := c.(*netlimit.Conn)
 	var tc *net.TCPConn
 	if lc != nil {
 		tc, _ = lc.Conn.(*net.TCPConn)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"net"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -128,26 +127,4 @@ func (l *connLimit) returnMemory() {
 	l.returned = time.Now()
 	// Owned by no one: ends when the collection does.
 	go debug.FreeOSMemory()
-}
-
-// limitedConn gives its place back to the limit when closed, once.
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
-}
-
-// CloseWrite passes a half-close on, as net/http's server uses it before
-// it closes a connection it refused.
-func (c *limitedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/config"
+	"github.com/recluster/recluster/internal/netlimit"
 )
 
 // Defaults of Options.
@@ -353,7 +354,7 @@ func (p *Proxy) dispatch(c net.Conn) {
 			})
 			return
 		}
-		if hs.serve(p, &limitedConn{Conn: c, release: p.limit.release}) {
+		if hs.serve(p, netlimit.NewConn(c, p.limit.release)) {
 			return
 		}
 		// That server was retired meanwhile: the next mode takes it.
