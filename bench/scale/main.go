@@ -195,7 +195,7 @@ func probeCost(dir, bin string, n int, window time.Duration, mode string) error 
 		}
 		stopScraping := make(chan struct{})
 		if on && scrape {
-			go scrapeEverySecond("http://127.0.0.1:19399/metrics", stopScraping)
+			go everySecond(scrapeOf("http://127.0.0.1:19399/metrics"), stopScraping)
 		}
 		if on && mode == "view" {
 			paths, err := control.PathsFor(filepath.Join(dir, "recluster.yml"), func(k string) string {
@@ -207,7 +207,7 @@ func probeCost(dir, bin string, n int, window time.Duration, mode string) error 
 			if err != nil {
 				return err
 			}
-			go askAsTheViewDoes(control.NewClient(filepath.Join(dir, "recluster.yml"), paths), stopScraping)
+			go everySecond(askAsTheViewDoes(control.NewClient(filepath.Join(dir, "recluster.yml"), paths)), stopScraping)
 		}
 		time.Sleep(3 * time.Second) // the first probes and the start's garbage settle, unmeasured
 		cpu0 := proc.CPUSeconds(cmd.Process.Pid)
@@ -222,23 +222,25 @@ func probeCost(dir, bin string, n int, window time.Duration, mode string) error 
 
 // askAsTheViewDoes asks what `recluster top` asks each second: the
 // status, and the selected service's last lines.
-func askAsTheViewDoes(c *control.Client, stop <-chan struct{}) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			c.Status(context.Background())
-			c.Logs(context.Background(), []string{"web"}, 40, false, func(control.LogEvent) error { return nil })
+func askAsTheViewDoes(c *control.Client) func() {
+	return func() {
+		c.Status(context.Background())
+		c.Logs(context.Background(), []string{"web"}, 40, false, func(control.LogEvent) error { return nil })
+	}
+}
+
+// scrapeOf GETs url, as Prometheus does at each interval.
+func scrapeOf(url string) func() {
+	return func() {
+		if resp, err := http.Get(url); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
 		}
 	}
 }
 
-// scrapeEverySecond GETs url once a second until stop closes, as
-// Prometheus would at a 1 s interval.
-func scrapeEverySecond(url string, stop <-chan struct{}) {
+// everySecond does ask once a second until stop closes.
+func everySecond(ask func(), stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -246,10 +248,7 @@ func scrapeEverySecond(url string, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			if resp, err := http.Get(url); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
+			ask()
 		}
 	}
 }
