@@ -236,16 +236,11 @@ func TestIdleTCPConnectionsEndWhenAsked(t *testing.T) {
 		}
 	}()
 	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := idle.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+	if _, err := idle.Read(make([]byte, 1)); err == nil || timedOut(err) {
 		t.Fatalf("the idle connection was not closed: %v", err)
 	}
 	// The proxy counts the idle one out just after closing it.
 	waitFor(t, "only the busy connection left", func() bool { return p.InFlight("hole") == 1 })
-}
-
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -117,19 +117,27 @@ func (f *fastConns) closeIdle() {
 	f.idle = f.idle[:0]
 }
 
+// take returns a kept connection to the backend, or a new one; reused
+// says it was kept.
+func (f *fastConns) take(ctx context.Context) (k *keptConn, reused bool, err error) {
+	if k := f.get(); k != nil {
+		return k, true, nil
+	}
+	c, err := backendDialer.DialContext(ctx, "tcp", f.addr)
+	if err != nil {
+		return nil, false, &dialError{err}
+	}
+	return newKeptConn(c), false, nil
+}
+
 // roundTrip sends r on a kept connection, or a new one. A kept one the
 // backend closed meanwhile fails before any answer: the request (which
 // fastOK says may be repeated) goes once more on a new connection.
 func (f *fastConns) roundTrip(r *http.Request) (*http.Response, error) {
 	for {
-		k := f.get()
-		reused := k != nil
-		if k == nil {
-			c, err := backendDialer.DialContext(r.Context(), "tcp", f.addr)
-			if err != nil {
-				return nil, &dialError{err}
-			}
-			k = newKeptConn(c)
+		k, reused, err := f.take(r.Context())
+		if err != nil {
+			return nil, err
 		}
 		resp, err := f.exchange(k, r)
 		if err == nil {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -257,7 +258,7 @@ func (x *h1conn) exchange(h *reqHead) (keep, handed bool) {
 			x.handOff() // net/http's path waits for a worker
 			return false, true
 		}
-		k, reused, err := b.fast.take()
+		k, reused, err := b.fast.take(context.Background())
 		if err != nil {
 			if skip == nil {
 				skip = map[string]bool{}
@@ -353,19 +354,6 @@ func (x *h1conn) stopWatch() {
 func timedOut(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// take returns a kept connection to the backend, or a new one; reused
-// says it was kept.
-func (f *fastConns) take() (k *keptConn, reused bool, err error) {
-	if k := f.get(); k != nil {
-		return k, true, nil
-	}
-	c, err := backendDialer.Dial("tcp", f.addr)
-	if err != nil {
-		return nil, false, &dialError{err}
-	}
-	return newKeptConn(c), false, nil
 }
 
 // prefixConn is a connection handed to net/http with the bytes already
