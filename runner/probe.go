@@ -173,7 +173,12 @@ type keptConn struct {
 	conn net.Conn
 	lr   io.LimitedReader // bounds what one answer may send
 	br   *bufio.Reader
-	host string
+	host string // the connection's host:port
+
+	// The last URL probed, read once: a prober's URL is the same at
+	// every probe. req is its request, written as it is.
+	url string
+	req []byte
 }
 
 // probeAnswerMax bounds an answer to a probe, head and body: a worker
@@ -191,23 +196,25 @@ func (k *keptConn) close() {
 // not followed: a 3xx is the worker's answer, not a pass.
 func (k *keptConn) get(ctx context.Context, rawURL string) (bool, string) {
 	say := "GET " + rawURL + ": "
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return false, say + "not an http URL"
-	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "80")
-	}
-	if k.host != host {
+	if rawURL != k.url {
+		u, err := url.Parse(rawURL)
+		if err != nil || u.Scheme != "http" || u.Host == "" {
+			return false, say + "not an http URL"
+		}
+		host := u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), "80")
+		}
 		k.close()
+		k.url, k.host = rawURL, host
+		k.req = []byte("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: recluster-probe\r\n\r\n")
 	}
 	reused := k.conn != nil
-	resp, err := k.exchange(ctx, host, u)
+	resp, err := k.exchange(ctx)
 	if err != nil && reused && ctx.Err() == nil {
 		// The worker closed the kept connection meanwhile: once more, on
 		// a new one.
-		resp, err = k.exchange(ctx, host, u)
+		resp, err = k.exchange(ctx)
 	}
 	if err != nil {
 		return false, say + probeError(ctxErr(ctx, err), 0)
@@ -218,14 +225,14 @@ func (k *keptConn) get(ctx context.Context, rawURL string) (bool, string) {
 // exchange sends one request on the kept connection, made first if there
 // is none, and reads its whole answer; it closes the connection on any
 // failure, and when the answer says so.
-func (k *keptConn) exchange(ctx context.Context, host string, u *url.URL) (*http.Response, error) {
+func (k *keptConn) exchange(ctx context.Context) (*http.Response, error) {
 	if k.conn == nil {
 		d := net.Dialer{KeepAlive: -1}
-		conn, err := d.DialContext(ctx, "tcp", host)
+		conn, err := d.DialContext(ctx, "tcp", k.host)
 		if err != nil {
 			return nil, err
 		}
-		k.conn, k.host = conn, host
+		k.conn = conn
 		k.lr.R = conn
 		k.br = bufio.NewReaderSize(&k.lr, 1024)
 	}
@@ -233,7 +240,7 @@ func (k *keptConn) exchange(ctx context.Context, host string, u *url.URL) (*http
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	k.lr.N = probeAnswerMax
-	_, err := io.WriteString(conn, "GET "+u.RequestURI()+" HTTP/1.1\r\nHost: "+u.Host+"\r\nUser-Agent: recluster-probe\r\n\r\n")
+	_, err := conn.Write(k.req)
 	var resp *http.Response
 	if err == nil {
 		resp, err = http.ReadResponse(k.br, nil)
