@@ -50,7 +50,7 @@ func (op *h1exchange) run(req []byte, reused bool) (keep bool, err error) {
 	}()
 	x.out = op.appendRequest(x.out, req)
 	k.c.SetReadDeadline(op.start.Add(watchAfter))
-	if _, err := k.rw.Write(x.out); err != nil {
+	if err := sendAwaiting(k.rw, x.out); err != nil {
 		op.retry = reused && op.h.replayable
 		return false, errWorker{err}
 	}

@@ -20,10 +20,11 @@ type polledSock struct {
 	// RawConn calls, made once: a closure a call was the most of the
 	// loop's allocations. A socket is read by one goroutine at a time,
 	// and written by one.
-	readFn, writeFn func(uintptr) bool
-	rp, wp          []byte
-	rn, wn          int
-	rerr, werr      error
+	readFn, writeFn, awaitFn func(uintptr) bool
+	rp, wp                   []byte
+	rn, wn                   int
+	rerr, werr               error
+	awaiting                 bool // writeAwait wrote, and waits for an answer
 }
 
 // rawOr is c's raw side, or c itself when it has none.
@@ -45,7 +46,7 @@ func newPolledSock(c net.Conn) *polledSock {
 		return nil
 	}
 	s := &polledSock{rc: rc}
-	s.readFn, s.writeFn = s.read, s.write
+	s.readFn, s.writeFn, s.awaitFn = s.read, s.write, s.await
 	return s
 }
 
@@ -106,4 +107,49 @@ func (s *polledSock) Write(p []byte) (int, error) {
 		return n, &net.OpError{Op: "write", Net: "tcp", Err: err}
 	}
 	return n, nil
+}
+
+// sendAwaiting writes p to rw, a worker's connection that sends only what
+// is asked of it, and waits until it has something to read or its read
+// deadline passes; what the wait ended with is for the read that follows
+// to find.
+//
+// Written so, a request's answer is read once the poller says it has
+// come. A read right after the write, as Go's reads go, nearly always
+// finds nothing yet, and then waits: one system call a request more than
+// HAProxy makes (half of the loop's reads found nothing, by strace).
+// The wait is safe only because the write is inside the wait's RawConn
+// Read: the poller forgets what it knew of the socket when that Read
+// begins, so whatever comes after the write wakes it; a client, which
+// may send its next request at any time, cannot be read so.
+func sendAwaiting(rw io.ReadWriter, p []byte) error {
+	s, ok := rw.(*polledSock)
+	if !ok {
+		_, err := rw.Write(p)
+		return err
+	}
+	s.wp, s.wn, s.werr, s.awaiting = p, 0, nil, false
+	s.rc.Read(s.awaitFn) // an error (deadline, close) is the next read's
+	n, err := s.wn, s.werr
+	s.wp = nil
+	if err != nil {
+		return &net.OpError{Op: "write", Net: "tcp", Err: err}
+	}
+	if n < len(p) {
+		// The socket took part of p, or the wait never began: the
+		// rest goes as any write does, and the answer is read as any
+		// read is.
+		_, err := s.Write(p[n:])
+		return err
+	}
+	return nil
+}
+
+func (s *polledSock) await(fd uintptr) bool {
+	if s.awaiting {
+		return true // the poller says there is something to read
+	}
+	s.awaiting = true
+	s.write(fd)
+	return s.werr != nil || s.wn < len(s.wp)
 }
