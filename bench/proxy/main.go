@@ -308,19 +308,33 @@ func parseWrk(out string) (result, error) {
 }
 
 func printTable(cells []cell, results map[cell]map[string][]result, d time.Duration) {
-	fmt.Printf("| cell | HAProxy req/%s (CPU/req, p99) | nginx | recluster | recluster / HAProxy req, CPU |\n|---|---|---|---|---|\n", d)
+	fmt.Printf("| cell | HAProxy req/%s (CPU/req, p99) | nginx | recluster | recluster / HAProxy req, CPU | req by round |\n|---|---|---|---|---|---|\n", d)
 	for _, c := range cells {
 		row := []string{c.String()}
 		for _, name := range proxies {
 			row = append(row, span(results[c][name]))
 		}
-		ratio := "–"
+		ratio, byRound := "–", "–"
 		if h, r := results[c]["haproxy"], results[c]["recluster"]; len(h) > 0 && len(r) > 0 {
 			ratio = fmt.Sprintf("%.2f, %.1f×", float64(mean(r, reqs))/float64(mean(h, reqs)), float64(mean(r, cpuReq))/float64(mean(h, cpuReq)))
+			byRound = roundRatios(h, r)
 		}
-		row = append(row, ratio)
+		row = append(row, ratio, byRound)
 		fmt.Printf("| %s |\n", strings.Join(row, " | "))
 	}
+}
+
+// roundRatios is recluster's requests over HAProxy's, round by round:
+// the machine's speed drifts by a fifth over minutes here, and a round
+// runs both within a minute.
+func roundRatios(h, r []result) string {
+	var out []string
+	for i := range min(len(h), len(r)) {
+		if h[i].requests > 0 {
+			out = append(out, fmt.Sprintf("%.2f", float64(r[i].requests)/float64(h[i].requests)))
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 func reqs(r result) int64   { return int64(r.requests) }
