@@ -81,6 +81,7 @@ services:
     command: [WORKER]
     workers: 1
 `)
+	testbin.WithView(t)
 	u := startUp(t, dir)
 	u.waitLine(`every service is ready`)
 	env := append([]string{"TERM=xterm-256color"}, testEnv(t)...)
@@ -131,6 +132,7 @@ services:
     command: [WORKER]
     workers: 2
 `)
+	testbin.WithView(t)
 	env := append([]string{"TERM=xterm-256color"}, testEnv(t)...)
 	file := filepath.Join(dir, "recluster.yml")
 	s := startTmux(t, 100, 30, env, "sh", "-c", testbin.Recluster(t)+" up --top -f "+file+"; echo up exited $?; sleep 600")
@@ -150,9 +152,9 @@ services:
 	}
 }
 
-// TestAVerbInATerminalAsksTheTerminalNothing: every verb links the view,
-// and nothing of it may speak to the terminal before the view is asked
-// for. bubbletea v1's initialiser asked the terminal for its background
+// TestAVerbInATerminalAsksTheTerminalNothing: nothing a verb links may
+// speak to the terminal unasked. bubbletea v1's initialiser, when the
+// view was linked into recluster, asked the terminal for its background
 // colour at every start (OSC 11, then a cursor report): a terminal that
 // does not answer (script, expect, `docker run -t` with nobody attached)
 // held every verb 5 s, and the query was written into its output. script
@@ -173,5 +175,60 @@ func TestAVerbInATerminalAsksTheTerminalNothing(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "recluster ") {
 		t.Errorf("recluster version said %q", out)
+	}
+}
+
+// TestTopWithoutTheViewSaysHowToGetIt: the view is a program of its own
+// (recluster-top); a recluster without it beside it or on PATH says how
+// to install it, for `top` and for `up --top`, which then starts nothing.
+func TestTopWithoutTheViewSaysHowToGetIt(t *testing.T) {
+	dir := stack(t, `
+services:
+  clock:
+    command: [WORKER]
+`)
+	alone := filepath.Join(t.TempDir(), "recluster")
+	data, err := os.ReadFile(testbin.Recluster(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(alone, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := append(testEnv(t), "PATH="+t.TempDir())
+	for _, args := range [][]string{{"top"}, {"up", "--top"}} {
+		r := runBinary(t, alone, dir, env, args...)
+		if r.code != 1 || !strings.Contains(r.err, "recluster-top") || !strings.Contains(r.err, "go install github.com/recluster/recluster/cmd/...@latest") {
+			t.Errorf("recluster %s without the view: exit %d, said %q", strings.Join(args, " "), r.code, r.err)
+		}
+	}
+	if r := verb(t, dir, "status"); r.code == 0 {
+		t.Errorf("up --top started the stack without a view:\n%s", r.stdout)
+	}
+}
+
+// TestTheInstallLineInstallsTheView: README's install line from a
+// checkout puts recluster-top beside recluster, where `recluster top`
+// finds it.
+func TestTheInstallLineInstallsTheView(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds both programs")
+	}
+	bin := t.TempDir()
+	install := exec.Command("go", "install", "./cmd/...")
+	install.Dir = filepath.Join("..", "..")
+	install.Env = append(os.Environ(), "GOBIN="+bin, "CGO_ENABLED=0")
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("go install ./cmd/...: %v\n%s", err, out)
+	}
+	dir := stack(t, `
+services:
+  clock:
+    command: [WORKER]
+`)
+	// No stack runs: the view is found, and says so as every verb does.
+	r := runBinary(t, filepath.Join(bin, "recluster"), dir, append(testEnv(t), "PATH="+t.TempDir()), "top")
+	if r.code != 1 || !strings.Contains(r.err, "recluster top: recluster is not running") {
+		t.Errorf("recluster top from the installed pair: exit %d, said %q", r.code, r.err)
 	}
 }

@@ -88,22 +88,32 @@ func init() {
 // clientFor finds the running instance for the config file, from any
 // folder below it.
 func clientFor(io IO, c *common) (*control.Client, error) {
-	path, err := c.configPath(io)
+	abs, err := configFor(io, c)
 	if err != nil {
 		return nil, err
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(abs); err != nil {
-		return nil, fmt.Errorf("config file %s: %w", abs, err)
 	}
 	paths, err := control.PathsFor(abs, io.Getenv)
 	if err != nil {
 		return nil, err
 	}
 	return control.NewClient(abs, paths), nil
+}
+
+// configFor is the absolute path of the file the verb is about, which
+// names its running `up`.
+func configFor(io IO, c *common) (string, error) {
+	path, err := c.configPath(io)
+	if err != nil {
+		return "", err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", fmt.Errorf("config file %s: %w", abs, err)
+	}
+	return abs, nil
 }
 
 func runScale(io IO, c *common, args []string) error {
@@ -401,12 +411,12 @@ func printStatusTable(out io.Writer, st []control.ServiceStatus) error {
 			if last == "" {
 				last = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts, memory(w.RSS))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t", printable(s.Name), w.ID, pid, printable(w.State), w.Generation, uptime, w.Restarts, control.RSSText(w.RSS))
 			if proxied {
 				fmt.Fprintf(tw, "%s\t%d\t", port, w.InFlight)
 			}
 			if probed {
-				fmt.Fprintf(tw, "%s\t", health(w.Health))
+				fmt.Fprintf(tw, "%s\t", w.Health.Word())
 			}
 			status := w.Status
 			if status == "" && s.Reason != "" {
@@ -416,32 +426,6 @@ func printStatusTable(out io.Writer, st []control.ServiceStatus) error {
 		}
 	}
 	return tw.Flush()
-}
-
-// memory is a worker's memory as status shows it.
-func memory(rss int64) string {
-	switch {
-	case rss <= 0:
-		return "-"
-	case rss < 10<<20:
-		return fmt.Sprintf("%.1fM", float64(rss)/(1<<20))
-	case rss < 10<<30:
-		return fmt.Sprintf("%dM", rss>>20)
-	}
-	return fmt.Sprintf("%.1fG", float64(rss)/(1<<30))
-}
-
-// health is a worker's last probe in a word or two.
-func health(h *control.Health) string {
-	switch {
-	case h == nil:
-		return "-"
-	case h.OK:
-		return "ok"
-	case h.Ready:
-		return "not yet"
-	}
-	return fmt.Sprintf("failing %d", h.Failures)
 }
 
 func probeWord(h *control.Health) string {

@@ -52,6 +52,12 @@ func binary(t testing.TB, name, pkg string, env ...string) string {
 // Recluster returns the path of a freshly built recluster binary.
 func Recluster(t testing.TB) string { return binary(t, "recluster", "./cmd/recluster") }
 
+// WithView builds recluster-top, the live view, beside the binary that
+// Recluster returns, where `recluster top` looks for it.
+func WithView(t testing.TB) {
+	binary(t, "recluster-top", "./cmd/recluster-top")
+}
+
 // StaticRecluster returns recluster built as README.md's install line
 // builds it, without cgo.
 func StaticRecluster(t testing.TB) string {

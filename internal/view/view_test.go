@@ -1,4 +1,4 @@
-package cli
+package view
 
 import (
 	"context"
@@ -59,7 +59,7 @@ func stackAt(gen int, reloading bool, requests uint64) []control.ServiceStatus {
 }
 
 // update feeds msg to the model and runs what it asks to run, once.
-func update(t *testing.T, m *topModel, msg tea.Msg) tea.Msg {
+func update(t *testing.T, m *model, msg tea.Msg) tea.Msg {
 	t.Helper()
 	_, cmd := m.Update(msg)
 	if cmd == nil {
@@ -74,7 +74,7 @@ func update(t *testing.T, m *topModel, msg tea.Msg) tea.Msg {
 // ask `up` for what they say; it fits 80×24.
 func TestTopShowsTheStackAReloadAndItsKeys(t *testing.T) {
 	f := &fakeUp{}
-	m := newTopModel(f, time.Second)
+	m := newModel(f, time.Second)
 	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
 	t0 := time.Now()
 	m.Update(statusMsg{st: stackAt(1, false, 100), at: t0})
@@ -136,7 +136,7 @@ func TestTopShowsTheStackAReloadAndItsKeys(t *testing.T) {
 
 // TestTopEndsWithUp: when `up` is gone the view says so and quits.
 func TestTopEndsWithUp(t *testing.T) {
-	m := newTopModel(&fakeUp{}, time.Second)
+	m := newModel(&fakeUp{}, time.Second)
 	_, cmd := m.Update(statusMsg{err: fmt.Errorf("recluster up for x: %w", control.ErrNotRunning)})
 	if cmd == nil {
 		t.Fatal("no quit")
