@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,7 +65,16 @@ func main() {
 	rounds := flag.Int("rounds", 2, "rounds; each runs every cell on every proxy")
 	duration := flag.Duration("duration", 6*time.Second, "wrk's run per cell")
 	only := flag.String("only", "", "run only this proxy (haproxy, nginx or recluster), to profile it")
+	onlyCell := flag.String("cell", "", `run only this cell ("tcp, keep-alive" and so on), for more rounds of it`)
 	flag.Parse()
+	cells := []cell{{"tcp", false}, {"http", false}, {"tcp", true}, {"http", true}}
+	if *onlyCell != "" {
+		cells = slices.DeleteFunc(cells, func(c cell) bool { return c.String() != *onlyCell })
+		if len(cells) == 0 {
+			fmt.Fprintf(os.Stderr, "-cell %q: no such cell; the cells are \"tcp, one request per connection\", \"http, one request per connection\", \"tcp, keep-alive\" and \"http, keep-alive\"\n", *onlyCell)
+			os.Exit(2)
+		}
+	}
 	if err := ensureTools(); err != nil {
 		fail(err)
 	}
@@ -99,7 +109,6 @@ func main() {
 		}
 		defer proc.StopGroup(up.cmd)
 	}
-	cells := []cell{{"tcp", false}, {"http", false}, {"tcp", true}, {"http", true}}
 	results := map[cell]map[string][]result{}
 	for _, c := range cells {
 		results[c] = map[string][]result{}
