@@ -24,7 +24,7 @@ type polledSock struct {
 	rp, wp                   []byte
 	rn, wn                   int
 	rerr, werr               error
-	awaiting                 bool // writeAwait wrote, and waits for an answer
+	awaiting                 bool // sendAwaiting wrote, and waits for an answer
 }
 
 // rawOr is c's raw side, or c itself when it has none.
