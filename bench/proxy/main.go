@@ -23,7 +23,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,15 +64,20 @@ func main() {
 	rounds := flag.Int("rounds", 2, "rounds; each runs every cell on every proxy")
 	duration := flag.Duration("duration", 6*time.Second, "wrk's run per cell")
 	only := flag.String("only", "", "run only this proxy (haproxy, nginx or recluster), to profile it")
-	onlyCell := flag.String("cell", "", `run only this cell ("tcp, keep-alive" and so on), for more rounds of it`)
-	flag.Parse()
 	cells := []cell{{"tcp", false}, {"http", false}, {"tcp", true}, {"http", true}}
-	if *onlyCell != "" {
-		cells = slices.DeleteFunc(cells, func(c cell) bool { return c.String() != *onlyCell })
-		if len(cells) == 0 {
-			fmt.Fprintf(os.Stderr, "-cell %q: no such cell; the cells are \"tcp, one request per connection\", \"http, one request per connection\", \"tcp, keep-alive\" and \"http, keep-alive\"\n", *onlyCell)
-			os.Exit(2)
+	var onlyCells []cell
+	flag.Func("cell", `run only this cell ("tcp, keep-alive" and so on; more than once for more cells), for more rounds of it`, func(name string) error {
+		for _, c := range cells {
+			if c.String() == name {
+				onlyCells = append(onlyCells, c)
+				return nil
+			}
 		}
+		return fmt.Errorf("no such cell; the cells are %q, %q, %q and %q", cells[0], cells[1], cells[2], cells[3])
+	})
+	flag.Parse()
+	if onlyCells != nil {
+		cells = onlyCells
 	}
 	if err := ensureTools(); err != nil {
 		fail(err)
