@@ -72,7 +72,18 @@ func rawAccept4(fd int) (int, net.Addr, error) {
 	if e != 0 {
 		return -1, nil, e
 	}
+	rawNoDelay(int(nfd))
 	return int(nfd), rawAddr(&rsa), nil
+}
+
+// rawNoDelay turns Nagle's algorithm off, as Go's net does for every tcp
+// connection and HAProxy for both of a proxied one's: a small write (an
+// answer's last bytes, an interactive protocol's command) goes at once,
+// not after the peer's acknowledgement of the last one, which a delayed
+// ACK can hold back 40 ms.
+func rawNoDelay(fd int) {
+	one := int32(1)
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
 }
 
 func rawAddr(rsa *unix.RawSockaddrAny) net.Addr {
@@ -114,6 +125,7 @@ func rawConnect(ap netip.AddrPort) (fd int, err error) {
 	if fd, err = rawSocket(family); err != nil {
 		return -1, err
 	}
+	rawNoDelay(fd)
 	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), size)
 	return fd, errnoErr(e)
 }
