@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -77,16 +76,5 @@ func clientFor(file string) (*control.Client, error) {
 			return nil, err
 		}
 	}
-	abs, err := filepath.Abs(file)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(abs); err != nil {
-		return nil, fmt.Errorf("config file %s: %w", abs, err)
-	}
-	paths, err := control.PathsFor(abs, os.Getenv)
-	if err != nil {
-		return nil, err
-	}
-	return control.NewClient(abs, paths), nil
+	return control.ClientFor(file, os.Getenv)
 }

@@ -35,10 +35,8 @@ func runTop(io IO, c *common, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := showTop(io, config, color, *every); err != nil {
-		return err
-	}
-	return nil
+	_, err = showTop(io, config, color, *every)
+	return err
 }
 
 // upWithTop is `up --top`: the stack runs as with -d (its log stream in

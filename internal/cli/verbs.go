@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,15 +87,11 @@ func init() {
 // clientFor finds the running instance for the config file, from any
 // folder below it.
 func clientFor(io IO, c *common) (*control.Client, error) {
-	abs, err := configFor(io, c)
+	path, err := c.configPath(io)
 	if err != nil {
 		return nil, err
 	}
-	paths, err := control.PathsFor(abs, io.Getenv)
-	if err != nil {
-		return nil, err
-	}
-	return control.NewClient(abs, paths), nil
+	return control.ClientFor(path, io.Getenv)
 }
 
 // configFor is the absolute path of the file the verb is about, which
@@ -106,14 +101,7 @@ func configFor(io IO, c *common) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(abs); err != nil {
-		return "", fmt.Errorf("config file %s: %w", abs, err)
-	}
-	return abs, nil
+	return control.ConfigFile(path)
 }
 
 func runScale(io IO, c *common, args []string) error {

@@ -61,6 +61,33 @@ func NewClient(config string, paths Paths) *Client {
 	return c
 }
 
+// ConfigFile is path made absolute, once it names a file that exists:
+// the name an instance's control socket is found by.
+func ConfigFile(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", fmt.Errorf("config file %s: %w", abs, err)
+	}
+	return abs, nil
+}
+
+// ClientFor is the client for the instance that runs the config file at
+// path.
+func ClientFor(path string, getenv func(string) string) (*Client, error) {
+	abs, err := ConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	paths, err := PathsFor(abs, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return NewClient(abs, paths), nil
+}
+
 // dial connects to the first control socket that exists, after checking
 // who owns it.
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
