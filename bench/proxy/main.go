@@ -18,6 +18,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -339,15 +340,55 @@ func printTable(cells []cell, results map[cell]map[string][]result, d time.Durat
 
 // roundRatios is recluster's requests over HAProxy's, round by round:
 // the machine's speed drifts by a fifth over minutes here, and a round
-// runs both within a minute.
+// runs both within a minute. After them, their geometric mean and its 95 %
+// interval: a mean of 1.03 whose interval holds 1 is parity, not a lead.
 func roundRatios(h, r []result) string {
 	var out []string
+	var logs []float64
 	for i := range min(len(h), len(r)) {
-		if h[i].requests > 0 {
-			out = append(out, fmt.Sprintf("%.2f", float64(r[i].requests)/float64(h[i].requests)))
+		if h[i].requests > 0 && r[i].requests > 0 {
+			ratio := float64(r[i].requests) / float64(h[i].requests)
+			out = append(out, fmt.Sprintf("%.2f", ratio))
+			logs = append(logs, math.Log(ratio))
 		}
 	}
+	if m, lo, hi, ok := meanInterval(logs); ok {
+		out = append(out, fmt.Sprintf("(mean %.2f, 95 %%: %.2f–%.2f)", math.Exp(m), math.Exp(lo), math.Exp(hi)))
+	}
 	return strings.Join(out, " ")
+}
+
+// meanInterval is the mean of v and its 95 % interval by Student's t,
+// given at least two values.
+func meanInterval(v []float64) (mean, lo, hi float64, ok bool) {
+	n := len(v)
+	if n < 2 {
+		return 0, 0, 0, false
+	}
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(n)
+	var ss float64
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	half := tQuantile975(n-1) * math.Sqrt(ss/float64(n-1)/float64(n))
+	return mean, mean - half, mean + half, true
+}
+
+// tQuantile975 is Student's t at 97.5 % for df degrees of freedom.
+func tQuantile975(df int) float64 {
+	table := []float64{12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13, 2.12, 2.11, 2.10, 2.09, 2.09}
+	switch {
+	case df <= len(table):
+		return table[df-1]
+	case df < 30:
+		return 2.06
+	case df < 60:
+		return 2.02
+	}
+	return 1.98
 }
 
 func reqs(r result) int64   { return int64(r.requests) }
