@@ -107,19 +107,18 @@ func TestTheTCPEngineIgnoresAStaleReport(t *testing.T) {
 		t.Skip("no tcp engine here")
 	}
 	var pr *rawPair
+	var fd int
+	var serial int32
 	e.mu.Lock()
 	for _, s := range e.socks {
 		if s.pair != nil && s == &s.pair.s && s.connecting {
-			pr = s.pair
+			pr, fd, serial = s.pair, s.fd, s.serial
 		}
 	}
 	e.mu.Unlock()
 	if pr == nil {
 		t.Fatal("no connection to the worker under way")
 	}
-	e.mu.Lock()
-	fd, serial := pr.s.fd, pr.s.serial
-	e.mu.Unlock()
 	e.handle([]unix.EpollEvent{{Events: unix.EPOLLERR | unix.EPOLLHUP, Fd: int32(fd), Pad: serial - 1}})
 	e.mu.Lock()
 	defer e.mu.Unlock()
