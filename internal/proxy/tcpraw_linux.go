@@ -568,24 +568,6 @@ func (e *tcpEngine) refused(pr *rawPair) {
 	e.p.pool.Go(func() { e.pickAndConnect(pr) })
 }
 
-func sockaddrTCP(sa unix.Sockaddr) net.Addr {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)))
-	case *unix.SockaddrInet6:
-		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)))
-	}
-	return &net.TCPAddr{}
-}
-
-func localAddr(fd int) net.Addr {
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return &net.TCPAddr{}
-	}
-	return sockaddrTCP(sa)
-}
-
 // rawListener is a duplicate of ln's descriptor for the engine to accept
 // on, and its number, when ln is a tcp listener (non-blocking as ln is;
 // os.File.Fd would make both blocking); nil otherwise, and the tcp mode
