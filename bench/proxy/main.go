@@ -50,6 +50,12 @@ type result struct {
 	requests int
 	p99      time.Duration
 	cpu      time.Duration
+	// What else ran, for the per-round line: the proxy's workers' and
+	// wrk's CPU, and the share of the machine left idle. Two proxies of
+	// the same CPU a request can still differ in requests by what they
+	// cost the others.
+	workersCPU, wrkCPU time.Duration
+	idle               float64
 }
 
 func (r result) cpuPerRequest() time.Duration {
@@ -94,6 +100,7 @@ func main() {
 	}
 	server, _ := filepath.Abs("bench/peers/server.js")
 	var backends []string
+	var backendPids []int
 	for i := 0; i < 4; i++ {
 		port := freePort()
 		cmd := exec.Command("node", server)
@@ -103,6 +110,7 @@ func main() {
 			fail(err)
 		}
 		defer cmd.Process.Kill()
+		backendPids = append(backendPids, cmd.Process.Pid)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		waitListening(addr)
 		backends = append(backends, addr)
@@ -125,11 +133,12 @@ func main() {
 				if *only != "" && name != *only {
 					continue
 				}
-				r, err := runCell(name, c, backends, up, work, *duration)
+				r, err := runCell(name, c, backends, backendPids, up, work, *duration)
 				if err != nil {
 					fail(fmt.Errorf("%s, %s: %w", name, c, err))
 				}
-				fmt.Fprintf(os.Stderr, "round %d, %s, %s: %d requests, p99 %s, %.1f µs CPU a request\n", round+1, c, name, r.requests, r.p99, float64(r.cpuPerRequest().Nanoseconds())/1000)
+				fmt.Fprintf(os.Stderr, "round %d, %s, %s: %d requests, p99 %s, %.1f µs CPU a request (its workers %.1f, wrk %.1f), %.1f %% idle\n",
+					round+1, c, name, r.requests, r.p99, perRequest(r.cpu, r), perRequest(r.workersCPU, r), perRequest(r.wrkCPU, r), 100*r.idle)
 				results[c][name] = append(results[c][name], r)
 			}
 		}
@@ -186,7 +195,7 @@ func startRecluster(bin, server, work string, n int) (*reclusterUp, error) {
 
 // runCell runs wrk through one proxy for c: HAProxy or nginx started for
 // the cell, or the run's `up`.
-func runCell(name string, c cell, backends []string, up *reclusterUp, work string, d time.Duration) (result, error) {
+func runCell(name string, c cell, backends []string, backendPids []int, up *reclusterUp, work string, d time.Duration) (result, error) {
 	port := freePort()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	dir := filepath.Join(work, fmt.Sprintf("%s-%s-%v", name, c.protocol, c.keepAlive))
@@ -227,15 +236,69 @@ func runCell(name string, c cell, backends []string, up *reclusterUp, work strin
 	// connections every proxy keeps to its workers, warm up here.
 	exec.Command("wrk", append(args, "-d"+warmUp.String(), "http://"+addr+"/")...).Run()
 	pids := proxyPids(name, cmd.Process.Pid)
-	before := cpuOf(pids)
-	out, err := exec.Command("wrk", append(args, "-d"+d.String(), "http://"+addr+"/")...).CombinedOutput()
-	cpu := cpuOf(pids) - before
+	workers := backendPids
+	if name == "recluster" {
+		workers = serviceWorkers(cmd.Process.Pid, c.protocol)
+	}
+	before, workersBefore := cpuOf(pids), cpuOf(workers)
+	busyBefore, idleBefore := machineTicks()
+	wrk := exec.Command("wrk", append(args, "-d"+d.String(), "http://"+addr+"/")...)
+	out, err := wrk.CombinedOutput()
+	cpu, workersCPU := cpuOf(pids)-before, cpuOf(workers)-workersBefore
+	busy, idle := machineTicks()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
 	}
 	r, err := parseWrk(string(out))
-	r.cpu = cpu
+	r.cpu, r.workersCPU = cpu, workersCPU
+	r.wrkCPU = wrk.ProcessState.UserTime() + wrk.ProcessState.SystemTime()
+	if total := busy - busyBefore + idle - idleBefore; total > 0 {
+		r.idle = (idle - idleBefore) / total
+	}
 	return r, err
+}
+
+func perRequest(cpu time.Duration, r result) float64 {
+	if r.requests == 0 {
+		return 0
+	}
+	return float64(cpu.Nanoseconds()) / 1000 / float64(r.requests)
+}
+
+// serviceWorkers are the processes `up` (pid) runs for service, told by
+// the RECLUSTER_SERVICE it gives them.
+func serviceWorkers(pid int, service string) []int {
+	var pids []int
+	for _, p := range proc.All() {
+		if p.PPid != pid {
+			continue
+		}
+		env, _ := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/environ")
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if kv == "RECLUSTER_SERVICE="+service {
+				pids = append(pids, p.Pid)
+			}
+		}
+	}
+	return pids
+}
+
+// machineTicks are the clock ticks all processors spent busy and idle
+// since boot, by /proc/stat's first line.
+func machineTicks() (busy, idle float64) {
+	data, _ := os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(data), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		switch i {
+		case 3, 4: // idle, iowait
+			idle += v
+		case 8, 9: // guest time, counted in user already
+		default:
+			busy += v
+		}
+	}
+	return busy, idle
 }
 
 // warmUp is the unmeasured load before each measured run.
