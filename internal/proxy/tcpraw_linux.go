@@ -21,7 +21,10 @@ import (
 // it saves, per connection, the keep-alive, Nagle and address system
 // calls Go's net makes (about ten of thirty), and per chunk the read
 // bound to fail and the goroutine switch: EPOLLRDHUP tells an end apart,
-// so a short read means the socket is empty.
+// so a short read means the socket is empty. The reads and writes that
+// a batch of the set's reports allows are made together, a round at a
+// time (tcpmove_linux.go), each round one system call through an
+// io_uring where the kernel lets the proxy have one (uring_linux.go).
 //
 // Its set is itself waited on through Go's poller (an epoll descriptor is
 // pollable), so no thread blocks and the scheduler stays in charge. A
@@ -35,10 +38,11 @@ type tcpEngine struct {
 	epfd *os.File // the epoll set, non-blocking, in Go's poller
 	efd  int      // its descriptor (epfd.Fd would make it blocking)
 
-	mu      sync.Mutex
-	socks   map[int32]*rawSock // by descriptor
-	answers []sockReport       // the workers' reports, held for handle's second pass
-	done    chan struct{}      // closed when the loop ends
+	mu    sync.Mutex
+	socks map[int32]*rawSock // by descriptor
+	ring  *ring              // nil where there is none: the calls are made one by one
+	mover                    // the pairs with something to move, and the batch moving it
+	done  chan struct{}      // closed when the loop ends
 	// The listener while the engine accepts (tcp mode), -1 otherwise;
 	// blocked at maxConnections (a release accepts again), paused after
 	// an accept error such as EMFILE (a timer accepts again).
@@ -63,11 +67,11 @@ type rawSock struct {
 // rawFlow is one direction of a pair.
 type rawFlow struct {
 	src, dst *rawSock
-	head     []byte // sent before anything (the PROXY header)
-	buf      *[]byte
-	off, n   int  // buf[off:n] is read and not yet written
-	eof      bool // src ended
-	done     bool // its end was passed on (or need not be)
+	head     []byte  // sent before anything (the PROXY header)
+	buf      *[]byte // taken for a read, given back once written on
+	off, n   int     // buf[off:n] is read and not yet written
+	eof      bool    // src ended
+	done     bool    // its end was passed on (or need not be)
 }
 
 // rawPair is one proxied connection: the client's socket and the
@@ -81,6 +85,7 @@ type rawPair struct {
 	remote   net.Addr
 	skip     map[string]bool
 	finished bool
+	queued   bool // in the mover's list
 }
 
 func newTCPEngine(p *Proxy) *tcpEngine {
@@ -92,7 +97,7 @@ func newTCPEngine(p *Proxy) *tcpEngine {
 		unix.Close(fd)
 		return nil
 	}
-	e := &tcpEngine{p: p, epfd: os.NewFile(uintptr(fd), "proxy-epoll"), efd: fd, socks: map[int32]*rawSock{}, done: make(chan struct{}), lnfd: -1}
+	e := &tcpEngine{p: p, epfd: os.NewFile(uintptr(fd), "proxy-epoll"), efd: fd, socks: map[int32]*rawSock{}, done: make(chan struct{}), lnfd: -1, ring: newRing()}
 	rc, err := e.epfd.SyscallConn()
 	if err != nil {
 		e.epfd.Close()
@@ -108,6 +113,9 @@ func newTCPEngine(p *Proxy) *tcpEngine {
 func (e *tcpEngine) stop() {
 	e.epfd.Close()
 	<-e.done
+	if e.ring != nil {
+		e.ring.close()
+	}
 }
 
 // loop handles the set's events as Go's poller reports it ready, for the
@@ -137,44 +145,23 @@ func (e *tcpEngine) loop(rc syscall.RawConn) {
 	})
 }
 
+// handle takes a batch of the set's reports, then moves what they let
+// move, all of the batch together (mover).
 func (e *tcpEngine) handle(events []unix.EpollEvent) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	// Requests first, then answers: the workers are handed the batch's
-	// requests together, so their answers come back together and reach
-	// the clients bunched, and a client woken by one finds the others
-	// when it looks. Taken in the order epoll gives, wrk waited in
-	// epoll_wait 0.64 times a request (0.53 against HAProxy) and spent
-	// 1 µs more CPU a request than against HAProxy; requests first, 0.45–
-	// 0.53 times, and its CPU a request is what HAProxy costs it.
-	answers := e.answers[:0]
+	e.batching = true
 	for _, ev := range events {
 		s := e.socks[ev.Fd]
 		switch {
 		case s == &e.lnSock:
 			e.acceptAll()
-		case !e.current(s, ev):
-			// stale: nothing to do
-		case s == &s.pair.s:
-			answers = append(answers, sockReport{s, ev})
-		default:
+		case e.current(s, ev):
 			e.report(s, ev.Events)
 		}
 	}
-	for i, a := range answers {
-		if e.current(a.s, a.ev) { // its pair may have finished since
-			e.report(a.s, a.ev.Events)
-		}
-		answers[i] = sockReport{}
-	}
-	e.answers = answers[:0]
-}
-
-// sockReport is a report of the set held back for the batch's second
-// pass, with its socket.
-type sockReport struct {
-	s  *rawSock
-	ev unix.EpollEvent
+	e.batching = false
+	e.moveQueued()
 }
 
 // current says whether ev still reports on s: not on a descriptor
@@ -184,7 +171,7 @@ func (e *tcpEngine) current(s *rawSock, ev unix.EpollEvent) bool {
 	return s != nil && s.serial == ev.Pad && !s.pair.finished
 }
 
-// report takes what the set says of s, and moves what its pair can.
+// report takes what the set says of s, and queues its pair to move.
 func (e *tcpEngine) report(s *rawSock, events uint32) {
 	const end = unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
 	if events&(unix.EPOLLIN|end) != 0 {
@@ -210,103 +197,6 @@ func (e *tcpEngine) report(s *rawSock, events uint32) {
 	e.advance(pr)
 }
 
-// advance moves what can move on both directions of pr until nothing
-// can; the caller holds mu.
-func (e *tcpEngine) advance(pr *rawPair) {
-	for !pr.finished {
-		up, upFailed := e.flow(pr, &pr.up)
-		down, downFailed := e.flow(pr, &pr.down)
-		switch {
-		case upFailed || downFailed:
-			e.finish(pr)
-		case pr.up.done && pr.down.done:
-			e.finish(pr)
-		case !up && !down:
-			return
-		}
-	}
-}
-
-// flow moves f's bytes while its sockets let it, reporting whether
-// anything changed and whether a socket failed (which ends the pair, as
-// an error on either side of a connection does).
-func (e *tcpEngine) flow(pr *rawPair, f *rawFlow) (moved, failed bool) {
-	if f.done {
-		return false, false
-	}
-	for {
-		if len(f.head) > 0 || f.off < f.n {
-			if f.dst.fd < 0 || f.dst.connecting || !f.dst.writable {
-				return moved, false
-			}
-			data := f.head
-			if len(data) == 0 {
-				data = (*f.buf)[f.off:f.n]
-			}
-			w, err := rawWrite(f.dst.fd, data)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				f.dst.writable = false
-				return moved, false
-			case err != nil:
-				return moved, true
-			}
-			if len(f.head) > 0 {
-				f.head = f.head[w:]
-			} else {
-				f.off += w
-			}
-			pr.t.moved.Add(1)
-			moved = true
-			continue
-		}
-		if f.buf != nil {
-			copyBufs.Put(f.buf)
-			f.buf, f.off, f.n = nil, 0, 0
-		}
-		if f.eof {
-			if f.dst.fd < 0 || f.dst.connecting {
-				return moved, false // passed on once the server is there
-			}
-			if pr.t.halfClosed.CompareAndSwap(false, true) {
-				rawShutdown(f.dst.fd, unix.SHUT_WR)
-			}
-			f.done = true
-			pr.t.moved.Add(1)
-			return true, false
-		}
-		if f.src.fd < 0 || f.src.connecting || !f.src.readable {
-			return moved, false
-		}
-		b := copyBufs.Get().(*[]byte)
-		r, err := rawRead(f.src.fd, *b)
-		switch {
-		case err == unix.EINTR:
-			copyBufs.Put(b)
-			continue
-		case err == unix.EAGAIN:
-			copyBufs.Put(b)
-			f.src.readable = false
-			return moved, false
-		case err != nil:
-			copyBufs.Put(b)
-			return moved, true
-		case r == 0:
-			copyBufs.Put(b)
-			f.eof = true
-			continue
-		}
-		f.buf, f.off, f.n = b, 0, r
-		pr.t.moved.Add(1)
-		moved = true
-		if r < len(*b) && !f.src.ended {
-			f.src.readable = false // emptied; epoll says when more (or an end) comes
-		}
-	}
-}
-
 // finish closes both sockets of pr and counts it out; the caller holds
 // mu.
 func (e *tcpEngine) finish(pr *rawPair) {
@@ -318,12 +208,8 @@ func (e *tcpEngine) finish(pr *rawPair) {
 			s.fd = -1
 		}
 	}
-	for _, f := range []*rawFlow{&pr.up, &pr.down} {
-		if f.buf != nil {
-			copyBufs.Put(f.buf)
-			f.buf = nil
-		}
-	}
+	e.giveBack(&pr.up)
+	e.giveBack(&pr.down)
 	p := e.p
 	p.tcp.remove(pr.t)
 	if pr.b != nil {
