@@ -28,6 +28,7 @@ type mover struct {
 	// to be moved together once the batch is read; moving: a round is
 	// under way, and a pair queued meanwhile waits for the next.
 	batching, moving bool
+	ringTried        bool // the ring was set up, or could not be
 }
 
 type opFlow struct {
@@ -106,8 +107,14 @@ func (e *tcpEngine) moveQueued() {
 	}
 }
 
-// run makes ops: through the ring as one system call, or one by one.
+// run makes ops: through the ring as one system call, or one by one. The
+// ring is set up the first time a round has more than one operation, so
+// a proxy that never carries two at once costs no ring.
 func (e *tcpEngine) run(ops []uringOp) {
+	if len(ops) > 1 && !e.ringTried {
+		e.ringTried = true
+		e.ring = newRing()
+	}
 	if len(ops) > 1 && e.ring != nil && !e.ring.broken {
 		e.ring.run(ops)
 		return

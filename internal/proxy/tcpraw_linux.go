@@ -40,7 +40,7 @@ type tcpEngine struct {
 
 	mu    sync.Mutex
 	socks map[int32]*rawSock // by descriptor
-	ring  *ring              // nil where there is none: the calls are made one by one
+	ring  *ring              // nil until needed, or where there is none: the calls are then made one by one
 	mover                    // the pairs with something to move, and the batch moving it
 	done  chan struct{}      // closed when the loop ends
 	// The listener while the engine accepts (tcp mode), -1 otherwise;
@@ -97,7 +97,7 @@ func newTCPEngine(p *Proxy) *tcpEngine {
 		unix.Close(fd)
 		return nil
 	}
-	e := &tcpEngine{p: p, epfd: os.NewFile(uintptr(fd), "proxy-epoll"), efd: fd, socks: map[int32]*rawSock{}, done: make(chan struct{}), lnfd: -1, ring: newRing()}
+	e := &tcpEngine{p: p, epfd: os.NewFile(uintptr(fd), "proxy-epoll"), efd: fd, socks: map[int32]*rawSock{}, done: make(chan struct{}), lnfd: -1}
 	rc, err := e.epfd.SyscallConn()
 	if err != nil {
 		e.epfd.Close()
@@ -113,8 +113,11 @@ func newTCPEngine(p *Proxy) *tcpEngine {
 func (e *tcpEngine) stop() {
 	e.epfd.Close()
 	<-e.done
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.ring != nil {
 		e.ring.close()
+		e.ring = nil
 	}
 }
 
