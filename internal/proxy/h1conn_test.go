@@ -353,3 +353,43 @@ func waitChan(t *testing.T, ch <-chan struct{}, what string) {
 		t.Fatalf("waited %s for %s", deadlineForTests, what)
 	}
 }
+
+// TestARequestSentDuringAnExchangeIsServed: a client that sends its next
+// request while the proxy waits on the worker for the one before gets
+// both answered, in order, whether the wait is short or long enough for
+// the watch on the client to start (watchAfter). The loop reads the
+// client only when the poller says it sent something (serve): this is
+// the request whose word comes while the loop is busy elsewhere.
+func TestARequestSentDuringAnExchangeIsServed(t *testing.T) {
+	for _, hold := range []time.Duration{0, 2 * watchAfter} {
+		t.Run(hold.String(), func(t *testing.T) {
+			arrived, release := make(chan struct{}, 1), make(chan struct{})
+			w := startRawWorker(t, func(target string) (string, bool) {
+				if target == "/slow" {
+					arrived <- struct{}{}
+					<-release
+				}
+				return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(target), target), false
+			})
+			p, addr := startProxy(t, Options{Protocol: "http"})
+			p.SetBackends(map[string]string{"w": w.ln.Addr().String()})
+			c, br := dialProxy(t, addr)
+			io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+			select {
+			case <-arrived:
+			case <-time.After(deadlineForTests):
+				t.Fatal("the worker never got /slow")
+			}
+			io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+			// A delay, not a synchronisation: the exchange lasts this
+			// long with /next waiting in the client's socket.
+			time.Sleep(hold)
+			close(release)
+			for _, want := range []string{"/slow", "/next"} {
+				if _, body := readAnswer(t, br, "GET"); body != want {
+					t.Fatalf("answer %q, want %q", body, want)
+				}
+			}
+		})
+	}
+}
