@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/recluster/recluster/internal/netlimit"
-	"golang.org/x/sys/unix"
 )
 
 // h1conn is one client connection in http mode, served by the proxy's own
@@ -201,10 +200,10 @@ func (x *h1conn) step(fd uintptr) bool {
 				return false
 			}
 			n, err := rawRead(int(fd), x.buf)
-			if err == unix.EINTR {
+			if err == syscall.EINTR {
 				continue
 			}
-			if err == unix.EAGAIN {
+			if err == syscall.EAGAIN {
 				return false
 			}
 			x.waiting = false
@@ -313,9 +312,9 @@ func (x *h1conn) readHead(fd uintptr) (done, wait bool) {
 		}
 		n, err := rawRead(int(fd), x.buf[x.w:])
 		switch {
-		case err == unix.EINTR:
+		case err == syscall.EINTR:
 			continue
-		case err == unix.EAGAIN:
+		case err == syscall.EAGAIN:
 			return false, true
 		case err != nil || n == 0:
 			x.end = endClose
@@ -426,7 +425,9 @@ func (x *h1conn) startWatch(k *keptConn) {
 	x.idleUntil = time.Time{}
 	dup := -1
 	x.raw.Control(func(fd uintptr) {
-		dup, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		if d, err := dupCloexec(int(fd)); err == nil {
+			dup = d
+		}
 	})
 	if dup < 0 {
 		return // out of descriptors: no watch, as for a short exchange

@@ -5,6 +5,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"syscall"
 )
 
 // rawOr is c: the raw side is Linux's (polledsock_linux.go).
@@ -15,4 +16,24 @@ func rawOr(c net.Conn) io.ReadWriter { return c }
 func sendAwaiting(rw io.ReadWriter, p []byte) error {
 	_, err := rw.Write(p)
 	return err
+}
+
+// rawRead reads a non-blocking descriptor once.
+func rawRead(fd int, b []byte) (int, error) {
+	n, err := syscall.Read(fd, b)
+	if n < 0 {
+		n = 0
+	}
+	return n, err
+}
+
+// dupCloexec is a duplicate of fd, closed on exec.
+func dupCloexec(fd int) (int, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	nfd, err := syscall.Dup(fd)
+	if err == nil {
+		syscall.CloseOnExec(nfd)
+	}
+	return nfd, err
 }

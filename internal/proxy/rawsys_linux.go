@@ -147,3 +147,8 @@ func localAddr(fd int) net.Addr {
 	}
 	return sockaddrTCP(sa)
 }
+
+// dupCloexec is a duplicate of fd, closed on exec.
+func dupCloexec(fd int) (int, error) {
+	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+}
