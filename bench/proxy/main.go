@@ -58,12 +58,17 @@ type result struct {
 	idle               float64
 }
 
-func (r result) cpuPerRequest() time.Duration {
+func (r result) cpuPerRequest() time.Duration { return r.perRequest(r.cpu) }
+
+// perRequest is cpu, spent over r's run, a request.
+func (r result) perRequest(cpu time.Duration) time.Duration {
 	if r.requests == 0 {
 		return 0
 	}
-	return r.cpu / time.Duration(r.requests)
+	return cpu / time.Duration(r.requests)
 }
+
+func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 
 var proxies = []string{"haproxy", "nginx", "recluster"}
 
@@ -138,7 +143,7 @@ func main() {
 					fail(fmt.Errorf("%s, %s: %w", name, c, err))
 				}
 				fmt.Fprintf(os.Stderr, "round %d, %s, %s: %d requests, p99 %s, %.1f µs CPU a request (its workers %.1f, wrk %.1f), %.1f %% idle\n",
-					round+1, c, name, r.requests, r.p99, perRequest(r.cpu, r), perRequest(r.workersCPU, r), perRequest(r.wrkCPU, r), 100*r.idle)
+					round+1, c, name, r.requests, r.p99, micros(r.cpuPerRequest()), micros(r.perRequest(r.workersCPU)), micros(r.perRequest(r.wrkCPU)), 100*r.idle)
 				results[c][name] = append(results[c][name], r)
 			}
 		}
@@ -256,13 +261,6 @@ func runCell(name string, c cell, backends []string, backendPids []int, up *recl
 		r.idle = (idle - idleBefore) / total
 	}
 	return r, err
-}
-
-func perRequest(cpu time.Duration, r result) float64 {
-	if r.requests == 0 {
-		return 0
-	}
-	return float64(cpu.Nanoseconds()) / 1000 / float64(r.requests)
 }
 
 // serviceWorkers are the processes `up` (pid) runs for service, told by
@@ -483,7 +481,7 @@ func span(rs []result) string {
 		return fmt.Sprintf(format+"–"+format, v[0], v[len(v)-1])
 	}
 	return fmt.Sprintf("%s (%s µs, %s ms)", rng(func(r result) float64 { return float64(r.requests) }, "%.0f"),
-		rng(func(r result) float64 { return float64(r.cpuPerRequest().Nanoseconds()) / 1000 }, "%.1f"),
+		rng(func(r result) float64 { return micros(r.cpuPerRequest()) }, "%.1f"),
 		rng(func(r result) float64 { return float64(r.p99.Microseconds()) / 1000 }, "%.1f"))
 }
 

@@ -62,7 +62,6 @@ type h1conn struct {
 	op   h1exchange // one of each made a request
 
 	// The loop's state between calls of step (serve).
-	stepFn        func(uintptr) bool
 	phase, end    int
 	first         bool // the connection's first request
 	waiting       bool // idle, its wait begun
@@ -144,11 +143,7 @@ func (hs *httpServer) serveConn(p *Proxy, c net.Conn) {
 // (startWatch).
 func (x *h1conn) serve() (handed bool) {
 	x.first, x.mustRead, x.phase = true, true, phaseIdle
-	if x.raw == nil {
-		return false
-	}
-	x.stepFn = x.step
-	err := x.raw.Read(x.stepFn)
+	err := x.raw.Read(x.step)
 	switch {
 	case x.end == endHandOff:
 		x.handOff()

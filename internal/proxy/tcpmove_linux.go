@@ -28,7 +28,10 @@ type mover struct {
 	// to be moved together once the batch is read; moving: a round is
 	// under way, and a pair queued meanwhile waits for the next.
 	batching, moving bool
-	ringTried        bool // the ring was set up, or could not be
+	// ring is nil until a round first has two operations, or where the
+	// kernel allows none: the calls are then made one by one.
+	ring      *ring
+	ringTried bool // the ring was set up, or could not be
 }
 
 type opFlow struct {

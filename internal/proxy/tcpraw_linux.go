@@ -40,8 +40,7 @@ type tcpEngine struct {
 
 	mu    sync.Mutex
 	socks map[int32]*rawSock // by descriptor
-	ring  *ring              // nil until needed, or where there is none: the calls are then made one by one
-	mover                    // the pairs with something to move, and the batch moving it
+	mover                    // the pairs with something to move, the batch moving it, and the ring
 	done  chan struct{}      // closed when the loop ends
 	// The listener while the engine accepts (tcp mode), -1 otherwise;
 	// blocked at maxConnections (a release accepts again), paused after
